@@ -1,0 +1,3 @@
+from keyrun.cli import main
+
+main()

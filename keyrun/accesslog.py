@@ -1,0 +1,90 @@
+"""The access log: one JSON line per resolution, never a value (SPEC §5)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from keyrun.errors import ConfigError
+
+
+def log_path(environ: Mapping[str, str]) -> Path | None:
+    """``$KEYRUN_ACCESS_LOG`` (``off`` disables it), else the XDG state directory."""
+    setting = environ.get("KEYRUN_ACCESS_LOG", "")
+    if setting.lower() in ("off", "0", "false", "no", "none"):
+        return None
+    if setting:
+        return Path(setting).expanduser()
+    state = environ.get("XDG_STATE_HOME") or os.path.join(environ.get("HOME", "~"),
+                                                          ".local", "state")
+    return Path(state).expanduser() / "keyrun" / "access.log"
+
+
+def record(
+    environ: Mapping[str, str],
+    *,
+    action: str,
+    project: str,
+    env: str,
+    keys: Sequence[Mapping[str, str | None]],
+    missing: Sequence[str] = (),
+    command: str | None = None,
+) -> Path | None:
+    """Append one entry; return where, or None when logging is off."""
+    path = log_path(environ)
+    if path is None:
+        return None
+    entry: dict[str, Any] = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "user": environ.get("USER") or environ.get("LOGNAME") or str(os.getuid()),
+        "host": os.uname().nodename,
+        "directory": os.getcwd(),
+        "action": action,
+        "project": project,
+        "env": env,
+        "command": os.path.basename(command) if command else None,
+        "keys": [dict(key) for key in keys],
+        "missing": list(missing),
+    }
+    line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+    _append(path, line.encode("utf-8"))
+    return path
+
+
+def _append(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def read_entries(environ: Mapping[str, str]) -> tuple[Path | None, list[dict[str, Any]]]:
+    """Every entry, newest first."""
+    path = log_path(environ)
+    if path is None:
+        return None, []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return path, []
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            raise ConfigError("this line is not a keyrun access-log entry",
+                              "the file was edited or is not an access log; "
+                              "set KEYRUN_ACCESS_LOG to the right path",
+                              path=str(path), line=number) from None
+    entries.reverse()
+    return path, entries

@@ -1,0 +1,179 @@
+"""The command line. ``main`` is the console script.
+
+``keyrun -- cmd`` is the hot path: it is parsed here, without importing Typer or rich,
+so that keyrun starts about as fast as python-dotenv's own ``dotenv run``. Every other
+command (and ``--help``) goes through the Typer app in ``keyrun.cli.app``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from keyrun.errors import EXIT_KEYRUN_FAILED, EXIT_USAGE, KeyrunError, UsageError
+
+# Global options: (short, long, takes a value).
+GLOBAL_OPTIONS = (
+    ("-e", "--env", True),
+    ("-p", "--project", True),
+    ("-c", "--config", True),
+    ("-q", "--quiet", False),
+    ("-v", "--verbose", False),
+)
+# run's own flags: long name → field of RunOptions. --only takes a value.
+RUN_FLAGS = {
+    "--allow-missing": "allow_missing",
+    "--preserve-env": "preserve_env",
+    "--clean-env": "clean_env",
+    "--allow-argv-secrets": "allow_argv_secrets",
+}
+_HELP = {"-h", "--help", "--version", "--install-completion", "--show-completion"}
+
+
+def _global_option(arg: str) -> tuple[str, bool, str | None] | None:
+    """(long name, takes a value, inline value) when ``arg`` is a global option."""
+    for short, long, takes_value in GLOBAL_OPTIONS:
+        if arg in (short, long):
+            return long, takes_value, None
+        if takes_value and arg.startswith(long + "="):
+            return long, True, arg[len(long) + 1 :]
+        if takes_value and arg.startswith(short) and len(arg) > 2:
+            return long, True, arg[2:]
+    return None
+
+
+def normalize(args: Sequence[str]) -> list[str]:
+    """Move global options written after the command name in front of it, and turn
+    ``keyrun [opts] -- cmd`` into ``keyrun [opts] run -- cmd``."""
+    globals_: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or _starts_command(rest, arg):
+            break
+        option = _global_option(arg)
+        if option is None:
+            rest.append(arg)
+        elif option[1] and option[2] is None and i + 1 < len(args):
+            globals_ += [option[0], args[i + 1]]
+            i += 1
+        else:
+            globals_.append(arg if option[2] is None else f"{option[0]}={option[2]}")
+        i += 1
+    tail = list(args[i:])
+    if not rest and tail and tail[0] == "--":
+        rest = ["run"]
+    return [*globals_, *rest, *tail]
+
+
+def _starts_command(parsed: list[str], arg: str) -> bool:
+    """After ``run`` and its options, the first plain word is the command (as in env(1))."""
+    return parsed[:1] == ["run"] and not arg.startswith("-") and parsed[-1] != "--only"
+
+
+def _parse_globals(args: list[str]) -> tuple[dict[str, object], list[str]]:
+    values: dict[str, object] = {}
+    while args and (option := _global_option(args[0])) is not None:
+        name, takes_value, inline = option
+        if takes_value:
+            if inline is None:
+                if len(args) < 2:
+                    raise UsageError(f"option {name} needs a value")
+                inline = args[1]
+                args = args[1:]
+            values[name[2:]] = inline
+        else:
+            values[name[2:]] = True
+        args = args[1:]
+    return values, args
+
+
+def _is_fast_run(args: list[str]) -> bool:
+    head = args[: args.index("--")] if "--" in args else args
+    return "run" in head and not any(arg in _HELP for arg in head)
+
+
+def fast_run(args: list[str]) -> int:
+    """``keyrun [globals] run [run options] [--] CMD ARGS…`` without Typer."""
+    from keyrun.run import RunOptions, Selection, run_command
+
+    values, args = _parse_globals(args)
+    if not args or args[0] != "run":
+        raise UsageError(f"unexpected argument {args[0] if args else ''!r}",
+                         "run a command as: keyrun [-e ENV] -- COMMAND [ARGS…]")
+    args = args[1:]
+    flags: dict[str, object] = {}
+    only: list[str] = []
+    while args and args[0].startswith("-") and args[0] != "--":
+        arg = args.pop(0)
+        if arg in RUN_FLAGS:
+            flags[RUN_FLAGS[arg]] = True
+        elif arg == "--only" and args:
+            only.append(args.pop(0))
+        elif arg.startswith("--only="):
+            only.append(arg[len("--only="):])
+        else:
+            raise UsageError(f"no such option for run: {arg}", "see: keyrun run --help")
+    if args and args[0] == "--":
+        args = args[1:]
+    if not args:
+        raise UsageError("no command given", "run a command as: keyrun [-e ENV] -- COMMAND [ARGS…]")
+    if flags.get("preserve_env") and flags.get("clean_env"):
+        raise UsageError("--preserve-env and --clean-env cannot be used together")
+    selection = Selection(
+        env=_str(values.get("env")), project=_str(values.get("project")),
+        config=_str(values.get("config")), quiet=bool(values.get("quiet")),
+        verbose=bool(values.get("verbose")),
+    )
+    options = RunOptions(only=tuple(only), **flags)  # type: ignore[arg-type]
+    return run_command(args, selection, options)
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def guarded(action: Callable[[], int]) -> int:
+    """The one error boundary: an expected failure prints a message and a hint, never a
+    traceback (tracebacks show locals, and locals hold secrets) unless KEYRUN_DEBUG=1."""
+    try:
+        return action()
+    except KeyrunError as exc:
+        report_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("KEYRUN_DEBUG") == "1":
+            raise
+        print(f"keyrun: internal error: {type(exc).__name__} (run with KEYRUN_DEBUG=1 for "
+              "details, and please report it)", file=sys.stderr)
+        return EXIT_KEYRUN_FAILED
+
+
+def report_error(exc: KeyrunError) -> None:
+    if os.environ.get("KEYRUN_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exception(exc)
+    print(f"keyrun: error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"  hint: {exc.hint}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = normalize(sys.argv[1:] if argv is None else argv)
+    if _is_fast_run(args):
+        code = guarded(lambda: fast_run(args))
+    else:
+        from keyrun.cli.app import run_app
+
+        code = guarded(lambda: run_app(args))
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+__all__ = ["EXIT_USAGE", "main", "normalize"]

@@ -1,0 +1,555 @@
+"""keyrun.toml: discovery, parsing and validation (SPEC §2).
+
+Parsing is pure and cheap: source options are validated by the source classes
+themselves, and only when a profile uses them (``doctor`` validates every one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keyrun.durations import parse_duration
+from keyrun.errors import ConfigError
+
+CONFIG_NAME = "keyrun.toml"
+EXAMPLE_NAME = ".env.example"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_ZERO_CONFIG_ENV = "dev"
+
+TOP_LEVEL = ("project", "default_env", "keys", "sources", "env")
+KEY_OPTIONS = ("name", "field", "version", "optional", "description", "source")
+ENV_OPTIONS = (
+    "sources",
+    "extends",
+    "description",
+    "rotate_after",
+    "pass_env",
+    "allow_reserved",
+    "timeout",
+    "keys",
+)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One key: the environment variable and how to find it in a backend."""
+
+    name: str
+    backend: str | None = None
+    field: str | None = None
+    version: str | None = None
+    optional: bool = False
+    description: str | None = None
+    source: str | None = None
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend or self.name
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    type: str
+    settings: Mapping[str, Any]
+    where: str
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """An ``[env.NAME]`` table as written (``extends`` not yet applied)."""
+
+    name: str
+    where: str
+    values: Mapping[str, Any]
+    keys: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Environment:
+    """An environment with ``extends`` applied and its keys merged."""
+
+    name: str
+    sources: tuple[str, ...]
+    keys: tuple[KeySpec, ...]
+    rotate_after: float | None = None
+    pass_env: tuple[str, ...] = ()
+    allow_reserved: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None  # None: zero-config mode
+    root: Path
+    project: str
+    default_env: str | None
+    keys: Mapping[str, KeySpec]
+    sources: Mapping[str, SourceSpec]
+    envs: Mapping[str, EnvSpec]
+    example_keys: tuple[str, ...] = ()
+    text: str = field(default="", repr=False)
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path else f"{self.root} (no {CONFIG_NAME})"
+
+    def env_names(self) -> list[str]:
+        if self.path is not None:
+            return list(self.envs)
+        return zero_config_envs(self.root)
+
+
+def find_config(cwd: Path, explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]
+                ) -> Path | None:
+    """``-c``, else ``$KEYRUN_CONFIG``, else keyrun.toml here or in the nearest parent."""
+    named = explicit if explicit is not None else environ.get("KEYRUN_CONFIG") or None
+    if named is not None:
+        path = Path(named)
+        path = path if path.is_absolute() else cwd / path
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        if not path.is_file():
+            origin = "-c/--config" if explicit is not None else "KEYRUN_CONFIG"
+            raise ConfigError(
+                f"{path}: no such configuration file (named by {origin})",
+                "check the path, or run `keyrun init` to create one",
+            )
+        return path
+    for directory in (cwd, *cwd.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(
+    cwd: Path | None = None,
+    explicit: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    cwd = cwd or Path.cwd()
+    environ = os.environ if environ is None else environ
+    path = find_config(cwd, explicit, environ)
+    if path is None:
+        return zero_config(cwd)
+    return parse_config(path, path.read_text(encoding="utf-8"))
+
+
+def parse_config(path: Path, text: str) -> Config:
+    where = _Locator(str(path), text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        raise ConfigError(
+            f"invalid TOML: {str(exc).split(' (at line')[0]}",
+            "see https://toml.io for the syntax",
+            path=str(path),
+            line=int(match.group(1)) if match else None,
+        ) from None
+    _unknown(data, TOP_LEVEL, where, ())
+    root = path.parent
+    project = _string(data, "project", where, ()) or root.name
+    keys = _parse_keys(_table(data, "keys", where, ()), where)
+    sources = _parse_sources(_table(data, "sources", where, ()), where)
+    envs = _parse_envs(_table(data, "env", where, ()), where)
+    config = Config(
+        path=path,
+        root=root,
+        project=project,
+        default_env=_string(data, "default_env", where, ()),
+        keys=keys,
+        sources=sources,
+        envs=envs,
+        example_keys=tuple(read_example_keys(root)),
+        text=text,
+    )
+    _check_references(config, where)
+    return config
+
+
+class _Locator:
+    """Finds the line a table or key was written on, for error messages."""
+
+    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def __call__(self, table: tuple[str, ...], key: str | None = None) -> str:
+        line = self.line(table, key)
+        name = _dotted(table)
+        subject = f"[{name}]" if name else "top level"
+        if key is not None:
+            subject = f"{subject} {key}" if name else key
+        prefix = f"{self.path}:{line}" if line else self.path
+        return f"{prefix}: {subject}"
+
+    def line(self, table: tuple[str, ...], key: str | None) -> int | None:
+        current: tuple[str, ...] = ()
+        for number, text in enumerate(self.lines, start=1):
+            header = self._HEADER.match(text)
+            if header:
+                current = tuple(part.strip().strip("\"'") for part in header.group(1).split("."))
+                if current == table and key is None:
+                    return number
+            elif key is not None and current == table and _assigns(text, key):
+                return number
+        # An inline or dotted table: point at the line that names it in its parent.
+        return self.line(table[:-1], table[-1]) if table else None
+
+
+def _assigns(text: str, key: str) -> bool:
+    stripped = text.lstrip()
+    for candidate in (key, f'"{key}"', f"'{key}'"):
+        if stripped.startswith(candidate) and stripped[len(candidate) :].lstrip().startswith("="):
+            return True
+    return False
+
+
+def _dotted(table: tuple[str, ...]) -> str:
+    return ".".join(part if _NAME.match(part) else f'"{part}"' for part in table)
+
+
+def _unknown(data: Mapping[str, Any], valid: tuple[str, ...], where: _Locator,
+             table: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in valid:
+            raise ConfigError(
+                f"{where(table, key)}: unknown key {key!r}",
+                f"valid keys here: {', '.join(valid)}",
+            )
+
+
+def _table(data: Mapping[str, Any], key: str, where: _Locator, table: tuple[str, ...]
+           ) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where(table, key)}: must be a table, not {_kind(value)}",
+                          f"write it as [{_dotted((*table, key))}] or {key} = {{ … }}")
+    return value
+
+
+def _string(data: Mapping[str, Any], key: str, where: _Locator, table: tuple[str, ...]
+            ) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where(table, key)}: must be a string, not {_kind(value)}",
+                          f'write it as {key} = "…"')
+    return value
+
+
+def _bool(data: Mapping[str, Any], key: str, where: _Locator, table: tuple[str, ...]) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where(table, key)}: must be true or false, not {_kind(value)}",
+                          f"write it as {key} = true")
+    return value
+
+
+def _names(data: Mapping[str, Any], key: str, where: _Locator, table: tuple[str, ...]
+           ) -> tuple[str, ...] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where(table, key)}: must be a list of strings, not {_kind(value)}",
+                          f'write it as {key} = ["…", "…"]')
+    return tuple(value)
+
+
+def _kind(value: object) -> str:
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _key_options(raw: object, where: _Locator, table: tuple[str, ...], key: str
+                 ) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{where(table, key)}: must be a table, not {_kind(raw)}",
+            f"write it as {key} = {{}} (or {key} = {{ optional = true }})",
+        )
+    _unknown(raw, KEY_OPTIONS, _KeyLocator(where, table, key), ())
+    for option in ("name", "field", "version", "description", "source"):
+        _string(raw, option, _KeyLocator(where, table, key), ())
+    _bool(raw, "optional", _KeyLocator(where, table, key), ())
+    return raw
+
+
+class _KeyLocator(_Locator):
+    """Points errors about a key's inline options at the key's own line."""
+
+    def __init__(self, parent: _Locator, table: tuple[str, ...], key: str) -> None:
+        self.parent = parent
+        self.table = table
+        self.key = key
+
+    def __call__(self, table: tuple[str, ...], key: str | None = None) -> str:
+        base = self.parent(self.table, self.key)
+        return f"{base} {key}" if key else base
+
+
+def _parse_keys(raw: Mapping[str, Any], where: _Locator) -> dict[str, KeySpec]:
+    keys: dict[str, KeySpec] = {}
+    for name, options in raw.items():
+        options = _key_options(options, where, ("keys",), name)
+        keys[name] = KeySpec(name=name, **_spec_fields(options))
+    return keys
+
+
+def _spec_fields(options: Mapping[str, Any]) -> dict[str, Any]:
+    renamed = {"name": "backend"}
+    return {renamed.get(key, key): value for key, value in options.items()}
+
+
+def _parse_sources(raw: Mapping[str, Any], where: _Locator) -> dict[str, SourceSpec]:
+    sources: dict[str, SourceSpec] = {}
+    for name, table in raw.items():
+        here = ("sources", name)
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{where(('sources',), name)}: must be a table, not {_kind(table)}",
+                f'write it as [sources.{name}] with type = "dotenv" (or another type)',
+            )
+        type_name = _string(table, "type", where, here)
+        if not type_name:
+            raise ConfigError(f"{where(here)}: a source needs a type",
+                              'add type = "dotenv" (or keyring, aws-secrets-manager, aws-ssm, '
+                              "vault, gcp-secret-manager, azure-key-vault, doppler)")
+        settings = {key: value for key, value in table.items() if key != "type"}
+        sources[name] = SourceSpec(name, type_name, settings, where(here))
+    return sources
+
+
+def _parse_envs(raw: Mapping[str, Any], where: _Locator) -> dict[str, EnvSpec]:
+    envs: dict[str, EnvSpec] = {}
+    for name, table in raw.items():
+        here = ("env", name)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where(('env',), name)}: must be a table, not {_kind(table)}",
+                              f'write it as [env.{name}] with sources = ["…"]')
+        _unknown(table, ENV_OPTIONS, where, here)
+        _names(table, "sources", where, here)
+        _names(table, "pass_env", where, here)
+        _names(table, "allow_reserved", where, here)
+        _string(table, "extends", where, here)
+        _string(table, "description", where, here)
+        for option in ("rotate_after", "timeout"):
+            _duration(table, option, where, here)
+        keys = {
+            key: _key_options(options, where, (*here, "keys"), key)
+            for key, options in _table(table, "keys", where, here).items()
+        }
+        values = {key: value for key, value in table.items() if key != "keys"}
+        envs[name] = EnvSpec(name, where(here), values, keys)
+    return envs
+
+
+def _duration(data: Mapping[str, Any], key: str, where: _Locator, table: tuple[str, ...]
+              ) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    seconds = parse_duration(value) if isinstance(value, str) else None
+    if seconds is None or seconds <= 0:
+        raise ConfigError(f"{where(table, key)}: {value!r} is not a duration",
+                          f'write it as {key} = "30s" (units: s, m, h, d, w)')
+    return seconds
+
+
+def _check_references(config: Config, where: _Locator) -> None:
+    for env in config.envs.values():
+        for name in env.values.get("sources", ()):
+            _known_source(config, name, where(("env", env.name), "sources"))
+        parent = env.values.get("extends")
+        if parent is not None and parent not in config.envs:
+            raise ConfigError(
+                f"{where(('env', env.name), 'extends')}: unknown environment {parent!r}",
+                f"environments: {', '.join(config.envs)}",
+            )
+        for key, options in env.keys.items():
+            if "source" in options:
+                _known_source(config, options["source"],
+                              where(("env", env.name, "keys"), key))
+        environment(config, env.name)
+    for key in config.keys.values():
+        if key.source is not None:
+            _known_source(config, key.source, where(("keys",), key.name))
+    if config.default_env is not None and config.envs and config.default_env not in config.envs:
+        raise ConfigError(
+            f"{where((), 'default_env')}: unknown environment {config.default_env!r}",
+            f"environments: {', '.join(config.envs)}",
+        )
+
+
+def _known_source(config: Config, name: str, where: str) -> None:
+    if name not in config.sources:
+        valid = ", ".join(config.sources) or "none are defined"
+        raise ConfigError(f"{where}: unknown source {name!r}",
+                          f"sources: {valid} (define one as [sources.{name}])")
+
+
+def choose_env(config: Config, requested: str | None, environ: Mapping[str, str]) -> str:
+    """``-e``, else ``$KEYRUN_ENV``, else ``default_env`` (else the only environment)."""
+    name = requested or environ.get("KEYRUN_ENV") or config.default_env
+    if config.path is None:
+        return name or DEFAULT_ZERO_CONFIG_ENV
+    if name is None:
+        if len(config.envs) == 1:
+            return next(iter(config.envs))
+        raise ConfigError(
+            f"{config.path}: no environment chosen",
+            f"pass -e ENV, set KEYRUN_ENV, or set default_env; environments: "
+            f"{', '.join(config.envs) or 'none (add an [env.NAME] table)'}",
+        )
+    if name not in config.envs:
+        raise ConfigError(f"{config.path}: unknown environment {name!r}",
+                          _env_hint(name, list(config.envs)))
+    return name
+
+
+def _env_hint(name: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    listing = ", ".join(known) or "none (add an [env.NAME] table)"
+    return f"did you mean {close[0]!r}? environments: {listing}" if close else (
+        f"environments: {listing}")
+
+
+def environment(config: Config, name: str) -> Environment:
+    """The environment with ``extends`` applied and its keys merged."""
+    if config.path is None:
+        return _zero_config_environment(config, name)
+    chain = _extends_chain(config, name)
+    values: dict[str, Any] = {}
+    overrides: dict[str, dict[str, Any]] = {}
+    for spec in reversed(chain):
+        values.update(spec.values)
+        for key, options in spec.keys.items():
+            overrides.setdefault(key, {}).update(options)
+    spec = config.envs[name]
+    sources = values.get("sources")
+    if not sources:
+        raise ConfigError(f"{spec.where}: environment {name!r} has no sources",
+                          'add sources = ["…"] naming [sources.*] tables, or extends = "…"')
+    return Environment(
+        name=name,
+        sources=tuple(sources),
+        keys=tuple(_merge_keys(config, overrides)),
+        rotate_after=_seconds(values.get("rotate_after")),
+        pass_env=tuple(values.get("pass_env", ())),
+        allow_reserved=tuple(values.get("allow_reserved", ())),
+        timeout=_seconds(values.get("timeout")) or DEFAULT_TIMEOUT,
+        description=values.get("description"),
+    )
+
+
+def _seconds(value: str | None) -> float | None:
+    return parse_duration(value) if value else None
+
+
+def _extends_chain(config: Config, name: str) -> list[EnvSpec]:
+    chain: list[EnvSpec] = []
+    current: str | None = name
+    while current is not None:
+        if any(spec.name == current for spec in chain):
+            loop = " → ".join([*(spec.name for spec in chain), current])
+            raise ConfigError(f"{config.envs[name].where}: extends forms a cycle: {loop}",
+                              "remove one of the extends in that loop")
+        spec = config.envs[current]
+        chain.append(spec)
+        current = spec.values.get("extends")
+    return chain
+
+
+def _merge_keys(config: Config, overrides: Mapping[str, Mapping[str, Any]]) -> list[KeySpec]:
+    merged: dict[str, KeySpec] = dict(config.keys)
+    for name in config.example_keys:
+        merged.setdefault(name, KeySpec(name=name))
+    for name, options in overrides.items():
+        base = merged.get(name, KeySpec(name=name))
+        fields = {**_spec_fields(_asdict(base)), **_spec_fields(options)}
+        merged[name] = KeySpec(name=name, **{k: v for k, v in fields.items() if k != "name"})
+    return list(merged.values())
+
+
+def _asdict(spec: KeySpec) -> dict[str, Any]:
+    return {
+        "backend": spec.backend, "field": spec.field, "version": spec.version,
+        "optional": spec.optional, "description": spec.description, "source": spec.source,
+    }
+
+
+# Zero-config mode: no keyrun.toml anywhere up the tree.
+
+def zero_config(cwd: Path) -> Config:
+    return Config(
+        path=None,
+        root=cwd,
+        project=cwd.name or "project",
+        default_env=None,
+        keys={},
+        sources={},
+        envs={},
+        example_keys=tuple(read_example_keys(cwd)),
+    )
+
+
+_NOT_ENVS = {"example", "sample", "template", "dist", "defaults"}
+
+
+def zero_config_envs(root: Path) -> list[str]:
+    names = {
+        path.name[len(".env."):]
+        for path in root.glob(".env.*")
+        if path.is_file() and path.name[len(".env."):] not in _NOT_ENVS
+    }
+    return sorted(names | {DEFAULT_ZERO_CONFIG_ENV})
+
+
+def zero_config_sources(root: Path, env: str) -> dict[str, SourceSpec]:
+    """``.env.<env>`` then ``.env``, those that exist."""
+    found: dict[str, SourceSpec] = {}
+    for name in (f".env.{env}", ".env"):
+        if (root / name).is_file():
+            found[name] = SourceSpec(name, "dotenv", {"path": name}, f"{root / name}")
+    return found
+
+
+def _zero_config_environment(config: Config, name: str) -> Environment:
+    sources = zero_config_sources(config.root, name)
+    return Environment(
+        name=name,
+        sources=tuple(sources),
+        keys=tuple(KeySpec(name=key) for key in config.example_keys),
+    )
+
+
+def source_specs(config: Config, env: str) -> Mapping[str, SourceSpec]:
+    return config.sources if config.path is not None else zero_config_sources(config.root, env)
+
+
+def read_example_keys(root: Path) -> list[str]:
+    """The names declared in ``.env.example`` (their values are placeholders, never used)."""
+    path = root / EXAMPLE_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except UnicodeDecodeError:
+        raise ConfigError("is not valid UTF-8 text", path=str(path)) from None
+    from keyrun.dotenvfile import parse_dotenv
+
+    return list(dict.fromkeys(entry.key for entry in parse_dotenv(text, str(path))))

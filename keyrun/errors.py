@@ -1,0 +1,75 @@
+"""One error hierarchy; ``keyrun.cli`` maps each class to its documented exit status."""
+
+from __future__ import annotations
+
+# Exit statuses, after GNU env(1) and timeout(1).
+EXIT_USAGE = 2
+EXIT_KEYRUN_FAILED = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+
+class KeyrunError(Exception):
+    """An expected failure: a message naming the thing, and a hint naming the next step."""
+
+    exit_code = EXIT_KEYRUN_FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(KeyrunError):
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(KeyrunError):
+    """keyrun.toml, a .env file or an environment variable that configures keyrun is invalid."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {message}" if where else message, hint)
+        self.path = path
+        self.line = line
+
+
+class SourceError(KeyrunError):
+    """A whole source failed: unreachable, denied, timed out, misconfigured, SDK missing."""
+
+    def __init__(self, source: str, message: str, hint: str | None = None) -> None:
+        super().__init__(f"{source}: {message}", hint)
+        self.source = source
+        self.reason = message
+
+
+class MissingSdkError(SourceError):
+    def __init__(self, source: str, type_name: str, module: str, extra: str) -> None:
+        super().__init__(
+            source,
+            f"source type {type_name!r} needs the Python package {module!r}, "
+            "which is not installed",
+            f"install it with: pip install 'keyrun[{extra}]'",
+        )
+
+
+class ResolutionError(KeyrunError):
+    """Required keys are missing or could not be read; the command is not started."""
+
+
+class LaunchError(KeyrunError):
+    """The command could not be started."""
+
+    def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code

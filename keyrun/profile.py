@@ -1,0 +1,207 @@
+"""A profile: project × environment resolved into, for every key, where it is read from."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyrun.config import (
+    CONFIG_NAME,
+    Config,
+    Environment,
+    KeySpec,
+    choose_env,
+    environment,
+    load_config,
+    source_specs,
+)
+from keyrun.environ import NAME, is_reserved
+from keyrun.errors import ConfigError, UsageError
+from keyrun.sources import Context, Deadline, Request, Source, check_settings
+from keyrun.sources.registry import source_class
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One key of the profile and the sources it may come from, first wins."""
+
+    spec: KeySpec
+    candidates: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return self.spec.name
+
+    @property
+    def optional(self) -> bool:
+        return self.spec.optional
+
+
+@dataclass(frozen=True)
+class Profile:
+    config: Config
+    project: str
+    env: Environment
+    bindings: tuple[Binding, ...]
+    sources: Mapping[str, Source]
+
+    @property
+    def label(self) -> str:
+        return f"{self.project}/{self.env.name}"
+
+    def request(self, binding: Binding, source: str) -> Request:
+        spec = binding.spec
+        backend = self.sources[source].backend_name(spec.backend_name)
+        return Request(spec.name, backend, spec.field, spec.version)
+
+    def requests_for(self, source: str, bindings: Sequence[Binding] | None = None
+                     ) -> list[Request]:
+        chosen = self.bindings if bindings is None else bindings
+        return [self.request(b, source) for b in chosen if source in b.candidates]
+
+    def spec(self, key: str) -> KeySpec:
+        return next(b.spec for b in self.bindings if b.key == key)
+
+    def tokens(self) -> tuple[str, ...]:
+        names = {name for source in self.sources.values() for name in source.token_env_vars()}
+        return tuple(sorted(name for name in names if name not in self.env.pass_env))
+
+
+def open_profile(
+    env: str | None = None,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    project: str | None = None,
+    only: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    interactive: bool = False,
+) -> Profile:
+    """Find and parse keyrun.toml, choose the environment and resolve its profile."""
+    environ = os.environ if environ is None else environ
+    loaded = load_config(cwd, config, environ)
+    name = choose_env(loaded, env, environ)
+    return resolve_profile(loaded, name, project=project, only=only, environ=environ,
+                           interactive=interactive)
+
+
+def resolve_profile(
+    config: Config,
+    env_name: str,
+    *,
+    project: str | None = None,
+    only: Sequence[str] = (),
+    environ: Mapping[str, str],
+    interactive: bool = False,
+    strict: bool = True,
+) -> Profile:
+    """Bind every key of the environment to its sources. ``strict`` refuses invalid,
+    reserved and colliding names (``doctor`` reports them instead)."""
+    env = environment(config, env_name)
+    project_name = project or config.project
+    context = Context(project_name, env.name, config.root, environ, interactive)
+    used = list(dict.fromkeys([*env.sources, *(k.source for k in env.keys if k.source)]))
+    specs = source_specs(config, env.name)
+    sources = {name: make_source(specs[name].type, name, specs[name].settings,
+                                 specs[name].where, context) for name in used}
+    keys = list(env.keys)
+    if config.path is None:
+        keys = keys or _discovered_keys(sources, env)
+        if not sources and not keys:
+            raise ConfigError(
+                f"nothing to load: no {CONFIG_NAME} in {config.root} or its parents, "
+                f"and no .env or .env.{env.name} file here",
+                "run `keyrun init` to create keyrun.toml, or create a .env file",
+            )
+    bindings = tuple(Binding(k, (k.source,) if k.source else env.sources) for k in keys)
+    bindings = _select(bindings, only, env.name)
+    profile = Profile(config, project_name, env, bindings, sources)
+    if strict:
+        _check_bindings(profile)
+    return profile
+
+
+def make_source(type_name: str, name: str, settings: Mapping[str, object], where: str,
+                context: Context) -> Source:
+    cls = source_class(type_name, where=where)
+    return cls(name, check_settings(cls, name, settings, where), context)
+
+
+def _discovered_keys(sources: Mapping[str, Source], env: Environment) -> list[KeySpec]:
+    deadline = Deadline(env.timeout)
+    names: dict[str, None] = {}
+    for source in sources.values():
+        names.update(dict.fromkeys(source.names(deadline) or ()))
+    return [KeySpec(name=name) for name in names]
+
+
+def _select(bindings: tuple[Binding, ...], only: Sequence[str], env: str) -> tuple[Binding, ...]:
+    if not only:
+        return bindings
+    known = {b.key for b in bindings}
+    unknown = [name for name in only if name not in known]
+    if unknown:
+        raise UsageError(f"--only {', '.join(unknown)}: not a key of environment {env!r}",
+                         f"keys: {', '.join(sorted(known)) or 'none'}")
+    return tuple(b for b in bindings if b.key in only)
+
+
+@dataclass(frozen=True)
+class NameProblem:
+    key: str
+    message: str
+    hint: str
+    blocking: bool = True  # run refuses it; doctor reports every problem
+
+
+def name_problems(profile: Profile) -> list[NameProblem]:
+    """Invalid or reserved names, versions pinned where a source has none, and two keys
+    that one source would read from the same backend name."""
+    problems = []
+    env = profile.env.name
+    for binding in profile.bindings:
+        key = binding.key
+        if not NAME.match(key):
+            problems.append(NameProblem(
+                key, f"{key!r} is not a valid environment variable name",
+                "use letters, digits and underscores, not starting with a digit; "
+                "give the backend's own name with name = \"…\""))
+        elif is_reserved(key) and key not in profile.env.allow_reserved:
+            problems.append(NameProblem(
+                key, f"{key} is a reserved name; a secret source may not set it",
+                f"if this is intended, add allow_reserved = [\"{key}\"] to [env.{env}]"))
+        for name in binding.candidates if binding.spec.version is not None else ():
+            source = profile.sources[name]
+            if not source.has_versions:
+                problems.append(NameProblem(
+                    key, f"{key} pins version {binding.spec.version!r} but source {name} "
+                    f"({source.type_name}) has no versions",
+                    f"pin it only for a versioned source, in [env.{env}.keys] with source = \"…\""))
+    return problems + _collisions(profile)
+
+
+def _collisions(profile: Profile) -> list[NameProblem]:
+    """Two keys read from one item. Written that way (``name = …`` twice) it may be an
+    alias; made so by a source's name mapping (Azure's ``_`` → ``-``) it never is."""
+    problems = []
+    for name, source in profile.sources.items():
+        seen: dict[str, Request] = {}
+        for request in profile.requests_for(name):
+            where = source.locate(request)
+            first = seen.setdefault(where, request)
+            if first is request:
+                continue
+            mapped = any(r.name != profile.spec(r.key).backend_name for r in (first, request))
+            problems.append(NameProblem(
+                request.key, f"{first.key} and {request.key} both map to {where} in {name}",
+                "give one of them its own backend name with name = \"…\"", blocking=mapped))
+    return problems
+
+
+def _check_bindings(profile: Profile) -> None:
+    problems = [problem for problem in name_problems(profile) if problem.blocking]
+    if problems:
+        first = problems[0]
+        raise ConfigError(f"{profile.config.label}: {first.message}", first.hint)

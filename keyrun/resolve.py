@@ -1,0 +1,191 @@
+"""Fetching a profile: every source at once, under one total deadline.
+
+Precedence is "first source that has a key wins". Remote sources are asked for all
+their keys at once, concurrently, as soon as the fetch starts; a local source is asked
+only for the keys no earlier source had, so ``.env`` alone never pays for the keychain.
+A source that fails decides every key it could have held: keyrun never falls through
+to a lower source and runs with a value the user did not mean (fail closed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from keyrun.errors import KeyrunError, ResolutionError, SourceError
+from keyrun.profile import Binding, Profile
+from keyrun.sources import Deadline, Item, Outcome, Problem, Request, Source
+
+Status = Literal["ok", "missing", "optional", "error"]
+
+
+@dataclass
+class KeyResult:
+    binding: Binding
+    status: Status = "missing"
+    source: str | None = None  # where the value came from, or the source that failed
+    item: Item | None = None
+    reasons: list[tuple[str, Problem]] = field(default_factory=list)
+    holders: list[str] = field(default_factory=list)  # every source holding it (exhaustive)
+
+    @property
+    def key(self) -> str:
+        return self.binding.key
+
+
+@dataclass
+class Resolution:
+    profile: Profile
+    results: dict[str, KeyResult]
+    failures: dict[str, KeyrunError]
+    elapsed: dict[str, float]
+
+    def values(self) -> dict[str, str]:
+        return {key: r.item.value.reveal() for key, r in self.results.items() if r.item}
+
+    def items(self) -> dict[str, tuple[str, Item]]:
+        return {key: (r.source or "", r.item) for key, r in self.results.items() if r.item}
+
+    def problems(self, allow_missing: bool = False) -> list[KeyResult]:
+        bad: tuple[Status, ...] = ("error",) if allow_missing else ("error", "missing")
+        return [r for r in self.results.values() if r.status in bad]
+
+    def check(self, allow_missing: bool = False) -> None:
+        """Raise unless every required key was read (fail closed)."""
+        problems = self.problems(allow_missing)
+        if not problems:
+            return
+        for result in problems:
+            failure = self.failures.get(result.source or "")
+            if failure is not None and not isinstance(failure, SourceError):
+                raise failure  # a configuration error in a source says it best itself
+        raise ResolutionError(
+            describe_problems(self.profile, problems),
+            _hint(self.profile, problems),
+        )
+
+
+def describe_problems(profile: Profile, problems: Sequence[KeyResult]) -> str:
+    lines = [f"cannot run with {profile.label}:"]
+    for result in problems:
+        lines.append(f"  {result.key}: {_reason(profile, result)}")
+    return "\n".join(lines)
+
+
+def _reason(profile: Profile, result: KeyResult) -> str:
+    if result.status == "error":
+        if result.reasons:
+            return result.reasons[-1][1].message
+        return "error"
+    binding = result.binding
+    looked = ", ".join(f"{name} ({profile.sources[name].locate(profile.request(binding, name))})"
+                       for name in binding.candidates)
+    return f"missing from {looked or 'every source (the environment has none)'}"
+
+
+def _hint(profile: Profile, problems: Sequence[KeyResult]) -> str:
+    missing = [r.key for r in problems if r.status == "missing"]
+    env = profile.env.name
+    if not missing:
+        return "fix the source named above, then run `keyrun doctor -e " + env + "`"
+    first = missing[0]
+    return (f"set it with: keyrun set {first} -e {env}" +
+            (" (and the same for each key above)" if len(missing) > 1 else "") +
+            "; or run with --allow-missing")
+
+
+class _Job:
+    """One source's fetch, in a daemon thread so a hung backend cannot hold up exit."""
+
+    def __init__(self, source: Source, requests: list[Request], deadline: Deadline) -> None:
+        self.source = source
+        self.requests = requests
+        self.deadline = deadline
+        self.outcomes: Mapping[str, Outcome] = {}
+        self.error: KeyrunError | None = None
+        self.elapsed = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"keyrun:{source.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        try:
+            self.outcomes = self.source.fetch(self.requests, self.deadline)
+        except KeyrunError as exc:
+            self.error = exc
+        except Exception as exc:  # a bug or an SDK surprise: name it, without its locals
+            self.error = SourceError(self.source.name, f"unexpected {type(exc).__name__}: {exc}",
+                                     "run with KEYRUN_DEBUG=1 for a traceback and report it")
+            self.error.__cause__ = exc
+        finally:
+            self.elapsed = time.monotonic() - started
+
+    def wait(self) -> None:
+        self._thread.join(self.deadline.remaining())
+        if self._thread.is_alive() and self.error is None:
+            self.elapsed = self.deadline.seconds
+            self.error = SourceError(
+                self.source.name,
+                f"timed out: no answer within the total deadline of {self.deadline.seconds:g}s",
+                'check that the backend is reachable; raise the deadline with timeout = "60s" '
+                "in the environment's table",
+            )
+
+    def outcome(self, key: str) -> Outcome:
+        if self.error is not None:
+            return Problem("error", str(self.error))
+        return self.outcomes.get(key) or Problem.missing()
+
+
+def fetch_profile(profile: Profile, deadline: Deadline | None = None, *,
+                  exhaustive: bool = False) -> Resolution:
+    """Read every key of the profile. ``exhaustive`` asks every source for every key it
+    could hold (for ``doctor``'s shadowing check); otherwise local sources are asked
+    only for what earlier sources lacked."""
+    deadline = deadline or Deadline(profile.env.timeout)
+    results = {b.key: KeyResult(b) for b in profile.bindings}
+    jobs: dict[str, _Job] = {}
+    for name, source in profile.sources.items():
+        requests = profile.requests_for(name)
+        if requests and (exhaustive or source.remote):
+            jobs[name] = _Job(source, requests, deadline)
+    for name, source in profile.sources.items():
+        undecided = [b for b in profile.bindings
+                     if name in b.candidates and results[b.key].status == "missing"]
+        if not undecided:
+            continue
+        job = jobs.get(name)
+        if job is None:
+            job = jobs[name] = _Job(source, profile.requests_for(name, undecided), deadline)
+        job.wait()
+        for binding in undecided:
+            _decide(results[binding.key], name, job.outcome(binding.key))
+    for job in jobs.values():
+        job.wait()
+    if exhaustive:
+        _record_holders(results, jobs)
+    for result in results.values():
+        if result.status == "missing" and result.binding.optional:
+            result.status = "optional"
+    failures = {name: job.error for name, job in jobs.items() if job.error is not None}
+    elapsed = {name: job.elapsed for name, job in jobs.items()}
+    return Resolution(profile, results, failures, elapsed)
+
+
+def _decide(result: KeyResult, source: str, outcome: Outcome) -> None:
+    if isinstance(outcome, Item):
+        result.status, result.source, result.item = "ok", source, outcome
+        return
+    result.reasons.append((source, outcome))
+    if outcome.kind != "missing":
+        result.status, result.source = "error", source
+
+
+def _record_holders(results: Mapping[str, KeyResult], jobs: Mapping[str, _Job]) -> None:
+    for result in results.values():
+        result.holders = [name for name in result.binding.candidates
+                          if name in jobs and isinstance(jobs[name].outcome(result.key), Item)]

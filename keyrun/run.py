@@ -1,0 +1,157 @@
+"""``keyrun run``: resolve, check, build the environment, start the command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from keyrun import accesslog
+from keyrun.environ import ChildEnvironment, build_environment, check_exec_values, secrets_in_argv
+from keyrun.errors import KeyrunError, ResolutionError
+from keyrun.profile import Profile, open_profile
+from keyrun.resolve import Resolution, fetch_profile
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which profile: the global options every command shares."""
+
+    env: str | None = None
+    project: str | None = None
+    config: str | None = None
+    quiet: bool = False
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    only: tuple[str, ...] = ()
+    allow_missing: bool = False
+    preserve_env: bool = False
+    clean_env: bool = False
+    allow_argv_secrets: bool = False
+
+
+class Reporter:
+    """keyrun's own messages on stderr (the command owns stdout)."""
+
+    def __init__(self, selection: Selection) -> None:
+        self.quiet = selection.quiet
+        self.verbose = selection.verbose
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            print(f"keyrun: warning: {message}", file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            print(f"keyrun: {message}", file=sys.stderr, flush=True)
+
+    def detail(self, message: str) -> None:
+        if self.verbose:
+            print(f"keyrun: {message}", file=sys.stderr, flush=True)
+
+
+def resolve_for_command(
+    selection: Selection,
+    options: RunOptions,
+    environ: Mapping[str, str],
+    report: Reporter,
+    *,
+    action: str,
+    command: str | None = None,
+) -> Resolution:
+    """Resolve and fetch the profile, fail closed, write the access log."""
+    profile = open_profile(selection.env, config=selection.config, project=selection.project,
+                           only=options.only, environ=environ,
+                           interactive=sys.stdin.isatty())
+    _note_nesting(profile, environ, report)
+    resolution = fetch_profile(profile)
+    resolution.check(allow_missing=options.allow_missing)
+    for result in resolution.results.values():
+        if result.status == "optional":
+            report.warn(f"{result.key} is optional and missing; running without it")
+        elif result.status == "missing":
+            report.warn(f"{result.key} is missing; running without it (--allow-missing)")
+    check_exec_values(resolution.values())
+    accesslog_record(resolution, environ, action=action, command=command, report=report)
+    return resolution
+
+
+def accesslog_record(resolution: Resolution, environ: Mapping[str, str], *, action: str,
+                     command: str | None, report: Reporter) -> None:
+    profile = resolution.profile
+    keys = [{"name": key, "source": source, "version": item.version}
+            for key, (source, item) in resolution.items().items()]
+    missing = [r.key for r in resolution.results.values() if r.item is None]
+    try:
+        accesslog.record(environ, action=action, project=profile.project, env=profile.env.name,
+                         keys=keys, missing=missing, command=command)
+    except OSError as exc:
+        report.warn(f"cannot write the access log ({exc.strerror}); "
+                    "set KEYRUN_ACCESS_LOG to a writable path, or to off")
+
+
+def _note_nesting(profile: Profile, environ: Mapping[str, str], report: Reporter) -> None:
+    outer = environ.get("KEYRUN_PROFILE")
+    if outer and outer != profile.label:
+        report.note(f"nested inside keyrun profile {outer}; this command gets {profile.label}")
+
+
+def prepare(
+    argv: Sequence[str],
+    selection: Selection,
+    options: RunOptions,
+    environ: Mapping[str, str],
+    report: Reporter,
+) -> tuple[Resolution, ChildEnvironment]:
+    resolution = resolve_for_command(selection, options, environ, report, action="run",
+                                     command=argv[0])
+    values = resolution.values()
+    leaked = secrets_in_argv(argv, values)
+    if leaked and not options.allow_argv_secrets:
+        first = leaked[0]
+        raise ResolutionError(
+            f"the value of {', '.join(leaked)} appears in the command's arguments, where "
+            "`ps` and shell history can see it (the shell expanded it before keyrun ran)",
+            f"let the command's own shell expand it: keyrun -- sh -c 'tool --key \"${first}\"' "
+            "(single quotes); or pass --allow-argv-secrets",
+        )
+    profile = resolution.profile
+    child = build_environment(environ, values, profile_label=profile.label,
+                              preserve_env=options.preserve_env, clean_env=options.clean_env,
+                              strip=profile.tokens())
+    _explain(resolution, child, report)
+    return resolution, child
+
+
+def _explain(resolution: Resolution, child: ChildEnvironment, report: Reporter) -> None:
+    for name in child.replaced:
+        report.detail(f"{name}: the profile's value replaces the inherited one")
+    for name in child.preserved:
+        report.detail(f"{name}: kept the inherited value (--preserve-env)")
+    for name in child.removed:
+        report.detail(f"{name}: removed from the command's environment (a secret-manager "
+                      "token; list it in pass_env to let it through)")
+    if report.verbose:
+        for key, (source, item) in resolution.items().items():
+            version = f" version {item.version}" if item.version else ""
+            report.detail(f"{key} from {source}{version}")
+
+
+def run_command(argv: Sequence[str], selection: Selection, options: RunOptions,
+                environ: Mapping[str, str] | None = None) -> int:
+    """Start the command with the profile's keys. Exec never returns; an error raises."""
+    from keyrun.launch import exec_command
+
+    environ = os.environ if environ is None else environ
+    report = Reporter(selection)
+    _, child = prepare(argv, selection, options, environ, report)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    exec_command(argv, child.values)
+
+
+__all__ = ["KeyrunError", "Reporter", "RunOptions", "Selection", "prepare", "run_command"]

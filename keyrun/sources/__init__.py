@@ -1,0 +1,280 @@
+"""The source protocol: what every backend implements.
+
+A source is one configured backend (a ``.env`` file, a keyring service, a Vault mount,
+an AWS account…). The core hands it a batch of :class:`Request` and gets back, for
+each key, an :class:`Item` (the value and what the backend knows about it) or a
+:class:`Problem`. Sources declare their own options; the core never knows a cloud's
+option names.
+
+Third-party sources register a :class:`Source` subclass under the entry-point group
+``keyrun.sources``; ``keyrun.testing`` holds a contract suite they can reuse.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar, Literal
+
+from keyrun.errors import ConfigError, MissingSdkError, SourceError
+from keyrun.secret import Secret
+from keyrun.template import Template
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a source accepts in its ``[sources.NAME]`` table."""
+
+    name: str
+    help: str
+    kind: type = str
+    default: object = None
+    required: bool = False
+    template: bool = False
+    choices: tuple[str, ...] = ()
+    example: str | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a source may know about the run it serves."""
+
+    project: str
+    env: str
+    root: Path
+    environ: Mapping[str, str]
+    interactive: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    """One key asked of a source.
+
+    ``key`` is the environment variable; ``name`` is its name in the backend (after the
+    key's ``name`` option and the source's own mapping, before location templates).
+    """
+
+    key: str
+    name: str
+    field: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A credential made on demand that must be revoked when the command ends."""
+
+    id: str
+    ttl: float | None = None
+    renewable: bool = False
+
+
+@dataclass(frozen=True)
+class Item:
+    """A value and what the backend knows about it."""
+
+    value: Secret
+    version: str | None = None
+    updated: datetime | None = None
+    expires: datetime | None = None
+    lease: Lease | None = None
+
+
+@dataclass(frozen=True)
+class Meta:
+    """Value-free facts about one key, for ``doctor`` and ``list``; ``None`` is unknown."""
+
+    exists: bool | None = None
+    version: str | None = None
+    updated: datetime | None = None
+    expires: datetime | None = None
+    next_rotation: datetime | None = None
+    deleted: datetime | None = None
+    note: str | None = None
+
+
+ProblemKind = Literal["missing", "denied", "error"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one key could not be read from one source (never holds a value)."""
+
+    kind: ProblemKind
+    message: str
+
+    @classmethod
+    def missing(cls, message: str = "not found") -> Problem:
+        return cls("missing", message)
+
+
+Outcome = Item | Problem
+
+
+class Deadline:
+    """One total deadline shared by every source of a run."""
+
+    __slots__ = ("expires_at", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expires_at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.expires_at - time.monotonic())
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.expires_at
+
+
+@dataclass(frozen=True)
+class Health:
+    """What ``check`` learned about a reachable source (never a credential)."""
+
+    detail: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+class Source(ABC):
+    """Base class of every backend.
+
+    Subclasses set ``type_name``, ``summary`` and ``options``, and implement
+    :meth:`fetch`. The optional hooks have safe defaults: :meth:`describe` knows
+    nothing, :meth:`write` refuses, :meth:`check` trusts :meth:`fetch`.
+    """
+
+    type_name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+    extra: ClassVar[str | None] = None  # the pip extra holding the SDK
+    remote: ClassVar[bool] = True
+    has_versions: ClassVar[bool] = False
+    writable: ClassVar[bool] = False
+    records_age: ClassVar[bool] = False  # whether Item.updated / Meta.updated can be known
+
+    def __init__(self, name: str, settings: Mapping[str, Any], context: Context) -> None:
+        self.name = name
+        self.settings = settings
+        self.context = context
+
+    @classmethod
+    def validate(cls, settings: Mapping[str, Any], where: str) -> None:
+        """Checks beyond option types (which the core does); raise ConfigError."""
+
+    def template(self, option: str) -> Template:
+        return Template(str(self.settings[option]), where=f"[sources.{self.name}] {option}")
+
+    def render(self, option: str, key: str | None = None) -> str:
+        return self.template(option).render(self.context.project, self.context.env, key)
+
+    def backend_name(self, name: str) -> str:
+        """Map a key's name to what the backend allows (e.g. ``_`` → ``-``)."""
+        return name
+
+    def locate(self, request: Request) -> str:
+        """Where the key lives, for humans: ``.env``, ``support-bot/dev#OPENAI_API_KEY``…"""
+        return request.name
+
+    @abstractmethod
+    def fetch(self, requests: Sequence[Request], deadline: Deadline) -> Mapping[str, Outcome]:
+        """Read every requested key at once, keyed by ``Request.key``.
+
+        Return an :class:`Item` or a :class:`Problem` per key (a key left out is
+        missing). Raise :class:`~keyrun.errors.SourceError` when the whole source
+        fails. Finish before ``deadline``.
+        """
+
+    def names(self, deadline: Deadline) -> list[str] | None:
+        """Every key name the source holds, when it can list them (zero-config mode)."""
+        return None
+
+    def describe(self, requests: Sequence[Request], deadline: Deadline) -> Mapping[str, Meta]:
+        """Value-free metadata (age, version, expiry) for ``doctor`` and ``list``."""
+        return {}
+
+    def check(self, deadline: Deadline) -> Health:
+        """Reachable and authenticated? Raise SourceError if not."""
+        return Health("reachable")
+
+    def write(self, request: Request, value: Secret, deadline: Deadline) -> str:
+        """Store a new value; return where it went. Only when ``writable``."""
+        raise SourceError(self.name, f"source type {self.type_name!r} is read-only")
+
+    def token_env_vars(self) -> tuple[str, ...]:
+        """Variables holding the credentials this source authenticates with; they are
+        removed from the command's environment unless listed in ``pass_env``."""
+        return ()
+
+    def renew_leases(self) -> float | None:
+        """Renew what was leased; return seconds until the next renewal, or None."""
+        return None
+
+    def release(self) -> list[str]:
+        """Revoke what was leased; return warnings. Called when the command ends."""
+        return []
+
+    def close(self) -> None:
+        """Free clients and connections."""
+
+
+def import_sdk(module: str, source: Source) -> ModuleType:
+    """Import an optional SDK, or fail with the exact pip command that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingSdkError(
+            source.name, source.type_name, module, source.extra or source.type_name
+        ) from None
+
+
+def check_settings(
+    cls: type[Source], source_name: str, settings: Mapping[str, Any], where: str
+) -> dict[str, Any]:
+    """Validate a ``[sources.NAME]`` table against the options the source declares."""
+    declared = {option.name: option for option in cls.options}
+    for name in settings:
+        if name not in declared:
+            valid = ", ".join(["type", *declared]) or "type"
+            raise ConfigError(
+                f"{where}: unknown option {name!r} for a {cls.type_name} source",
+                f"valid options: {valid}",
+            )
+    result: dict[str, Any] = {}
+    for option in cls.options:
+        if option.name not in settings:
+            if option.required:
+                raise ConfigError(
+                    f"{where}: option {option.name!r} is required for a {cls.type_name} source",
+                    f"{option.name}: {option.help}",
+                )
+            result[option.name] = option.default
+            continue
+        value = settings[option.name]
+        if not isinstance(value, option.kind) or (option.kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{where}: option {option.name!r} must be a {_kind_name(option.kind)}, "
+                f"not {type(value).__name__}",
+                f"{option.name}: {option.help}",
+            )
+        if option.choices and value not in option.choices:
+            raise ConfigError(
+                f"{where}: option {option.name!r} is {value!r}",
+                f"valid values: {', '.join(option.choices)}",
+            )
+        if option.template:
+            Template(str(value), where=f"{where} {option.name}")
+        result[option.name] = value
+    cls.validate(result, where)
+    return result
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "string", bool: "boolean", int: "integer", list: "list", dict: "table"}.get(
+        kind, kind.__name__
+    )
