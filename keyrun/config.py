@@ -383,9 +383,9 @@ def _check_references(config: Config, where: _Locator) -> None:
                 _known_source(config, options["source"],
                               where(("env", env.name, "keys"), key))
         environment(config, env.name)
-    for key in config.keys.values():
-        if key.source is not None:
-            _known_source(config, key.source, where(("keys",), key.name))
+    for spec in config.keys.values():
+        if spec.source is not None:
+            _known_source(config, spec.source, where(("keys",), spec.name))
     if config.default_env is not None and config.envs and config.default_env not in config.envs:
         raise ConfigError(
             f"{where((), 'default_env')}: unknown environment {config.default_env!r}",

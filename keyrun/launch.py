@@ -5,11 +5,14 @@ Everything that touches the command's process lives here (STYLE.md).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
+import sys
+import time
 from collections.abc import Mapping, Sequence
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from keyrun.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, LaunchError
 
@@ -66,3 +69,91 @@ def _launch_error(program: str, exc: OSError) -> LaunchError:
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     return LaunchError(f"{program}: cannot execute: {reason}", EXIT_NOT_EXECUTABLE,
                        "check that the file is executable (chmod +x) and is a program")
+
+
+# Staying the parent (SPEC §5): when something must happen after the command ends
+# (leases to revoke), keyrun spawns the command and waits, forwarding signals.
+
+FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
+# si_code values of signals sent by a process (kill, sigqueue, tkill); a terminal's
+# Ctrl-C comes from the kernel and already reached the command's process group.
+_SENT_BY_PROCESS = (0, -1, -6)
+
+
+class Supervisor(Protocol):
+    """What a supervised run does besides waiting: renew leases, release them at exit."""
+
+    def renew(self) -> float | None:
+        """Renew what needs it; return seconds until the next renewal, or None."""
+
+    def release(self) -> None:
+        """Called once, after the command has ended, before keyrun exits."""
+
+
+def make_undumpable() -> None:
+    """No core file and no ptrace by other users' processes while secrets are in memory."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4; also refuses ptrace from non-root
+    except (OSError, AttributeError):
+        pass
+
+
+def supervise(argv: Sequence[str], env: Mapping[str, str], supervisor: Supervisor) -> NoReturn:
+    """Run the command as keyrun's child, then exit as it did (status, or the same signal)."""
+    program = find_program(argv[0], env)
+    make_undumpable()
+    watched = {getattr(signal, name) for name in FORWARDED if hasattr(signal, name)}
+    watched.add(signal.SIGCHLD)
+    defaults = watched | {getattr(signal, name) for name in _PYTHON_IGNORED}
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    try:
+        pid = os.posix_spawn(program, list(argv), dict(env), setsigmask=(), setsigdef=defaults)
+    except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
+        supervisor.release()
+        raise _launch_error(argv[0], exc) from None
+    try:
+        status = _wait(pid, watched, supervisor)
+    finally:
+        supervisor.release()
+    _exit_like(status)
+
+
+def _wait(pid: int, watched: set[int], supervisor: Supervisor) -> int:
+    delay = supervisor.renew()
+    renew_at = None if delay is None else time.monotonic() + delay
+    while True:
+        info: signal.struct_siginfo | None
+        if renew_at is None:
+            info = signal.sigwaitinfo(watched)
+        else:
+            info = signal.sigtimedwait(watched, max(0.0, renew_at - time.monotonic()))
+        if info is None:
+            delay = supervisor.renew()
+            renew_at = None if delay is None else time.monotonic() + delay
+            continue
+        if info.si_signo == signal.SIGCHLD:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return status
+        elif info.si_code in _SENT_BY_PROCESS:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, info.si_signo)
+
+
+def _exit_like(status: int) -> NoReturn:
+    """Exit with the command's status; if a signal killed it, die of the same signal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.kill(os.getpid(), number)
+    os._exit(os.waitstatus_to_exitcode(status))

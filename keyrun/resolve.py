@@ -42,12 +42,18 @@ class Resolution:
     results: dict[str, KeyResult]
     failures: dict[str, KeyrunError]
     elapsed: dict[str, float]
+    leased: frozenset[str] = frozenset()
 
     def values(self) -> dict[str, str]:
         return {key: r.item.value.reveal() for key, r in self.results.items() if r.item}
 
     def items(self) -> dict[str, tuple[str, Item]]:
         return {key: (r.source or "", r.item) for key, r in self.results.items() if r.item}
+
+    def leasing_sources(self) -> list[str]:
+        """Sources that leased a credential for this run, used or not: each lease must be
+        revoked when the command ends."""
+        return [name for name in self.profile.sources if name in self.leased]
 
     def problems(self, allow_missing: bool = False) -> list[KeyResult]:
         bad: tuple[Status, ...] = ("error",) if allow_missing else ("error", "missing")
@@ -173,7 +179,9 @@ def fetch_profile(profile: Profile, deadline: Deadline | None = None, *,
             result.status = "optional"
     failures = {name: job.error for name, job in jobs.items() if job.error is not None}
     elapsed = {name: job.elapsed for name, job in jobs.items()}
-    return Resolution(profile, results, failures, elapsed)
+    leased = frozenset(name for name, job in jobs.items()
+                       if any(isinstance(o, Item) and o.lease for o in job.outcomes.values()))
+    return Resolution(profile, results, failures, elapsed, leased)
 
 
 def _decide(result: KeyResult, source: str, outcome: Outcome) -> None:

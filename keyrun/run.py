@@ -12,6 +12,7 @@ from keyrun.environ import ChildEnvironment, build_environment, check_exec_value
 from keyrun.errors import KeyrunError, ResolutionError
 from keyrun.profile import Profile, open_profile
 from keyrun.resolve import Resolution, fetch_profile
+from keyrun.sources import Source
 
 
 @dataclass(frozen=True)
@@ -143,15 +144,50 @@ def _explain(resolution: Resolution, child: ChildEnvironment, report: Reporter) 
 
 def run_command(argv: Sequence[str], selection: Selection, options: RunOptions,
                 environ: Mapping[str, str] | None = None) -> int:
-    """Start the command with the profile's keys. Exec never returns; an error raises."""
-    from keyrun.launch import exec_command
+    """Start the command with the profile's keys. Exec never returns; an error raises.
+
+    keyrun steps aside (exec) unless something must happen after the command ends:
+    with leased credentials it stays the parent and revokes them at exit."""
+    from keyrun import launch
 
     environ = os.environ if environ is None else environ
     report = Reporter(selection)
-    _, child = prepare(argv, selection, options, environ, report)
+    resolution, child = prepare(argv, selection, options, environ, report)
     sys.stdout.flush()
     sys.stderr.flush()
-    exec_command(argv, child.values)
+    leasing = [resolution.profile.sources[name] for name in resolution.leasing_sources()]
+    if leasing:
+        launch.supervise(argv, child.values, LeaseKeeper(leasing, report))
+    launch.exec_command(argv, child.values)
+
+
+class LeaseKeeper:
+    """Renews the leases of the sources that made them, and revokes them at exit."""
+
+    def __init__(self, sources: Sequence[Source], report: Reporter) -> None:
+        self.sources = sources
+        self.report = report
+
+    def renew(self) -> float | None:
+        delays = []
+        for source in self.sources:
+            try:
+                delay = source.renew_leases()
+            except KeyrunError as exc:
+                self.report.warn(f"cannot renew leases: {exc.message}")
+                continue
+            if delay is not None:
+                delays.append(delay)
+        return min(delays, default=None)
+
+    def release(self) -> None:
+        for source in self.sources:
+            try:
+                warnings = source.release()
+            except KeyrunError as exc:
+                warnings = [exc.message]
+            for warning in warnings:
+                self.report.warn(warning)
 
 
 __all__ = ["KeyrunError", "Reporter", "RunOptions", "Selection", "prepare", "run_command"]
