@@ -17,6 +17,12 @@ from keyrun.sources import Source
 BUILTIN: dict[str, str] = {
     "dotenv": "keyrun.sources.dotenv:DotenvSource",
     "keyring": "keyrun.sources.keyring:KeyringSource",
+    "aws-secrets-manager": "keyrun.sources.aws:AwsSecretsManagerSource",
+    "aws-ssm": "keyrun.sources.aws_ssm:AwsSsmSource",
+    "vault": "keyrun.sources.vault:VaultSource",
+    "gcp-secret-manager": "keyrun.sources.gcp:GcpSecretManagerSource",
+    "azure-key-vault": "keyrun.sources.azure:AzureKeyVaultSource",
+    "doppler": "keyrun.sources.doppler:DopplerSource",
 }
 
 GROUP = "keyrun.sources"
