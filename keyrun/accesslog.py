@@ -7,9 +7,12 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyrun.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keyrun.resolve import Resolution
 
 
 def log_path(environ: Mapping[str, str]) -> Path | None:
@@ -53,6 +56,17 @@ def record(
     line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
     _append(path, line.encode("utf-8"))
     return path
+
+
+def record_resolution(resolution: Resolution, environ: Mapping[str, str], *, action: str,
+                      command: str | None = None) -> Path | None:
+    """Log which keys a resolution read, from where, at which version."""
+    profile = resolution.profile
+    keys = [{"name": key, "source": source, "version": item.version}
+            for key, (source, item) in resolution.items().items()]
+    missing = [key for key, result in resolution.results.items() if result.item is None]
+    return record(environ, action=action, project=profile.project, env=profile.env.name,
+                  keys=keys, missing=missing, command=command)
 
 
 def _append(path: Path, data: bytes) -> None:

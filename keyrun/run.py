@@ -83,13 +83,8 @@ def resolve_for_command(
 
 def accesslog_record(resolution: Resolution, environ: Mapping[str, str], *, action: str,
                      command: str | None, report: Reporter) -> None:
-    profile = resolution.profile
-    keys = [{"name": key, "source": source, "version": item.version}
-            for key, (source, item) in resolution.items().items()]
-    missing = [r.key for r in resolution.results.values() if r.item is None]
     try:
-        accesslog.record(environ, action=action, project=profile.project, env=profile.env.name,
-                         keys=keys, missing=missing, command=command)
+        accesslog.record_resolution(resolution, environ, action=action, command=command)
     except OSError as exc:
         report.warn(f"cannot write the access log ({exc.strerror}); "
                     "set KEYRUN_ACCESS_LOG to a writable path, or to off")

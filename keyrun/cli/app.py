@@ -1,0 +1,212 @@
+"""The Typer application: every command except the fast ``run`` path (see ``keyrun.cli``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from keyrun import __version__
+from keyrun.cli import render
+from keyrun.errors import EXIT_USAGE, UsageError
+from keyrun.run import RunOptions, Selection
+
+app = typer.Typer(
+    name="keyrun",
+    help="Run any command with the secrets it needs, fetched at start-up from where they live.\n\n"
+    "Example: keyrun -e staging -- python agent.py",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # they print locals, and locals hold secrets
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"keyrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    env: Annotated[str | None, typer.Option("-e", "--env", metavar="ENV", help="Environment (default: "
+                   "$KEYRUN_ENV, else default_env).", show_default=False)] = None,
+    project: Annotated[str | None, typer.Option("-p", "--project", metavar="NAME",
+                       help="Override the project name used in {project}.")] = None,
+    config: Annotated[str | None, typer.Option("-c", "--config", metavar="PATH", help="keyrun.toml to use "
+                      "(default: $KEYRUN_CONFIG, else found upward from here).")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose",
+                       help="Say which source each key came from.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                       help="Print the version and exit.")] = False,
+) -> None:
+    """Run any command with the secrets it needs, fetched at start-up from where they live.
+
+    Example: keyrun -e staging -- python agent.py
+    """
+    ctx.obj = Selection(env=env, project=project, config=config, quiet=quiet, verbose=verbose)
+
+
+def _selection(ctx: typer.Context) -> Selection:
+    selection = ctx.obj
+    assert isinstance(selection, Selection)
+    return selection
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                      "allow_interspersed_args": False},
+    options_metavar="[OPTIONS] [--] COMMAND [ARGS]...",
+    epilog="Example: keyrun -e staging -- python agent.py   (same as: keyrun -e staging run "
+    "-- python agent.py). Exit status: the command's own; 125 when keyrun fails before it "
+    "starts, 126 not executable, 127 not found.",
+)
+def run(
+    ctx: typer.Context,
+    only: Annotated[list[str] | None, typer.Option("--only", metavar="KEY",
+                    help="Fetch and pass only this key (repeatable).")] = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing",
+                             help="Run even if required keys are missing (warns).")] = False,
+    preserve_env: Annotated[bool, typer.Option("--preserve-env",
+                            help="A variable already set in this shell wins.")] = False,
+    clean_env: Annotated[bool, typer.Option("--clean-env", help="Pass only the keys plus PATH, "
+                         "HOME, USER, LANG, TERM, TZ and the like.")] = False,
+    allow_argv_secrets: Annotated[bool, typer.Option("--allow-argv-secrets",
+                                  help="Allow a secret value inside the command's arguments."
+                                  )] = False,
+) -> int:
+    """Fetch the profile's keys, then replace keyrun with COMMAND (after --)."""
+    from keyrun.run import run_command
+
+    command = list(ctx.args)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given", "run a command as: keyrun [-e ENV] -- COMMAND")
+    if preserve_env and clean_env:
+        raise UsageError("--preserve-env and --clean-env cannot be used together")
+    options = RunOptions(tuple(only or ()), allow_missing, preserve_env, clean_env,
+                         allow_argv_secrets)
+    return run_command(command, _selection(ctx), options)
+
+
+@app.command("list", epilog="Example: keyrun list -e staging --json")
+def list_keys(
+    ctx: typer.Context,
+    all_envs: Annotated[bool, typer.Option("--all-envs", help="Every environment side by side."
+                        )] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> int:
+    """Which keys the profile needs, where each comes from, which are missing.
+
+    Values are never shown: a preview keeps the first 3 and last 4 characters of values of
+    12 characters or more. Problems are rows; the exit status is 0 unless keyrun cannot run.
+    """
+    from keyrun.cli.commands import list_command
+
+    return list_command(_selection(ctx), all_envs=all_envs, as_json=as_json)
+
+
+@app.command(epilog="Example: keyrun doctor -e production --strict")
+def doctor(
+    ctx: typer.Context,
+    all_envs: Annotated[bool, typer.Option("--all-envs", help="Check every environment.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
+    history: Annotated[bool, typer.Option("--history",
+                       help="Also search git history for committed .env files.")] = False,
+) -> int:
+    """Everything that would stop `run`, plus hygiene checks. Exit 1 on problems."""
+    from keyrun.cli.commands import doctor_command
+
+    return doctor_command(_selection(ctx), all_envs=all_envs, as_json=as_json, strict=strict,
+                          history=history)
+
+
+@app.command("set", epilog="Example: printf '%s' \"$NEW_KEY\" | keyrun set OPENAI_API_KEY -e "
+             "staging   (or run it on a terminal and type the value at the hidden prompt)")
+def set_value(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The key (environment variable) to write.")],
+    source: Annotated[str | None, typer.Option("--source", metavar="NAME",
+                      help="Write to this source (default: the first writable one).")] = None,
+) -> int:
+    """Write a new value for KEY: how a key is rotated.
+
+    The value comes from stdin, or from a hidden prompt on a terminal; never from the
+    command line, where `ps` and shell history would keep it.
+    """
+    from keyrun.cli.commands import set_command
+
+    return set_command(_selection(ctx), key, source)
+
+
+@app.command(epilog="Example: cd my-agent && keyrun init && keyrun doctor")
+def init(
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing keyrun.toml."
+                     )] = False,
+) -> int:
+    """Write a keyrun.toml for this directory and keep .env files out of git."""
+    from keyrun.scaffold import init_project
+
+    done = init_project(Path.cwd(), force=force)
+    origin = f" from {done.keys_from}" if done.keys_from else ""
+    print(f"wrote {done.config.name} with {len(done.keys)} keys{origin}", file=sys.stderr)
+    if done.gitignore_added:
+        print(f"added {', '.join(done.gitignore_added)} to {done.gitignore.name}", file=sys.stderr)
+    print("next: put values in .env (or `keyrun set KEY`), then `keyrun doctor`", file=sys.stderr)
+    return 0
+
+
+@app.command(epilog="Example: keyrun log -n 20   |   keyrun log --json | jq '.[0]'")
+def log(
+    limit: Annotated[int, typer.Option("-n", "--limit", help="Show this many entries.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> int:
+    """The access log, newest first: who resolved which keys, where, when. Never values."""
+    import os
+
+    from keyrun.accesslog import read_entries
+
+    path, entries = read_entries(os.environ)
+    entries = entries[: max(0, limit)]
+    if as_json:
+        render.print_json(entries)
+        return 0
+    if path is None:
+        print("the access log is off (KEYRUN_ACCESS_LOG=off)", file=sys.stderr)
+        return 0
+    rows = [[e.get("time", ""), e.get("action", ""), f"{e.get('project')}/{e.get('env')}",
+             e.get("command") or "", _keys_cell(e)] for e in entries]
+    render.table(["TIME", "ACTION", "PROFILE", "COMMAND", "KEYS"], rows, title=f"{path}")
+    return 0
+
+
+def _keys_cell(entry: dict[str, Any]) -> str:
+    keys = [f"{k.get('name')}({k.get('source')})" for k in entry.get("keys", [])]
+    missing = [f"{name}(missing)" for name in entry.get("missing", [])]
+    return ", ".join(keys + missing)
+
+
+def run_app(args: list[str]) -> int:
+    """Run the Typer app without letting click exit or print tracebacks itself."""
+    try:
+        result = app(args=args, prog_name="keyrun", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("\naborted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0

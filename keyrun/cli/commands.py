@@ -1,0 +1,165 @@
+"""The bodies of ``list``, ``doctor`` and ``set``: call the core, render, return a status."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from datetime import UTC, datetime
+
+from keyrun.cli import render
+from keyrun.durations import format_age
+from keyrun.errors import UsageError
+from keyrun.listing import Row
+from keyrun.run import Selection
+from keyrun.secret import Secret
+
+_STYLE = {"ok": "green", "pass": "green", "warn": "yellow", "optional": "yellow",
+          "unknown": "cyan", "missing": "red", "error": "red", "fail": "red"}
+
+
+def _list_env(selection: Selection, env: str | None) -> tuple[str, str, list[Row]]:
+    from keyrun.accesslog import record_resolution
+    from keyrun.listing import list_rows
+    from keyrun.profile import open_profile
+    from keyrun.resolve import fetch_profile
+
+    profile = open_profile(env, config=selection.config, project=selection.project)
+    resolution = fetch_profile(profile)
+    try:
+        rows = list_rows(resolution)
+    finally:
+        for name in resolution.leasing_sources():
+            profile.sources[name].release()
+    with contextlib.suppress(OSError):
+        record_resolution(resolution, os.environ, action="list")
+    return profile.project, profile.env.name, rows
+
+
+def _env_names(selection: Selection) -> list[str]:
+    from keyrun.config import load_config
+
+    return load_config(None, selection.config, os.environ).env_names()
+
+
+def list_command(selection: Selection, *, all_envs: bool, as_json: bool) -> int:
+    if not all_envs:
+        project, env, rows = _list_env(selection, selection.env)
+        if as_json:
+            render.print_json({"project": project, "env": env,
+                               "keys": [row.as_json() for row in rows]})
+        else:
+            _print_rows(project, env, rows)
+        return 0
+    listed = {name: _list_env(selection, name) for name in _env_names(selection)}
+    project = next(iter(listed.values()))[0] if listed else ""
+    if as_json:
+        render.print_json({"project": project, "envs": {
+            env: [row.as_json() for row in rows] for env, (_, _, rows) in listed.items()}})
+        return 0
+    keys = list(dict.fromkeys(row.name for _, _, rows in listed.values() for row in rows))
+    table = []
+    for key in keys:
+        cells = [key]
+        for _, _, rows in listed.values():
+            row = next((r for r in rows if r.name == key), None)
+            cells.append("-" if row is None else f"{row.status} ({row.source or '-'})")
+        table.append(cells)
+    render.table(["KEY", *listed], table, title=f"project {project}: every environment")
+    return 0
+
+
+def _print_rows(project: str, env: str, rows: list[Row]) -> None:
+    now = datetime.now(UTC)
+    table = [[
+        row.name, row.source or "-", row.location or "-", row.status, row.preview or "",
+        row.version or "", format_age((now - row.updated).total_seconds()) if row.updated else "",
+    ] for row in rows]
+    render.table(["KEY", "SOURCE", "LOCATION", "STATUS", "PREVIEW", "VERSION", "AGE"], table,
+                 title=f"project {project}, environment {env}")
+    problems = [row for row in rows if row.status != "ok" and row.error]
+    if problems:
+        print()
+        render.print_marked([(f"{row.name}: ", _STYLE.get(row.status), row.error or "")
+                             for row in problems])
+
+
+def doctor_command(selection: Selection, *, all_envs: bool, as_json: bool, strict: bool,
+                   history: bool) -> int:
+    from keyrun.doctor import DoctorOptions, diagnose, known_envs
+
+    options = DoctorOptions(env=selection.env, project=selection.project,
+                            config=selection.config, history=history)
+    envs = known_envs(options) if all_envs else [None]
+    reports = [diagnose(DoctorOptions(env, options.project, options.config, history))
+               if env is not None else diagnose(options) for env in envs]
+    ok = all(report.ok(strict) for report in reports)
+    if as_json:
+        if all_envs:
+            render.print_json({"ok": ok, "envs": [r.as_json(strict) for r in reports]})
+        else:
+            render.print_json(reports[0].as_json(strict))
+        return 0 if ok else 1
+    for report in reports:
+        _print_report(report, strict)
+    return 0 if ok else 1
+
+
+def _print_report(report: object, strict: bool) -> None:
+    from keyrun.doctor import Report
+
+    assert isinstance(report, Report)
+    lines: list[tuple[str, str | None, str]] = [
+        ("", None, f"keyrun doctor: {report.project}/{report.env}")]
+    for check in report.checks:
+        lines.append((f"{check.status:<7} ", _STYLE.get(check.status),
+                      f"{check.id:<20} {check.message}"))
+        if check.fix and check.status != "pass":
+            lines.append(("", None, f"{'':28}fix: {check.fix}"))
+    counts = {s: sum(c.status == s for c in report.checks) for s in ("fail", "warn", "unknown")}
+    verdict = "ok" if report.ok(strict) else "problems found"
+    lines.append(("", None, f"{verdict}: {counts['fail']} failing, {counts['warn']} warnings, "
+                            f"{counts['unknown']} unknown"))
+    render.print_marked(lines)
+
+
+def set_command(selection: Selection, key: str, source: str | None) -> int:
+    from keyrun.setkey import set_key
+
+    value = read_value(key)
+    done = set_key(key, value, env=selection.env, source=source, project=selection.project,
+                   config=selection.config)
+    if not selection.quiet:
+        print(f"keyrun: set {done.key} in {done.source} ({done.location}) for {done.env}",
+              file=sys.stderr)
+        if not done.declared:
+            print(f"keyrun: note: {done.key} is not declared in keyrun.toml; add it under "
+                  "[keys] so that run requires it", file=sys.stderr)
+    return 0
+
+
+def read_value(key: str) -> Secret:
+    """The new value from stdin, or from a hidden prompt (twice) on a terminal."""
+    if sys.stdin is None:
+        raise UsageError("no value: stdin is closed", f"printf '%s' VALUE | keyrun set {key}")
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass(f"new value for {key} (hidden): ")
+        if getpass.getpass("again: ") != first:
+            raise UsageError("the two values differ; nothing was written")
+        value = first
+    else:
+        data = sys.stdin.buffer.read()
+        try:
+            value = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError("the value on stdin is not UTF-8 text") from None
+        if value.endswith("\r\n"):
+            value = value[:-2]
+        elif value.endswith("\n"):
+            value = value[:-1]
+    if value == "":
+        raise UsageError("empty value; nothing was written",
+                         f"pipe the value in: printf '%s' \"$VALUE\" | keyrun set {key}")
+    return Secret(value)

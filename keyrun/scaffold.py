@@ -1,0 +1,88 @@
+"""``keyrun init``: a keyrun.toml for this directory, and .env files kept out of git."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyrun.config import CONFIG_NAME, EXAMPLE_NAME, read_example_keys
+from keyrun.dotenvfile import parse_dotenv
+from keyrun.errors import KeyrunError
+
+GITIGNORE_LINES = (".env", ".env.*", "!.env.example")
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    config: Path
+    keys: tuple[str, ...]
+    keys_from: str | None
+    gitignore: Path
+    gitignore_added: tuple[str, ...]
+
+
+def init_project(root: Path, *, force: bool = False) -> Scaffold:
+    config = root / CONFIG_NAME
+    if config.exists() and not force:
+        raise KeyrunError(f"{config} already exists",
+                          "edit it, or pass --force to write a new one over it")
+    keys, origin = _initial_keys(root)
+    config.write_text(render_config(root.name or "project", keys), encoding="utf-8")
+    gitignore, added = _ignore_env_files(root)
+    return Scaffold(config, tuple(keys), origin, gitignore, tuple(added))
+
+
+def _initial_keys(root: Path) -> tuple[list[str], str | None]:
+    """Names from .env.example, else from .env (names only: values are never copied)."""
+    example = read_example_keys(root)
+    if example:
+        return example, EXAMPLE_NAME
+    env_file = root / ".env"
+    if env_file.is_file():
+        entries = parse_dotenv(env_file.read_text(encoding="utf-8"), str(env_file))
+        return list(dict.fromkeys(entry.key for entry in entries)), ".env"
+    return [], None
+
+
+def render_config(project: str, keys: list[str]) -> str:
+    lines = [
+        "# keyrun.toml: the keys this project needs and where each environment keeps them.",
+        "# Reference: https://github.com/keyrun/keyrun#configuration",
+        f"project = {json.dumps(project)}",
+        'default_env = "dev"',
+        "",
+        "[keys]",
+    ]
+    if keys:
+        lines += [f"{key} = {{}}" for key in keys]
+    else:
+        lines.append('# OPENAI_API_KEY = { description = "the LLM provider key" }')
+    lines += [
+        "",
+        "[sources.local]",
+        'type = "dotenv"',
+        'path = ".env"',
+        "",
+        "[sources.keychain]",
+        'type = "keyring"',
+        "",
+        "[env.dev]",
+        'sources = ["local", "keychain"]   # the first source that has a key wins',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _ignore_env_files(root: Path) -> tuple[Path, list[str]]:
+    path = root / ".gitignore"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    present = {line.strip() for line in text.splitlines()}
+    added = [line for line in GITIGNORE_LINES if line not in present]
+    if ".env.*" in added and "!.env.example" not in added:
+        added.append("!.env.example")  # a negation only counts after the pattern it undoes
+    if added:
+        prefix = "" if not text or text.endswith("\n") else "\n"
+        block = "# secrets: keyrun reads them, git must not\n" + "\n".join(added) + "\n"
+        path.write_text(text + prefix + block, encoding="utf-8")
+    return path, added

@@ -1,0 +1,93 @@
+"""``keyrun set``: write a new value for a key (how a key is rotated)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from keyrun.accesslog import record
+from keyrun.config import Config, KeySpec, SourceSpec, choose_env, load_config
+from keyrun.environ import NAME, check_exec_values, is_reserved
+from keyrun.errors import ConfigError, SourceError, UsageError
+from keyrun.profile import Binding, Profile, make_source, resolve_profile
+from keyrun.secret import Secret
+from keyrun.sources import Context, Deadline, Request, Source
+
+
+@dataclass(frozen=True)
+class Written:
+    key: str
+    source: str
+    location: str
+    declared: bool  # whether the profile already declares the key
+    env: str
+
+
+def set_key(
+    key: str,
+    value: Secret,
+    *,
+    env: str | None = None,
+    source: str | None = None,
+    project: str | None = None,
+    config: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Written:
+    """Write ``value`` to the environment's first writable source (or ``source``)."""
+    environ = os.environ if environ is None else environ
+    _check_name(key)
+    check_exec_values({key: value.reveal()})
+    loaded = load_config(None, config, environ)
+    env_name = choose_env(loaded, env, environ)
+    profile = resolve_profile(loaded, env_name, project=project, environ=environ, strict=False)
+    binding = next((b for b in profile.bindings if b.key == key), None)
+    target = _target(loaded, profile, binding, source, environ)
+    if not target.writable:
+        raise SourceError(target.name, f"source type {target.type_name!r} is read-only",
+                          "choose a writable source with --source NAME")
+    spec = binding.spec if binding else KeySpec(key)
+    request = Request(key, target.backend_name(spec.backend_name), spec.field, None)
+    where = target.write(request, value, Deadline(profile.env.timeout))
+    with contextlib.suppress(OSError):
+        record(environ, action="set", project=profile.project, env=env_name,
+               keys=[{"name": key, "source": target.name, "version": None}])
+    return Written(key, target.name, where, binding is not None, env_name)
+
+
+def _check_name(key: str) -> None:
+    if not NAME.match(key):
+        raise UsageError(f"{key!r} is not a valid environment variable name",
+                         "use letters, digits and underscores, not starting with a digit")
+    if is_reserved(key):
+        raise UsageError(f"{key} is a reserved name; keyrun will not store it",
+                         "reserved names change how programs start (PATH, LD_PRELOAD, …)")
+
+
+def _target(config: Config, profile: Profile, binding: Binding | None, chosen: str | None,
+            environ: Mapping[str, str]) -> Source:
+    if chosen is not None:
+        if chosen in profile.sources:
+            return profile.sources[chosen]
+        if chosen not in config.sources:
+            valid = ", ".join(config.sources) or "none"
+            raise UsageError(f"--source {chosen}: no such source", f"sources: {valid}")
+        return _make(config.sources[chosen], profile, environ)
+    candidates = binding.candidates if binding else profile.env.sources
+    for name in candidates:
+        if profile.sources[name].writable:
+            return profile.sources[name]
+    if config.path is None:  # zero-config with no .env yet: create one
+        return _make(SourceSpec(".env", "dotenv", {"path": ".env"}, str(config.root / ".env")),
+                     profile, environ)
+    raise ConfigError(
+        f"{config.label}: no writable source for {binding.key if binding else 'this key'} in "
+        f"environment {profile.env.name} (sources: {', '.join(candidates) or 'none'})",
+        "choose one with --source NAME",
+    )
+
+
+def _make(spec: SourceSpec, profile: Profile, environ: Mapping[str, str]) -> Source:
+    context = Context(profile.project, profile.env.name, profile.config.root, environ)
+    return make_source(spec.type, spec.name, spec.settings, spec.where, context)
