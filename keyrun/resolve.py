@@ -83,13 +83,14 @@ def describe_problems(profile: Profile, problems: Sequence[KeyResult]) -> str:
 
 def _reason(profile: Profile, result: KeyResult) -> str:
     if result.status == "error":
-        if result.reasons:
-            return result.reasons[-1][1].message
-        return "error"
-    binding = result.binding
-    looked = ", ".join(f"{name} ({profile.sources[name].locate(profile.request(binding, name))})"
-                       for name in binding.candidates)
-    return f"missing from {looked or 'every source (the environment has none)'}"
+        return result.reasons[-1][1].message if result.reasons else "error"
+    why = dict(result.reasons)
+    looked = []
+    for name in result.binding.candidates:
+        problem = why.get(name)
+        detail = problem.message if problem else "not asked"
+        looked.append(f"{name} ({detail})")
+    return f"missing from {', '.join(looked) or 'every source (the environment has none)'}"
 
 
 def _hint(profile: Profile, problems: Sequence[KeyResult]) -> str:

@@ -6,12 +6,11 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from keyrun import __version__
 from keyrun.cli import render
-from keyrun.errors import EXIT_USAGE, UsageError
+from keyrun.errors import UsageError
 from keyrun.run import RunOptions, Selection
 
 app = typer.Typer(
@@ -198,15 +197,17 @@ def run_app(args: list[str]) -> int:
     """Run the Typer app without letting click exit or print tracebacks itself."""
     try:
         result = app(args=args, prog_name="keyrun", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        return EXIT_USAGE
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         print("\naborted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # Typer's usage errors (vendored click): they know how to show themselves.
+        show = getattr(exc, "show", None)
+        code = getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            return code
+        raise
     return result if isinstance(result, int) else 0

@@ -1,0 +1,65 @@
+"""Shared test helpers: a scrubbed environment and keyrun run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+# A value that must never appear in keyrun's own output, logs or files.
+CANARY = "kr-canary-" + "5e1f0c2a9d7b4386"
+
+_SCRUB_PREFIXES = ("AWS_", "VAULT_", "BAO_", "DOPPLER_", "GOOGLE_", "AZURE_", "KEYRUN_",
+                   "CLOUDSDK_", "GCLOUD_", "MSI_", "IDENTITY_")
+
+
+def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The inherited environment without any cloud or keyrun setting, HOME and the access
+    log inside ``tmp``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES)}
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PYTEST_CURRENT_TEST"):
+        env.pop(name, None)
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    env.update(HOME=str(home), KEYRUN_ACCESS_LOG=str(tmp / "access.log"),
+               XDG_STATE_HOME=str(tmp / "state"), PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    env.update(extra)
+    return env
+
+
+def keyrun(
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    input: bytes | str | None = None,  # noqa: A002
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m keyrun ARGS`` as a real process."""
+    data = input.encode() if isinstance(input, str) else input
+    done = subprocess.run([sys.executable, "-m", "keyrun", *args], cwd=cwd, env=dict(env),
+                          input=data, capture_output=True, timeout=timeout, check=False)
+    return subprocess.CompletedProcess(done.args, done.returncode,
+                                       done.stdout.decode("utf-8", "replace"),
+                                       done.stderr.decode("utf-8", "replace"))
+
+
+def assert_no_leak(value: str, *texts: str, root: Path | None = None) -> None:
+    """``value`` appears in none of ``texts`` and in no file under ``root`` except .env
+    files (where the test itself put it)."""
+    for text in texts:
+        assert value not in text
+    if root is None:
+        return
+    for path in root.rglob("*"):
+        if path.is_file() and not path.name.startswith(".env") and "site-packages" not in str(path):
+            assert value.encode() not in path.read_bytes(), f"{value!r} leaked into {path}"
+
+
+def write(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    return path
