@@ -34,7 +34,7 @@ def keyrun(
     *,
     cwd: Path,
     env: Mapping[str, str],
-    input: bytes | str | None = None,  # noqa: A002
+    input: bytes | str | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m keyrun ARGS`` as a real process."""

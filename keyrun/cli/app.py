@@ -33,12 +33,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    env: Annotated[str | None, typer.Option("-e", "--env", metavar="ENV", help="Environment (default: "
-                   "$KEYRUN_ENV, else default_env).", show_default=False)] = None,
+    env: Annotated[str | None, typer.Option(
+        "-e", "--env", metavar="ENV", help="Environment (default: $KEYRUN_ENV, else default_env)."
+    )] = None,
     project: Annotated[str | None, typer.Option("-p", "--project", metavar="NAME",
                        help="Override the project name used in {project}.")] = None,
-    config: Annotated[str | None, typer.Option("-c", "--config", metavar="PATH", help="keyrun.toml to use "
-                      "(default: $KEYRUN_CONFIG, else found upward from here).")] = None,
+    config: Annotated[str | None, typer.Option(
+        "-c", "--config", metavar="PATH",
+        help="keyrun.toml to use (default: $KEYRUN_CONFIG, else found upward from here).",
+    )] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose",
                        help="Say which source each key came from.")] = False,
