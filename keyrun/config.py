@@ -114,7 +114,7 @@ def find_config(cwd: Path, explicit: str | os.PathLike[str] | None, environ: Map
     named = explicit if explicit is not None else environ.get("KEYRUN_CONFIG") or None
     if named is not None:
         path = Path(named)
-        path = path if path.is_absolute() else cwd / path
+        path = Path(os.path.normpath(path if path.is_absolute() else cwd / path))
         if path.is_dir():
             path = path / CONFIG_NAME
         if not path.is_file():
