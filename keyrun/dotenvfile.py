@@ -53,8 +53,8 @@ def parse_dotenv(text: str, path: str) -> list[Entry]:
         if binding.key is None:
             continue
         quote = _quote_of(binding.original.string)
-        if quote and binding.value is not None and "\n" in binding.value:
-            _reject_swallowed_lines(binding.value, quote, path, line)
+        if quote and "\n" in body.rstrip("\r\n"):
+            _reject_swallowed_lines(body.rstrip("\r\n"), quote, path, line)
         end = start + len(body.rstrip("\r\n"))
         entries.append(Entry(binding.key, binding.value, line, quote, start, end))
     return entries
@@ -66,8 +66,8 @@ def _quote_of(original: str) -> str:
     return char if char in ("'", '"') else ""
 
 
-def _reject_swallowed_lines(value: str, quote: str, path: str, line: int) -> None:
-    for offset, text in enumerate(value.split("\n")[1:], start=1):
+def _reject_swallowed_lines(written: str, quote: str, path: str, line: int) -> None:
+    for offset, text in enumerate(written.split("\n")[1:], start=1):
         if _LOOKS_LIKE_ASSIGNMENT.match(text):
             raise ConfigError(
                 f"the quote opened here is not closed before line {line + offset}, "
@@ -93,7 +93,16 @@ def resolve_values(entries: list[Entry], environ: Mapping[str, str]) -> dict[str
 
 
 def format_assignment(key: str, value: str) -> str:
-    """``KEY='value'`` that python-dotenv reads back exactly and nobody expands."""
+    """``KEY='value'`` that python-dotenv reads back exactly and nobody expands.
+
+    A multi-line value goes in double quotes with ``\\n`` escapes, so that no line of it
+    can look like an assignment of its own; single quotes (which never expand) are the
+    fallback for a multi-line value that also holds ``${``.
+    """
+    if ("\n" in value or "\r" in value) and "${" not in value:
+        escaped = (value.replace("\\", "\\\\").replace('"', '\\"')
+                   .replace("\n", "\\n").replace("\r", "\\r"))
+        return f'{key}="{escaped}"'
     escaped = value.replace("\\", "\\\\").replace("'", "\\'")
     return f"{key}='{escaped}'"
 
