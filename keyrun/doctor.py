@@ -152,7 +152,7 @@ class _Doctor:
                 lines.append(f"{name}: {outcome.detail} ({took})")
                 warned += [f"{name}: {warning}" for warning in outcome.warnings]
             else:
-                failed.append(f"{name}: {outcome}")
+                failed.append(outcome if outcome.startswith(f"{name}: ") else f"{name}: {outcome}")
         if not profile.sources:
             self.add("sources", "warn", "the environment has no sources",
                      "create a .env file, or run `keyrun init`")

@@ -131,11 +131,12 @@ def doctor(
                           history=history)
 
 
-@app.command("set", epilog="Example: printf '%s' \"$NEW_KEY\" | keyrun set OPENAI_API_KEY -e "
-             "staging   (or run it on a terminal and type the value at the hidden prompt)")
+@app.command("set", epilog="Example: keyrun set OPENAI_API_KEY -e staging   (type the value at "
+             "the hidden prompt, or pipe it in: printf '%s' \"$NEW_KEY\" | keyrun set "
+             "OPENAI_API_KEY -e staging)")
 def set_value(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(help="The key (environment variable) to write.")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The key (environment variable) to write.")],
     source: Annotated[str | None, typer.Option("--source", metavar="NAME",
                       help="Write to this source (default: the first writable one).")] = None,
 ) -> int:
