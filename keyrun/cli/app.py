@@ -136,7 +136,7 @@ def doctor(
              "OPENAI_API_KEY -e staging)")
 def set_value(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(metavar="KEY", help="The key (environment variable) to write.")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The variable to write.")],
     source: Annotated[str | None, typer.Option("--source", metavar="NAME",
                       help="Write to this source (default: the first writable one).")] = None,
 ) -> int:
@@ -150,7 +150,7 @@ def set_value(
     return set_command(_selection(ctx), key, source)
 
 
-@app.command(epilog="Example: cd my-agent && keyrun init && keyrun doctor")
+@app.command(epilog="Example: keyrun init   (in the project's directory; then keyrun doctor)")
 def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing keyrun.toml."
                      )] = False,
