@@ -91,22 +91,25 @@ class Supervisor(Protocol):
 
 
 def make_undumpable() -> None:
-    """No core file and no ptrace by other users' processes while secrets are in memory."""
-    import resource
+    """No core file and no ptrace by other users' processes while secrets are in memory.
 
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    PR_SET_DUMPABLE does not outlive exec, so the command itself is unaffected."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4; also refuses ptrace from non-root
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
     except (OSError, AttributeError):
         pass
 
 
 def supervise(argv: Sequence[str], env: Mapping[str, str], supervisor: Supervisor) -> NoReturn:
     """Run the command as keyrun's child, then exit as it did (status, or the same signal)."""
-    program = find_program(argv[0], env)
+    try:
+        program = find_program(argv[0], env)
+    except LaunchError:
+        supervisor.release()
+        raise
     make_undumpable()
     watched = {getattr(signal, name) for name in FORWARDED if hasattr(signal, name)}
     watched.add(signal.SIGCHLD)
@@ -152,7 +155,10 @@ def _exit_like(status: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     if os.WIFSIGNALED(status):
+        import resource
+
         number = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # dying of SIGQUIT must not dump
         signal.signal(number, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.kill(os.getpid(), number)
