@@ -7,6 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from keyrun.sources.registry import BUILTIN, installed_types
 from tests.helpers import clean_env, write
 
@@ -47,9 +49,6 @@ def test_missing_sdk_names_the_pip_command(tmp_path: Path) -> None:
 
     source = DotenvSource("x", {"path": ".env"}, Context("p", "e", tmp_path, {}))
     source.extra = "aws"  # type: ignore[misc]
-    try:
+    with pytest.raises(MissingSdkError) as caught:
         import_sdk("no_such_sdk_module_keyrun", source)
-    except MissingSdkError as exc:
-        assert exc.hint == "install it with: pip install 'keyrun[aws]'"
-    else:
-        raise AssertionError("import_sdk did not fail")
+    assert caught.value.hint == "install it with: pip install 'keyrun[aws]'"
