@@ -10,9 +10,8 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from keyrun.durations import parse_duration
 from keyrun.errors import ConfigError
@@ -37,8 +36,7 @@ ENV_OPTIONS = (
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-@dataclass(frozen=True)
-class KeySpec:
+class KeySpec(NamedTuple):
     """One key: the environment variable and how to find it in a backend."""
 
     name: str
@@ -54,16 +52,14 @@ class KeySpec:
         return self.backend or self.name
 
 
-@dataclass(frozen=True)
-class SourceSpec:
+class SourceSpec(NamedTuple):
     name: str
     type: str
     settings: Mapping[str, Any]
     where: str
 
 
-@dataclass(frozen=True)
-class EnvSpec:
+class EnvSpec(NamedTuple):
     """An ``[env.NAME]`` table as written (``extends`` not yet applied)."""
 
     name: str
@@ -72,8 +68,7 @@ class EnvSpec:
     keys: Mapping[str, Mapping[str, Any]]
 
 
-@dataclass(frozen=True)
-class Environment:
+class Environment(NamedTuple):
     """An environment with ``extends`` applied and its keys merged."""
 
     name: str
@@ -86,8 +81,7 @@ class Environment:
     description: str | None = None
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     path: Path | None  # None: zero-config mode
     root: Path
     project: str
@@ -96,7 +90,7 @@ class Config:
     sources: Mapping[str, SourceSpec]
     envs: Mapping[str, EnvSpec]
     example_keys: tuple[str, ...] = ()
-    text: str = field(default="", repr=False)
+    text: str = ""
 
     @property
     def label(self) -> str:

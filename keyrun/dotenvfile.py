@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dotenv.parser import parse_stream
 from dotenv.variables import parse_variables
@@ -23,8 +23,7 @@ _NEWLINE = re.compile(r"\r\n|\n|\r")
 _LOOKS_LIKE_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     key: str
     value: str | None  # None for a bare ``NAME`` line
     line: int

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from keyrun.errors import ResolutionError
 
@@ -40,8 +40,7 @@ def is_reserved(name: str) -> bool:
     return name in RESERVED or name.startswith(RESERVED_PREFIXES)
 
 
-@dataclass(frozen=True)
-class ChildEnvironment:
+class ChildEnvironment(NamedTuple):
     values: dict[str, str]
     replaced: tuple[str, ...]  # inherited variables the profile overrode
     preserved: tuple[str, ...]  # profile keys left out because --preserve-env kept the parent's

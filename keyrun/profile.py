@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from keyrun.config import (
     CONFIG_NAME,
@@ -23,8 +23,7 @@ from keyrun.sources import Context, Deadline, Request, Source, check_settings
 from keyrun.sources.registry import source_class
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):
     """One key of the profile and the sources it may come from, first wins."""
 
     spec: KeySpec
@@ -39,8 +38,7 @@ class Binding:
         return self.spec.optional
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(NamedTuple):
     config: Config
     project: str
     env: Environment
@@ -148,8 +146,7 @@ def _select(bindings: tuple[Binding, ...], only: Sequence[str], env: str) -> tup
     return tuple(b for b in bindings if b.key in only)
 
 
-@dataclass(frozen=True)
-class NameProblem:
+class NameProblem(NamedTuple):
     key: str
     message: str
     hint: str

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 from keyrun.errors import KeyrunError, ResolutionError, SourceError
@@ -22,27 +21,35 @@ from keyrun.sources import Deadline, Item, Outcome, Problem, Request, Source
 Status = Literal["ok", "missing", "optional", "error"]
 
 
-@dataclass
 class KeyResult:
-    binding: Binding
-    status: Status = "missing"
-    source: str | None = None  # where the value came from, or the source that failed
-    item: Item | None = None
-    reasons: list[tuple[str, Problem]] = field(default_factory=list)
-    holders: list[str] = field(default_factory=list)  # every source holding it (exhaustive)
+    """How one key resolved: its status, the source it came from, and why not elsewhere."""
+
+    __slots__ = ("binding", "holders", "item", "reasons", "source", "status")
+
+    def __init__(self, binding: Binding) -> None:
+        self.binding = binding
+        self.status: Status = "missing"
+        self.source: str | None = None  # where the value came from, or the source that failed
+        self.item: Item | None = None
+        self.reasons: list[tuple[str, Problem]] = []
+        self.holders: list[str] = []  # every source holding the key (exhaustive fetches)
 
     @property
     def key(self) -> str:
         return self.binding.key
 
 
-@dataclass
 class Resolution:
-    profile: Profile
-    results: dict[str, KeyResult]
-    failures: dict[str, KeyrunError]
-    elapsed: dict[str, float]
-    leased: frozenset[str] = frozenset()
+    """Every key of a profile, fetched."""
+
+    def __init__(self, profile: Profile, results: dict[str, KeyResult],
+                 failures: dict[str, KeyrunError], elapsed: dict[str, float],
+                 leased: frozenset[str] = frozenset()) -> None:
+        self.profile = profile
+        self.results = results
+        self.failures = failures
+        self.elapsed = elapsed
+        self.leased = leased
 
     def values(self) -> dict[str, str]:
         return {key: r.item.value.reveal() for key, r in self.results.items() if r.item}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from keyrun import accesslog
 from keyrun.environ import ChildEnvironment, build_environment, check_exec_values, secrets_in_argv
@@ -15,8 +15,7 @@ from keyrun.resolve import Resolution, fetch_profile
 from keyrun.sources import Source
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """Which profile: the global options every command shares."""
 
     env: str | None = None
@@ -26,8 +25,7 @@ class Selection:
     verbose: bool = False
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(NamedTuple):
     only: tuple[str, ...] = ()
     allow_missing: bool = False
     preserve_env: bool = False

@@ -16,19 +16,17 @@ import importlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from keyrun.errors import ConfigError, MissingSdkError, SourceError
 from keyrun.secret import Secret
 from keyrun.template import Template
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """One option a source accepts in its ``[sources.NAME]`` table."""
 
     name: str
@@ -41,8 +39,7 @@ class Option:
     example: str | None = None
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """What a source may know about the run it serves."""
 
     project: str
@@ -52,8 +49,7 @@ class Context:
     interactive: bool = False
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One key asked of a source.
 
     ``key`` is the environment variable; ``name`` is its name in the backend (after the
@@ -66,8 +62,7 @@ class Request:
     version: str | None = None
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     """A credential made on demand that must be revoked when the command ends."""
 
     id: str
@@ -75,8 +70,7 @@ class Lease:
     renewable: bool = False
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """A value and what the backend knows about it."""
 
     value: Secret
@@ -86,8 +80,7 @@ class Item:
     lease: Lease | None = None
 
 
-@dataclass(frozen=True)
-class Meta:
+class Meta(NamedTuple):
     """Value-free facts about one key, for ``doctor`` and ``list``; ``None`` is unknown."""
 
     exists: bool | None = None
@@ -102,8 +95,7 @@ class Meta:
 ProblemKind = Literal["missing", "denied", "error"]
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """Why one key could not be read from one source (never holds a value)."""
 
     kind: ProblemKind
@@ -133,12 +125,11 @@ class Deadline:
         return time.monotonic() >= self.expires_at
 
 
-@dataclass(frozen=True)
-class Health:
+class Health(NamedTuple):
     """What ``check`` learned about a reachable source (never a credential)."""
 
     detail: str
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
 
 class Source(ABC):

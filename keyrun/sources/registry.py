@@ -9,7 +9,7 @@ equal). Unknown types are looked up through the entry points.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from keyrun.errors import ConfigError
 from keyrun.sources import Source
@@ -28,8 +28,7 @@ BUILTIN: dict[str, str] = {
 GROUP = "keyrun.sources"
 
 
-@dataclass(frozen=True)
-class SourceType:
+class SourceType(NamedTuple):
     name: str
     target: str
     builtin: bool

@@ -1,0 +1,481 @@
+"""The ``azure-key-vault`` source: Azure Key Vault secrets, through azure-keyvault-secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from keyrun.errors import ConfigError, SourceError
+from keyrun.secret import Secret
+from keyrun.sources import (
+    Deadline,
+    Health,
+    Item,
+    Meta,
+    Option,
+    Outcome,
+    Problem,
+    Request,
+    Source,
+    import_sdk,
+)
+from keyrun.sources._values import as_text, field_of, pick_field
+from keyrun.template import PLACEHOLDERS, Template
+
+NAME_RULE = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+_TEMPLATE_TEXT = re.compile(r"^[0-9A-Za-z_-]*$")
+_PARALLEL = 8  # requests' connection pool keeps 10 per host; more would churn connections
+_CONNECT_TIMEOUT = 5.0
+_CREDENTIAL_HINT = (
+    "sign in with `az login`, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET "
+    "(a service principal), or run where a managed identity is assigned"
+)
+T = TypeVar("T")
+
+
+def azure_name(name: str) -> str:
+    """Key Vault names allow letters, digits and dashes only: ``_`` becomes ``-``."""
+    return name.replace("_", "-")
+
+
+class AzureKeyVaultSource(Source):
+    """Azure Key Vault secrets, authenticated with azure-identity's DefaultAzureCredential.
+
+    ``secret`` with ``{key}`` reads one secret per key; without ``{key}`` it reads one
+    secret holding a JSON object of every key by name (a bundle). Key Vault names allow
+    only letters, digits and dashes, so ``_`` becomes ``-`` in secret names, the same way
+    for ``run``, ``list``, ``doctor`` and ``set`` (``OPENAI_API_KEY`` is read from the
+    secret ``OPENAI-API-KEY``); ``doctor`` reports two keys that map to one secret.
+    A key's ``version`` pins a secret version. A disabled, expired or not-yet-valid
+    secret is an error naming it; its expiry and last change feed ``doctor``'s
+    ``rotation`` check. ``keyrun set`` adds a new version (``set_secret``).
+
+    Authentication is DefaultAzureCredential's chain: a service principal in
+    ``AZURE_TENANT_ID``/``AZURE_CLIENT_ID``/``AZURE_CLIENT_SECRET`` (or a certificate),
+    workload identity, managed identity, then the Azure CLI, Azure PowerShell and Azure
+    Developer CLI sign-ins. ``AZURE_*`` variables are left in the command's environment.
+
+    .. code-block:: toml
+
+        [sources.azure]
+        type = "azure-key-vault"
+        vault_url = "https://acme-{env}.vault.azure.net"
+        secret = "{key}"
+    """
+
+    type_name = "azure-key-vault"
+    summary = "Azure Key Vault secrets (per key or one JSON bundle; versions; writable)"
+    extra = "azure"
+    has_versions = True
+    writable = True
+    records_age = True
+    options = (
+        Option("vault_url", "the vault's URL; may use {project} and {env}", required=True,
+               template=True, example="https://acme.vault.azure.net"),
+        Option("secret", "the secret's name: with {key}, one secret per key; without, one "
+               "secret holding a JSON object of every key (\"_\" becomes \"-\" in names)",
+               default="{key}", template=True, example="{env}-{key}"),
+    )
+
+    def __init__(self, name: str, settings: Mapping[str, Any], context: Any) -> None:
+        super().__init__(name, settings, context)
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._credential: Any = None
+
+    @classmethod
+    def validate(cls, settings: Mapping[str, Any], where: str) -> None:
+        url = str(settings["vault_url"])
+        if not url.startswith("https://"):
+            raise ConfigError(f"{where}: vault_url {url!r} must start with https://",
+                              "Key Vault only accepts tokens over TLS, e.g. "
+                              "https://acme.vault.azure.net")
+        text = str(settings["secret"])
+        literal = text
+        for placeholder in PLACEHOLDERS:
+            literal = literal.replace("{" + placeholder + "}", "")
+        if not _TEMPLATE_TEXT.match(literal):
+            raise ConfigError(f"{where}: secret {text!r} holds characters Key Vault names "
+                              "cannot have",
+                              "use letters, digits, dashes (and \"_\", which becomes \"-\") "
+                              "around {project}, {env} and {key}")
+
+    # names and places
+
+    @property
+    def per_key(self) -> bool:
+        return Template(str(self.settings["secret"]), where=self.name).has_key
+
+    @property
+    def vault_url(self) -> str:
+        return self.render("vault_url").rstrip("/")
+
+    @property
+    def vault_host(self) -> str:
+        return urlsplit(self.vault_url).netloc or self.vault_url
+
+    def backend_name(self, name: str) -> str:
+        return azure_name(name) if self.per_key else name
+
+    def secret_name(self, request: Request) -> str:
+        """The Key Vault secret that holds ``request`` (per key, or the bundle)."""
+        key = request.name if self.per_key else None
+        return azure_name(self.render("secret", key))
+
+    def locate(self, request: Request) -> str:
+        where = f"{self.vault_host}/{self.secret_name(request)}"
+        if request.version:
+            where += f"@{request.version}"
+        return where if self.per_key else f"{where}#{request.name}"
+
+    def token_env_vars(self) -> tuple[str, ...]:
+        return ()
+
+    # reading
+
+    def fetch(self, requests: Sequence[Request], deadline: Deadline) -> dict[str, Outcome]:
+        results: dict[str, Outcome] = {}
+        wanted: dict[tuple[str, str | None], list[Request]] = {}
+        for request in requests:
+            name = self.secret_name(request)
+            if not NAME_RULE.match(name):
+                results[request.key] = Problem("error", self._bad_name(request.key, name))
+                continue
+            wanted.setdefault((name, request.version), []).append(request)
+        secrets = self._in_parallel(self._get, list(wanted), deadline)
+        for (name, version), group in wanted.items():
+            got = secrets[(name, version)]
+            for request in group:
+                results[request.key] = self._outcome(request, name, got)
+        return results
+
+    def _get(self, target: tuple[str, str | None], deadline: Deadline) -> Any:
+        """The secret, or a Problem for this secret alone; raises SourceError."""
+        name, version = target
+        errors = import_sdk("azure.core.exceptions", self)
+        client = self._sdk(deadline)
+        try:
+            return client.get_secret(name, version, **self._options(deadline))
+        except errors.ResourceNotFoundError:
+            pinned = f" version {version}" if version else ""
+            return Problem.missing(f"no secret {name}{pinned} in {self.vault_host}")
+        except errors.AzureError as exc:
+            return self._failure(exc, name, "read")
+
+    def _outcome(self, request: Request, name: str, got: Any) -> Outcome:
+        if isinstance(got, Problem):
+            return Problem(got.kind, f"{request.key}: {got.message}")
+        props = got.properties
+        unusable = _unusable(props, name, self.vault_host)
+        if unusable:
+            return Problem("error", f"{request.key}: {unusable}")
+        value = got.value if got.value is not None else ""
+        if self.per_key:
+            picked = value if request.field is None else pick_field(
+                request.key, value, request.field, self.locate(request))
+        else:
+            picked = self._from_bundle(request, name, value)
+        if isinstance(picked, Problem):
+            return picked
+        return Item(Secret(picked), version=props.version, updated=props.updated_on,
+                    expires=props.expires_on)
+
+    def _from_bundle(self, request: Request, name: str, raw: str) -> str | Problem:
+        where = f"{self.vault_host}/{name}"
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return Problem("error", f"{request.key}: secret {name} in {self.vault_host} is not "
+                                    "a JSON object, so it cannot hold keys by name")
+        if request.name not in data:
+            return Problem.missing(f"{request.key}: no {request.name!r} in secret {where}")
+        if request.field is None:
+            return as_text(data[request.name])
+        inner = data[request.name]
+        if isinstance(inner, dict):
+            return field_of(request.key, inner, request.field, self.locate(request))
+        return pick_field(request.key, as_text(inner), request.field, self.locate(request))
+
+    # value-free
+
+    def describe(self, requests: Sequence[Request], deadline: Deadline) -> dict[str, Meta]:
+        errors = import_sdk("azure.core.exceptions", self)
+        client = self._sdk(deadline)
+        latest: dict[str, Any] | None = None
+        found: dict[str, Meta] = {}
+        try:
+            for request in requests:
+                name = self.secret_name(request)
+                if request.version:
+                    props = self._find_version(client, name, request.version, deadline)
+                else:
+                    if latest is None:
+                        latest = self._latest_properties(client, deadline)
+                    props = latest.get(name.lower())
+                found[request.key] = _meta(props)
+        except errors.AzureError as exc:
+            raise self._whole(exc, "list secrets of") from None
+        return found
+
+    def _latest_properties(self, client: Any, deadline: Deadline) -> dict[str, Any]:
+        listed: Iterable[Any] = client.list_properties_of_secrets(**self._options(deadline))
+        return {str(props.name).lower(): props for props in listed}
+
+    def _find_version(self, client: Any, name: str, version: str, deadline: Deadline) -> Any:
+        errors = import_sdk("azure.core.exceptions", self)
+        try:
+            for props in client.list_properties_of_secret_versions(name,
+                                                                   **self._options(deadline)):
+                if props.version == version:
+                    return props
+        except errors.ResourceNotFoundError:
+            return None
+        return None
+
+    def check(self, deadline: Deadline) -> Health:
+        errors = import_sdk("azure.core.exceptions", self)
+        client = self._sdk(deadline)
+        try:
+            pages = client.list_properties_of_secrets(max_page_size=1,
+                                                      **self._options(deadline)).by_page()
+            next(pages, None)
+        except errors.HttpResponseError as exc:
+            if exc.status_code == 403:
+                return Health(f"{self.vault_host}: authenticated",
+                              (f"{self.vault_host} does not let this identity list secrets "
+                               "(secrets/list), so doctor cannot tell their age",))
+            raise self._whole(exc, "list secrets of") from None
+        except errors.AzureError as exc:
+            raise self._whole(exc, "list secrets of") from None
+        return Health(f"{self.vault_host}: authenticated")
+
+    # writing
+
+    def write(self, request: Request, value: Secret, deadline: Deadline) -> str:
+        errors = import_sdk("azure.core.exceptions", self)
+        name = self.secret_name(request)
+        if not NAME_RULE.match(name):
+            raise SourceError(self.name, self._bad_name(request.key, name),
+                              "give the key a valid backend name with name = \"…\"")
+        client = self._sdk(deadline)
+        try:
+            if self.per_key:
+                stored = client.set_secret(name, value.reveal(), **self._options(deadline))
+            else:
+                text = self._updated_bundle(client, name, request, value, deadline)
+                stored = client.set_secret(name, text, content_type="application/json",
+                                           **self._options(deadline))
+        except errors.AzureError as exc:
+            raise self._whole(exc, "write", name) from None
+        where = f"{self.vault_host}/{name}" + ("" if self.per_key else f"#{request.name}")
+        return f"{where} (version {stored.properties.version})"
+
+    def _updated_bundle(self, client: Any, name: str, request: Request, value: Secret,
+                        deadline: Deadline) -> str:
+        errors = import_sdk("azure.core.exceptions", self)
+        try:
+            current = client.get_secret(name, **self._options(deadline)).value or "{}"
+        except errors.ResourceNotFoundError:
+            current = "{}"
+        try:
+            data = json.loads(current)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise SourceError(self.name, f"secret {name} in {self.vault_host} is not a JSON "
+                              f"object, so {request.key} cannot be added to it",
+                              "fix the secret, or read keys from one secret each with "
+                              "secret = \"{key}\"")
+        data[request.name] = value.reveal()
+        return json.dumps(data, ensure_ascii=False)
+
+    # the SDK
+
+    def _sdk(self, deadline: Deadline) -> Any:
+        with self._lock:
+            if self._client is None:
+                secrets = import_sdk("azure.keyvault.secrets", self)
+                identity = import_sdk("azure.identity", self)
+                _quiet_sdk_logging()
+                limit = max(1.0, deadline.remaining())
+                self._credential = identity.DefaultAzureCredential(
+                    process_timeout=min(10.0, limit), connection_timeout=min(_CONNECT_TIMEOUT,
+                                                                             limit),
+                    read_timeout=limit, retry_total=2)
+                self._client = secrets.SecretClient(
+                    self.vault_url, self._credential, retry_total=3, retry_backoff_factor=0.2,
+                    retry_backoff_max=2, connection_timeout=min(_CONNECT_TIMEOUT, limit),
+                    read_timeout=limit)
+            return self._client
+
+    def _in_parallel(self, work: Callable[[T, Deadline], Any], targets: list[T],
+                     deadline: Deadline) -> dict[T, Any]:
+        """Run ``work`` on each target; the first alone, so that one challenge and one
+        token serve the others. A SourceError from any of them fails the source."""
+        if not targets:
+            return {}
+        results = {targets[0]: work(targets[0], deadline)}
+        rest = targets[1:]
+        if rest:
+            with ThreadPoolExecutor(min(_PARALLEL, len(rest)),
+                                    thread_name_prefix=f"keyrun:{self.name}") as pool:
+                done = pool.map(lambda target: work(target, deadline), rest)
+                results.update(zip(rest, done, strict=True))
+        return results
+
+    def _failure(self, exc: Exception, name: str, action: str) -> Problem:
+        """A failure of one secret (denied, disabled…); raises when the whole vault failed."""
+        status = getattr(exc, "status_code", None)
+        code, message = _error_detail(exc)
+        if status == 403 and code == "SecretDisabled":
+            return Problem("error", f"secret {name} in {self.vault_host} is disabled")
+        if status == 403:
+            return Problem("denied", f"{self.vault_host} denied {action} of secret {name}: "
+                                     f"{message or 'Forbidden'} (grant this identity the Key "
+                                     "Vault Secrets User role, or secrets/get in the vault's "
+                                     "access policy)")
+        if status is not None and status != 401 and status < 500:
+            return Problem("error", f"{self.vault_host} refused {action} of secret {name}: "
+                                    f"HTTP {status} {code or ''} {message}".rstrip())
+        raise self._whole(exc, action, name)
+
+    def _whole(self, exc: Exception, action: str, name: str | None = None) -> SourceError:
+        errors = import_sdk("azure.core.exceptions", self)
+        what = f"secret {name} in {self.vault_host}" if name else self.vault_host
+        if isinstance(exc, errors.ClientAuthenticationError) and exc.response is None:
+            return SourceError(self.name, _no_credential(str(exc), self._credential),
+                               _CREDENTIAL_HINT)
+        status = getattr(exc, "status_code", None)
+        code, message = _error_detail(exc)
+        if status == 401:
+            return SourceError(self.name, f"{self.vault_host} refused the Azure token "
+                               f"(HTTP 401 {message})".rstrip(),
+                               "check that the identity belongs to the vault's tenant")
+        if status == 403:
+            return SourceError(self.name, f"{self.vault_host} denied {action} {what}: "
+                               f"{message or 'Forbidden'}",
+                               "grant this identity the Key Vault Secrets Officer role (or "
+                               "the matching access policy)")
+        if status is not None:
+            return SourceError(self.name, f"{self.vault_host} failed to {action} {what}: "
+                               f"HTTP {status} {code or ''} {message}".rstrip(),
+                               "try again later; if it persists, check the vault's health "
+                               "in the Azure portal")
+        if isinstance(exc, errors.ServiceRequestError | errors.ServiceResponseError):
+            reason = _first_line(str(exc)) or type(exc).__name__
+            return SourceError(self.name, f"cannot reach {self.vault_url}: {reason}",
+                               "check vault_url, your network and any proxy "
+                               "(HTTPS_PROXY)")
+        return SourceError(self.name, f"{action} {what} failed: "
+                           f"{_first_line(str(exc)) or type(exc).__name__}")
+
+    def _options(self, deadline: Deadline) -> dict[str, Any]:
+        """Per-call limits: the SDK's retries and each socket wait end with the deadline."""
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise SourceError(self.name, f"timed out: no answer from {self.vault_host} within "
+                              f"the total deadline of {deadline.seconds:g}s",
+                              'raise it with timeout = "60s" in the environment\'s table')
+        return {"timeout": remaining, "connection_timeout": min(_CONNECT_TIMEOUT, remaining),
+                "read_timeout": remaining}
+
+    def _bad_name(self, key: str, name: str) -> str:
+        return (f"{key}: {name!r} is not a valid Key Vault secret name (letters, digits "
+                f"and dashes only, 1 to 127 characters)")
+
+    def close(self) -> None:
+        for closable in (self._client, self._credential):
+            if closable is not None:
+                closable.close()
+
+
+def _unusable(props: Any, name: str, host: str) -> str | None:
+    now = datetime.now(UTC)
+    if props.enabled is False:
+        return f"secret {name} in {host} is disabled"
+    if props.expires_on is not None and props.expires_on <= now:
+        return (f"secret {name} in {host} expired on {props.expires_on:%Y-%m-%d %H:%M} UTC "
+                "(rotate it with keyrun set)")
+    if props.not_before is not None and props.not_before > now:
+        return f"secret {name} in {host} is not valid before {props.not_before:%Y-%m-%d %H:%M} UTC"
+    return None
+
+
+def _meta(props: Any) -> Meta:
+    if props is None:
+        return Meta(exists=False)
+    note = None if props.enabled is not False else "disabled"
+    return Meta(exists=True, version=props.version, updated=props.updated_on,
+                expires=props.expires_on, note=note)
+
+
+def _error_detail(exc: Exception) -> tuple[str | None, str]:
+    """Key Vault's error code (the inner one where there is one) and message."""
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None)
+    message = getattr(error, "message", None) or ""
+    inner = getattr(error, "innererror", None)
+    if isinstance(inner, dict) and inner.get("code"):
+        code = inner["code"]
+    if not message:
+        response = getattr(exc, "response", None)
+        message = _body_message(response)
+    return code, _first_line(message)
+
+
+def _body_message(response: Any) -> str:
+    if response is None:
+        return ""
+    try:
+        body = json.loads(response.text())
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error.get("message", "")) if isinstance(error, dict) else ""
+
+
+def _no_credential(text: str, credential: Any) -> str:
+    tried = [line.strip().split(":", 1)[0] for line in text.splitlines()
+             if line.startswith("\t") and ":" in line]
+    if not tried and credential is not None:
+        tried = [type(c).__name__ for c in getattr(credential, "credentials", ())]
+    names = ", ".join(_friendly(name) for name in tried) or "DefaultAzureCredential"
+    return f"no usable Azure credential (tried {names})"
+
+
+_FRIENDLY = {
+    "EnvironmentCredential": "AZURE_* environment variables",
+    "WorkloadIdentityCredential": "workload identity",
+    "ManagedIdentityCredential": "managed identity",
+    "SharedTokenCacheCredential": "shared token cache",
+    "VisualStudioCodeCredential": "VS Code",
+    "AzureCliCredential": "Azure CLI",
+    "AzurePowerShellCredential": "Azure PowerShell",
+    "AzureDeveloperCliCredential": "Azure Developer CLI",
+    "BrokerCredential": "broker",
+}
+
+
+def _friendly(name: str) -> str:
+    return _FRIENDLY.get(name, name)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0].strip() if text.strip() else ""
+
+
+def _quiet_sdk_logging() -> None:
+    # azure-identity logs a failed credential chain at WARNING; with no handler configured,
+    # Python's last-resort handler would print that multi-line text on keyrun's stderr.
+    logger = logging.getLogger("azure")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
