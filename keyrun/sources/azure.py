@@ -146,7 +146,7 @@ class AzureKeyVaultSource(Source):
         for request in requests:
             name = self.secret_name(request)
             if not NAME_RULE.match(name):
-                results[request.key] = Problem("error", self._bad_name(request.key, name))
+                results[request.key] = Problem("error", f"{self.name}: {self._bad_name(name)}")
                 continue
             wanted.setdefault((name, request.version), []).append(request)
         secrets = self._in_parallel(self._get, list(wanted), deadline)
@@ -171,11 +171,12 @@ class AzureKeyVaultSource(Source):
 
     def _outcome(self, request: Request, name: str, got: Any) -> Outcome:
         if isinstance(got, Problem):
-            return Problem(got.kind, f"{request.key}: {got.message}")
+            return got if got.kind == "missing" else Problem(got.kind,
+                                                             f"{self.name}: {got.message}")
         props = got.properties
         unusable = _unusable(props, name, self.vault_host)
         if unusable:
-            return Problem("error", f"{request.key}: {unusable}")
+            return Problem("error", f"{self.name}: {unusable}")
         value = got.value if got.value is not None else ""
         if self.per_key:
             picked = value if request.field is None else pick_field(
@@ -194,10 +195,10 @@ class AzureKeyVaultSource(Source):
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            return Problem("error", f"{request.key}: secret {name} in {self.vault_host} is not "
+            return Problem("error", f"{self.name}: secret {name} in {self.vault_host} is not "
                                     "a JSON object, so it cannot hold keys by name")
         if request.name not in data:
-            return Problem.missing(f"{request.key}: no {request.name!r} in secret {where}")
+            return Problem.missing(f"no {request.name!r} in secret {where}")
         if request.field is None:
             return as_text(data[request.name])
         inner = data[request.name]
@@ -264,7 +265,7 @@ class AzureKeyVaultSource(Source):
         errors = import_sdk("azure.core.exceptions", self)
         name = self.secret_name(request)
         if not NAME_RULE.match(name):
-            raise SourceError(self.name, self._bad_name(request.key, name),
+            raise SourceError(self.name, f"{request.key}: {self._bad_name(name)}",
                               "give the key a valid backend name with name = \"…\"")
         client = self._sdk(deadline)
         try:
@@ -388,9 +389,9 @@ class AzureKeyVaultSource(Source):
         return {"timeout": remaining, "connection_timeout": min(_CONNECT_TIMEOUT, remaining),
                 "read_timeout": remaining}
 
-    def _bad_name(self, key: str, name: str) -> str:
-        return (f"{key}: {name!r} is not a valid Key Vault secret name (letters, digits "
-                f"and dashes only, 1 to 127 characters)")
+    def _bad_name(self, name: str) -> str:
+        return (f"{name!r} is not a valid Key Vault secret name (letters, digits and dashes "
+                "only, 1 to 127 characters); give the key another name with name = \"…\"")
 
     def close(self) -> None:
         for closable in (self._client, self._credential):
