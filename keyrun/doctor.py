@@ -109,7 +109,7 @@ class _Doctor:
             self.check_names(profile)
             self.check_short(resolution)
         finally:
-            _release(profile, resolution)
+            resolution.release()
         _record(resolution, self.environ)
         return self.report
 
@@ -488,12 +488,7 @@ def _other_env_values(config: Config, env: str, project: str | None,
     try:
         return resolution.values()
     finally:
-        _release(profile, resolution)
-
-
-def _release(profile: Profile, resolution: Resolution) -> None:
-    for name in resolution.leasing_sources():
-        profile.sources[name].release()
+        resolution.release()
 
 
 def _record(resolution: Resolution, environ: Mapping[str, str]) -> None:

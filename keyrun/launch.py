@@ -83,6 +83,9 @@ _SENT_BY_PROCESS = (0, -1, -6)
 class Supervisor(Protocol):
     """What a supervised run does besides waiting: renew leases, release them at exit."""
 
+    def first_renewal(self) -> float | None:
+        """Seconds until the first renewal is due, or None."""
+
     def renew(self) -> float | None:
         """Renew what needs it; return seconds until the next renewal, or None."""
 
@@ -129,7 +132,7 @@ def supervise(argv: Sequence[str], env: Mapping[str, str], supervisor: Superviso
 
 
 def _wait(pid: int, watched: set[int], supervisor: Supervisor) -> int:
-    delay = supervisor.renew()
+    delay = supervisor.first_renewal()
     renew_at = None if delay is None else time.monotonic() + delay
     while True:
         info: signal.struct_siginfo | None

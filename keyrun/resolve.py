@@ -62,6 +62,16 @@ class Resolution:
         revoked when the command ends."""
         return [name for name in self.profile.sources if name in self.leased]
 
+    def release(self) -> list[str]:
+        """Revoke every lease made for this resolution; return warnings, never raise."""
+        warnings: list[str] = []
+        for name in self.leasing_sources():
+            try:
+                warnings += self.profile.sources[name].release()
+            except KeyrunError as exc:
+                warnings.append(exc.message)
+        return warnings
+
     def problems(self, allow_missing: bool = False) -> list[KeyResult]:
         bad: tuple[Status, ...] = ("error",) if allow_missing else ("error", "missing")
         return [r for r in self.results.values() if r.status in bad]

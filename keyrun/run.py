@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from keyrun import accesslog
@@ -12,7 +13,6 @@ from keyrun.environ import ChildEnvironment, build_environment, check_exec_value
 from keyrun.errors import KeyrunError, ResolutionError
 from keyrun.profile import Profile, open_profile
 from keyrun.resolve import Resolution, fetch_profile
-from keyrun.sources import Source
 
 
 class Selection(NamedTuple):
@@ -68,15 +68,27 @@ def resolve_for_command(
                            interactive=sys.stdin.isatty())
     _note_nesting(profile, environ, report)
     resolution = fetch_profile(profile)
-    resolution.check(allow_missing=options.allow_missing)
-    for result in resolution.results.values():
-        if result.status == "optional":
-            report.warn(f"{result.key} is optional and missing; running without it")
-        elif result.status == "missing":
-            report.warn(f"{result.key} is missing; running without it (--allow-missing)")
-    check_exec_values(resolution.values())
+    with releasing_on_failure(resolution, report):
+        resolution.check(allow_missing=options.allow_missing)
+        for result in resolution.results.values():
+            if result.status == "optional":
+                report.warn(f"{result.key} is optional and missing; running without it")
+            elif result.status == "missing":
+                report.warn(f"{result.key} is missing; running without it (--allow-missing)")
+        check_exec_values(resolution.values())
     accesslog_record(resolution, environ, action=action, command=command, report=report)
     return resolution
+
+
+@contextlib.contextmanager
+def releasing_on_failure(resolution: Resolution, report: Reporter) -> Iterator[None]:
+    """Revoke what was leased if the command will not start after all."""
+    try:
+        yield
+    except BaseException:
+        for warning in resolution.release():
+            report.warn(warning)
+        raise
 
 
 def accesslog_record(resolution: Resolution, environ: Mapping[str, str], *, action: str,
@@ -103,6 +115,12 @@ def prepare(
 ) -> tuple[Resolution, ChildEnvironment]:
     resolution = resolve_for_command(selection, options, environ, report, action="run",
                                      command=argv[0])
+    with releasing_on_failure(resolution, report):
+        return resolution, _child_environment(argv, resolution, options, environ, report)
+
+
+def _child_environment(argv: Sequence[str], resolution: Resolution, options: RunOptions,
+                       environ: Mapping[str, str], report: Reporter) -> ChildEnvironment:
     values = resolution.values()
     leaked = secrets_in_argv(argv, values)
     if leaked and not options.allow_argv_secrets:
@@ -118,7 +136,7 @@ def prepare(
                               preserve_env=options.preserve_env, clean_env=options.clean_env,
                               strip=profile.tokens())
     _explain(resolution, child, report)
-    return resolution, child
+    return child
 
 
 def _explain(resolution: Resolution, child: ChildEnvironment, report: Reporter) -> None:
@@ -148,18 +166,24 @@ def run_command(argv: Sequence[str], selection: Selection, options: RunOptions,
     resolution, child = prepare(argv, selection, options, environ, report)
     sys.stdout.flush()
     sys.stderr.flush()
-    leasing = [resolution.profile.sources[name] for name in resolution.leasing_sources()]
-    if leasing:
-        launch.supervise(argv, child.values, LeaseKeeper(leasing, report))
+    if resolution.leased:
+        launch.supervise(argv, child.values, LeaseKeeper(resolution, report))
     launch.exec_command(argv, child.values)
 
 
 class LeaseKeeper:
-    """Renews the leases of the sources that made them, and revokes them at exit."""
+    """Renews the leases of the sources that made them, and revokes them all at exit."""
 
-    def __init__(self, sources: Sequence[Source], report: Reporter) -> None:
-        self.sources = sources
+    def __init__(self, resolution: Resolution, report: Reporter) -> None:
+        self.resolution = resolution
+        self.sources = [resolution.profile.sources[n] for n in resolution.leasing_sources()]
         self.report = report
+
+    def first_renewal(self) -> float | None:
+        """Half the shortest lease's TTL, the usual time to renew."""
+        ttls = [item.lease.ttl for _, item in self.resolution.items().values()
+                if item.lease and item.lease.renewable and item.lease.ttl]
+        return min(ttls) / 2 if ttls else None
 
     def renew(self) -> float | None:
         delays = []
@@ -174,13 +198,8 @@ class LeaseKeeper:
         return min(delays, default=None)
 
     def release(self) -> None:
-        for source in self.sources:
-            try:
-                warnings = source.release()
-            except KeyrunError as exc:
-                warnings = [exc.message]
-            for warning in warnings:
-                self.report.warn(warning)
+        for warning in self.resolution.release():
+            self.report.warn(warning)
 
 
 __all__ = ["KeyrunError", "Reporter", "RunOptions", "Selection", "prepare", "run_command"]

@@ -29,8 +29,7 @@ def _list_env(selection: Selection, env: str | None) -> tuple[str, str, list[Row
     try:
         rows = list_rows(resolution)
     finally:
-        for name in resolution.leasing_sources():
-            profile.sources[name].release()
+        resolution.release()
     with contextlib.suppress(OSError):
         record_resolution(resolution, os.environ, action="list")
     return profile.project, profile.env.name, rows

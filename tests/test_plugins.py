@@ -1,0 +1,144 @@
+"""A third-party source, installed the way pip installs one (an entry point in a
+dist-info), driven through the real CLI: discovery, leases kept and revoked around the
+command, token stripping."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import clean_env, keyrun, write
+
+PLUGIN = '''
+from pathlib import Path
+from keyrun.secret import Secret
+from keyrun.sources import Item, Lease, Option, Problem, Source
+
+
+class LeasingSource(Source):
+    """Hands out a credential per key, recorded in a ledger file until released."""
+
+    type_name = "leasing"
+    options = (Option("ledger", "file that records live leases", required=True),)
+
+    def token_env_vars(self):
+        return ("LEASING_TOKEN",)
+
+    def fetch(self, requests, deadline):
+        ledger = Path(self.settings["ledger"])
+        results = {}
+        for request in requests:
+            if request.name == "ABSENT":
+                results[request.key] = Problem.missing("no such credential")
+                continue
+            with ledger.open("a") as handle:
+                handle.write(f"lease {request.name}\\n")
+            results[request.key] = Item(Secret("cred-" + request.name.lower()),
+                                        lease=Lease("lease/" + request.name, ttl=60, renewable=True))
+        return results
+
+    def renew_leases(self):
+        with Path(self.settings["ledger"]).open("a") as handle:
+            handle.write("renew\\n")
+        return None
+
+    def release(self):
+        with Path(self.settings["ledger"]).open("a") as handle:
+            handle.write("revoke\\n")
+        return ["leases revoked (test)"]
+'''
+
+
+@pytest.fixture
+def plugin_env(tmp_path: Path) -> dict[str, str]:
+    site = tmp_path / "site"
+    write(site / "keyrun_test_plugin.py", PLUGIN)
+    write(site / "keyrun_test_plugin-1.0.dist-info" / "METADATA",
+          "Metadata-Version: 2.1\nName: keyrun-test-plugin\nVersion: 1.0\n")
+    write(site / "keyrun_test_plugin-1.0.dist-info" / "entry_points.txt",
+          "[keyrun.sources]\nleasing = keyrun_test_plugin:LeasingSource\n")
+    return clean_env(tmp_path, PYTHONPATH=str(site), LEASING_TOKEN="tok-123")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    write(root / "keyrun.toml", textwrap.dedent(f"""
+        [keys]
+        DB_USER = {{}}
+        [sources.dyn]
+        type = "leasing"
+        ledger = "{tmp_path / 'ledger'}"
+        [env.dev]
+        sources = ["dyn"]
+    """))
+    return root
+
+
+def ledger(tmp_path: Path) -> list[str]:
+    return (tmp_path / "ledger").read_text().splitlines()
+
+
+def test_entry_point_source_with_lease_is_supervised(project: Path, plugin_env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    code = ("import os, sys; print(os.environ['DB_USER'], 'LEASING_TOKEN' in os.environ); "
+            "print(open(sys.argv[1]).read().split(), flush=True); sys.exit(3)")
+    done = keyrun(["--", sys.executable, "-c", code, str(tmp_path / "ledger")], cwd=project,
+                  env=plugin_env)
+    assert done.returncode == 3, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == "cred-db_user False"
+    assert second == "['lease', 'DB_USER']"  # revoked only after the command ended
+    assert ledger(tmp_path) == ["lease DB_USER", "revoke"]
+    assert "keyrun: warning: leases revoked (test)" in done.stderr
+
+
+def test_pass_env_lets_the_token_through(project: Path, plugin_env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    config.write_text(config.read_text().replace('sources = ["dyn"]',
+                                                 'sources = ["dyn"]\npass_env = ["LEASING_TOKEN"]'))
+    done = keyrun(["--", sys.executable, "-c", "import os; print(os.environ['LEASING_TOKEN'])"],
+                  cwd=project, env=plugin_env)
+    assert done.stdout == "tok-123\n"
+
+
+def test_failure_after_leasing_still_revokes(project: Path, plugin_env: dict[str, str],
+                                             tmp_path: Path) -> None:
+    config = project / "keyrun.toml"
+    config.write_text(config.read_text().replace("DB_USER = {}", "DB_USER = {}\nABSENT = {}"))
+    done = keyrun(["--", "true"], cwd=project, env=plugin_env)
+    assert done.returncode == 125
+    assert ledger(tmp_path) == ["lease DB_USER", "revoke"]
+
+
+def test_command_not_found_after_leasing_revokes(project: Path, plugin_env: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    done = keyrun(["--", "no-such-command-keyrun"], cwd=project, env=plugin_env)
+    assert done.returncode == 127
+    assert ledger(tmp_path) == ["lease DB_USER", "revoke"]
+
+
+def test_sigterm_to_keyrun_reaches_the_command_and_revokes(project: Path,
+                                                          plugin_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keyrun", "--", "sh", "-c", "echo ready; sleep 30"],
+        cwd=project, env=plugin_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ready\n"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == -signal.SIGTERM
+    assert ledger(tmp_path) == ["lease DB_USER", "revoke"]
+
+
+def test_list_releases_what_it_leased(project: Path, plugin_env: dict[str, str],
+                                      tmp_path: Path) -> None:
+    done = keyrun(["list", "--json"], cwd=project, env=plugin_env)
+    assert json.loads(done.stdout)["keys"][0]["status"] == "ok"
+    assert ledger(tmp_path) == ["lease DB_USER", "revoke"]
