@@ -1,0 +1,391 @@
+"""Masking: replace every secret value, and its common encodings, in a byte stream.
+
+``MaskSet(values)`` registers the variants of each value (``variants``) and compiles
+one multi-pattern matcher; ``MaskSet.stream()`` gives a ``Masker`` that filters one stream.
+
+What a masker promises (SPEC §5, issue 6):
+
+- Bytes outside a masked span pass through unchanged: nothing is decoded, no byte is
+  added or removed (invalid UTF-8, NUL, ``\\r``).
+- The output does not depend on how the input was split across ``feed`` calls, one byte
+  at a time included: a masker holds back only a *live prefix* (the longest tail of what
+  it has seen that is a proper prefix of some variant), and emits it once it can no
+  longer become a match.
+- Matches that overlap or nest are masked as one span, named after the longest match in
+  it, so no tail of a secret is ever left showing. Each span becomes ``<KEY_NAME>``.
+- ``flush()`` (after ~50 ms of silence) emits a held prefix so that a prompt which starts
+  like a secret does not hang; the flushed bytes are still matched against what follows,
+  so a secret split across that pause is masked from the pause on.
+- Memory is bounded by the longest variant, however long the stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+from urllib.parse import quote, quote_plus
+
+from keyrun.errors import KeyrunError
+
+# Values shorter than this are not masked: they would mask ordinary text (doctor's
+# short-values check says so). Counted in characters, as SPEC §5 states it.
+MIN_LENGTH = 6
+
+# Every variant is at least MIN_LENGTH bytes long, so every variant has a prefix of this
+# length; occurrences of those prefixes are where a live prefix can start.
+_PREFIX = MIN_LENGTH
+
+ENGINES = ("hyperscan", "ahocorasick", "find")
+
+
+def maskable(value: str) -> bool:
+    """Whether a value is long enough to be masked."""
+    return len(value) >= MIN_LENGTH
+
+
+# Variants ---------------------------------------------------------------------------
+
+_URL_SAFE_SETS = ("", "/", "!*'()")  # strict; Python's quote(); JavaScript's encodeURIComponent
+_PERCENT_ESCAPE = re.compile(rb"%[0-9A-F]{2}")
+# Base64 characters to drop at the start when the value begins 0, 1 or 2 bytes into a
+# 3-byte group: they also carry bits of the bytes before the value.
+_B64_LEAD = (0, 2, 3)
+
+
+def variants(value: str) -> frozenset[bytes]:
+    """The byte strings that reveal ``value``: raw, per line, with ``\\r\\n``, JSON-escaped,
+    URL-encoded, hex, base64 and base64url at every alignment, and inside
+    ``Authorization: Basic``. Empty for a value too short to mask."""
+    if not maskable(value):
+        return frozenset()
+    raw = value.encode("utf-8", "surrogateescape")
+    found = {raw, raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")}
+    found |= {line.rstrip(b"\r") for line in raw.split(b"\n")}
+    found |= _json_forms(value) | _url_forms(value)
+    found |= {raw.hex().encode(), raw.hex().upper().encode()}
+    found |= _base64_forms(raw, base64.b64encode) | _base64_forms(raw, base64.urlsafe_b64encode)
+    # Authorization: Basic base64("user:secret"), or base64("secret:") for an API key
+    # sent as the user name with an empty password.
+    found |= _base64_forms(b":" + raw, base64.b64encode)
+    found |= _base64_forms(raw + b":", base64.b64encode)
+    return frozenset(form for form in found if len(form) >= MIN_LENGTH)
+
+
+def _json_forms(value: str) -> set[bytes]:
+    forms = set()
+    for ascii_only in (True, False):
+        quoted = json.dumps(value, ensure_ascii=ascii_only)
+        escaped = quoted[1:-1].encode("utf-8", "surrogateescape")
+        forms |= {escaped, escaped.replace(b"/", b"\\/")}
+    return forms
+
+
+def _url_forms(value: str) -> set[bytes]:
+    forms = set()
+    for safe in _URL_SAFE_SETS:
+        for encode in (quote, quote_plus):
+            encoded = encode(value, safe=safe, errors="surrogateescape").encode()
+            forms |= {encoded, _PERCENT_ESCAPE.sub(lambda m: m.group().lower(), encoded)}
+    return forms
+
+
+def _base64_forms(raw: bytes, encode: Callable[[bytes], bytes]) -> set[bytes]:
+    """For each alignment of ``raw`` inside a longer base64 stream: the characters that
+    depend on ``raw`` alone, and the same through the end of a stream that ends with it
+    (with and without padding)."""
+    forms = set()
+    for offset in range(3):
+        encoded = encode(b"\0" * offset + raw)
+        size = offset + len(raw)
+        stable_end = 4 * (size // 3) + size % 3  # a partial last group: 1 or 2 whole chars
+        start = _B64_LEAD[offset]
+        forms |= {encoded[start:stable_end], encoded[start:], encoded[start:].rstrip(b"=")}
+    return forms
+
+
+# Matching engines --------------------------------------------------------------------
+
+Occurrence = tuple[int, int, int]  # start, end, pattern index
+
+
+class Engine(Protocol):
+    """Finds every occurrence of every pattern in a buffer, overlapping ones included."""
+
+    def scan(self, data: bytes) -> list[Occurrence]: ...
+
+
+class HyperscanEngine:
+    """Intel Hyperscan's literal compiler in block mode (fastest; x86-64 and macOS wheels)."""
+
+    def __init__(self, patterns: Sequence[bytes]) -> None:
+        import hyperscan  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+        self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self._database.compile(expressions=list(patterns), ids=list(range(len(patterns))),
+                               flags=hyperscan.HS_FLAG_SOM_LEFTMOST, literal=True)
+
+    def scan(self, data: bytes) -> list[Occurrence]:
+        found: list[Occurrence] = []
+
+        def on_match(index: int, start: int, end: int, flags: int, context: object) -> None:
+            found.append((start, end, index))
+
+        self._database.scan(data, match_event_handler=on_match)
+        return found
+
+
+class AhoCorasickEngine:
+    """The Rust ``aho-corasick`` crate (``ahocorasick-rs``) as a DFA; wheels everywhere."""
+
+    def __init__(self, patterns: Sequence[bytes]) -> None:
+        import ahocorasick_rs
+
+        self._automaton = ahocorasick_rs.BytesAhoCorasick(
+            patterns, implementation=ahocorasick_rs.Implementation.DFA)
+
+    def scan(self, data: bytes) -> list[Occurrence]:
+        return [(start, end, index) for index, start, end
+                in self._automaton.find_matches_as_indexes(data, overlapping=True)]
+
+
+class FindEngine:
+    """``bytes.find`` per pattern: slow, dependency-free, and simple enough to trust."""
+
+    def __init__(self, patterns: Sequence[bytes]) -> None:
+        self._patterns = list(patterns)
+
+    def scan(self, data: bytes) -> list[Occurrence]:
+        found = []
+        for index, pattern in enumerate(self._patterns):
+            start = data.find(pattern)
+            while start >= 0:
+                found.append((start, start + len(pattern), index))
+                start = data.find(pattern, start + 1)
+        return found
+
+
+_ENGINE_CLASSES: dict[str, Callable[[Sequence[bytes]], Engine]] = {
+    "hyperscan": HyperscanEngine,
+    "ahocorasick": AhoCorasickEngine,
+    "find": FindEngine,
+}
+
+
+def make_engine(patterns: Sequence[bytes], engine: str | None = None) -> Engine:
+    """The named engine, or the fastest one that loads here."""
+    if engine is not None:
+        try:
+            return _ENGINE_CLASSES[engine](patterns)
+        except ImportError as exc:
+            raise KeyrunError(f"masking engine {engine!r} is not installed ({exc.name})",
+                              f"pip install {_PACKAGES[engine]}") from None
+    for name in ("hyperscan", "ahocorasick"):
+        try:
+            return _ENGINE_CLASSES[name](patterns)
+        except ImportError:
+            continue
+        except Exception:  # noqa: S112 - hyperscan refuses CPUs without SSSE3; use the next
+            continue
+    return FindEngine(patterns)
+
+
+_PACKAGES = {"hyperscan": "hyperscan", "ahocorasick": "ahocorasick-rs", "find": "keyrun"}
+
+
+# The compiled set --------------------------------------------------------------------
+
+
+class MaskSet:
+    """The variants of a profile's values, compiled once and shared by every stream.
+
+    ``MaskSet(values)`` takes key name → value; a pattern that two keys share is named
+    after the first key in name order. Holds secrets: its ``repr`` names keys only.
+    ``engine`` picks the matcher (``ENGINES``); by default the fastest one installed."""
+
+    def __init__(self, values: Mapping[str, str], engine: str | None = None) -> None:
+        owner: dict[bytes, str] = {}
+        for name in sorted(values):
+            for form in sorted(variants(values[name])):
+                owner.setdefault(form, name)
+        self.keys = tuple(sorted({name for name in values if maskable(values[name])}))
+        self.skipped = tuple(sorted(name for name in values if not maskable(values[name])))
+        self.patterns = tuple(owner)
+        self.owners = tuple(owner[p] for p in self.patterns)
+        self.longest = max(map(len, self.patterns), default=0)
+        self._labels = tuple(f"<{name}>".encode() for name in self.owners)
+        self._sorted = tuple(sorted(self.patterns))
+        prefixes = sorted({p[:_PREFIX] for p in self.patterns})
+        self._short = frozenset(p[:n] for p in prefixes for n in range(1, _PREFIX))
+        self._engine: Engine | None = None
+        self._prefixes: Engine | None = None
+        self.engine = ""
+        if self.patterns:
+            self._engine = make_engine(self.patterns, engine)
+            self.engine = _engine_name(self._engine)
+            self._prefixes = make_engine(prefixes, self.engine)
+
+    def __repr__(self) -> str:
+        return f"MaskSet(keys={self.keys!r}, patterns={len(self.patterns)}, engine={self.engine!r})"
+
+    def __len__(self) -> int:
+        return len(self.patterns)
+
+    def label(self, index: int) -> bytes:
+        """What replaces a span whose longest match is pattern ``index``."""
+        return self._labels[index]
+
+    def stream(self) -> Masker:
+        """A masker for one stream (stdout and stderr each get their own)."""
+        return Masker(self)
+
+    def mask(self, data: bytes) -> bytes:
+        """Mask a whole buffer at once (keyrun's own messages, for one)."""
+        masker = self.stream()
+        return masker.feed(data) + masker.close()
+
+    def occurrences(self, data: bytes) -> list[Occurrence]:
+        """Every occurrence, by start, the longest first among those starting together."""
+        if self._engine is None:
+            return []
+        found = self._engine.scan(data)
+        found.sort(key=lambda o: (o[0], -o[1]))
+        return found
+
+    def live_start(self, data: bytes) -> int:
+        """Where the longest tail of ``data`` that could still grow into a match begins
+        (``len(data)`` when no tail can)."""
+        size = len(data)
+        if self._prefixes is None or not size:
+            return size
+        low = max(0, size - self.longest + 1)
+        window = data[low:]
+        for start in sorted({low + start for start, _end, _i in self._prefixes.scan(window)}):
+            if self._is_live(data[start:]):
+                return start
+        for start in range(max(low, size - _PREFIX + 1), size):
+            if data[start:] in self._short:
+                return start
+        return size
+
+    def _is_live(self, tail: bytes) -> bool:
+        """Whether ``tail`` is a proper prefix of some pattern."""
+        index = bisect.bisect_left(self._sorted, tail)
+        for candidate in self._sorted[index:index + 2]:
+            if candidate.startswith(tail) and len(candidate) > len(tail):
+                return True
+        return False
+
+
+def _engine_name(engine: Engine) -> str:
+    for name, kind in _ENGINE_CLASSES.items():
+        if type(engine) is kind:
+            return name
+    return type(engine).__name__
+
+
+# Streaming ---------------------------------------------------------------------------
+
+
+class _Span:
+    """Overlapping matches merged into one masked span; named after the longest match."""
+
+    __slots__ = ("best", "end")
+
+    def __init__(self, end: int, best: tuple[int, int, int]) -> None:
+        self.end = end  # absolute offset
+        self.best = best  # (length, -start, -pattern index): the greatest wins
+
+    def add(self, start: int, end: int, index: int) -> None:
+        self.end = max(self.end, end)
+        self.best = max(self.best, (end - start, -start, -index))
+
+
+class Masker:
+    """Filters one stream: ``feed`` bytes in, get masked bytes out; ``flush`` after a
+    silence; ``close`` at end of stream. Not thread-safe."""
+
+    def __init__(self, masks: MaskSet) -> None:
+        self._masks = masks
+        self._tail = b""  # held bytes: they may begin a match
+        self._base = 0  # absolute offset of _tail[0]
+        self._done = 0  # absolute offset up to which output is decided
+        self._open: _Span | None = None  # a masked span that a later match may extend
+
+    @property
+    def buffered(self) -> int:
+        """Bytes kept in memory: never more than the longest variant."""
+        return len(self._tail)
+
+    @property
+    def pending(self) -> bool:
+        """Whether bytes are held back undecided (what ``flush`` would emit)."""
+        return self._open is not None or self._base + len(self._tail) > self._done
+
+    def feed(self, data: bytes) -> bytes:
+        if not self._masks.patterns:
+            return data
+        return self._advance(data, final=False, keep=True)
+
+    def flush(self) -> bytes:
+        """Emit what is held (the stream went quiet); a finished match is still masked."""
+        if not self._masks.patterns:
+            return b""
+        return self._advance(b"", final=True, keep=True)
+
+    def close(self) -> bytes:
+        """End of stream: emit everything that is left."""
+        if not self._masks.patterns:
+            return b""
+        return self._advance(b"", final=True, keep=False)
+
+    def _advance(self, data: bytes, *, final: bool, keep: bool) -> bytes:
+        buf = self._tail + data if self._tail else data
+        base = self._base
+        live = self._masks.live_start(buf) if keep else len(buf)
+        cut = len(buf) if final else live  # nothing from here on is decided yet
+        out, pos, span = self._decide(buf, base, cut)
+        self._open = span
+        self._tail = buf[live:]
+        self._base = base + live
+        self._done = base + pos
+        return b"".join(out)
+
+    def _decide(self, buf: bytes, base: int, cut: int) -> tuple[list[bytes], int, _Span | None]:
+        """Emit ``buf`` up to ``cut`` with its matches masked; return the output, the
+        relative offset decided so far, and a span still open past ``cut``."""
+        out: list[bytes] = []
+        pos = self._done - base
+        span = self._open
+        for start, end, index in self._masks.occurrences(buf):
+            if span is not None and base + start < span.end:
+                span.add(base + start, base + end, index)
+                pos = max(pos, end)
+                continue
+            if end <= pos:
+                continue  # inside bytes a flush already emitted
+            if span is not None:
+                if span.end - base > cut:
+                    break
+                out.append(self._label(span))
+                span = None
+            if start >= cut:
+                break
+            if start > pos:
+                out.append(buf[pos:start])
+            span = _Span(base + end, (end - start, -(base + start), -index))
+            pos = end
+        if span is not None and span.end - base <= cut:
+            out.append(self._label(span))
+            span = None
+        if span is None and cut > pos:
+            out.append(buf[pos:cut] if pos or cut < len(buf) else buf)
+            pos = cut
+        return out, pos, span
+
+    def _label(self, span: _Span) -> bytes:
+        return self._masks.label(-span.best[2])
+
