@@ -67,7 +67,14 @@ def resolve_for_command(
                            only=options.only, environ=environ,
                            interactive=sys.stdin.isatty())
     _note_nesting(profile, environ, report)
-    resolution = fetch_profile(profile)
+    remote = [name for name, source in profile.sources.items() if source.remote]
+    if remote and not report.quiet:
+        from keyrun.progress import Spinner
+
+        with Spinner(f"fetching {len(profile.bindings)} keys from {', '.join(remote)}…"):
+            resolution = fetch_profile(profile)
+    else:
+        resolution = fetch_profile(profile)
     with releasing_on_failure(resolution, report):
         resolution.check(allow_missing=options.allow_missing)
         for result in resolution.results.values():

@@ -52,6 +52,17 @@ class LeasingSource(Source):
         with Path(self.settings["ledger"]).open("a") as handle:
             handle.write("revoke\\n")
         return ["leases revoked (test)"]
+
+
+class SlowSource(Source):
+    """A remote source that takes 0.6 s to answer."""
+
+    type_name = "slow"
+
+    def fetch(self, requests, deadline):
+        import time
+        time.sleep(0.6)
+        return {r.key: Item(Secret("slow-value")) for r in requests}
 '''
 
 
@@ -62,7 +73,8 @@ def plugin_env(tmp_path: Path) -> dict[str, str]:
     write(site / "keyrun_test_plugin-1.0.dist-info" / "METADATA",
           "Metadata-Version: 2.1\nName: keyrun-test-plugin\nVersion: 1.0\n")
     write(site / "keyrun_test_plugin-1.0.dist-info" / "entry_points.txt",
-          "[keyrun.sources]\nleasing = keyrun_test_plugin:LeasingSource\n")
+          "[keyrun.sources]\nleasing = keyrun_test_plugin:LeasingSource\n"
+          "slow = keyrun_test_plugin:SlowSource\n")
     return clean_env(tmp_path, PYTHONPATH=str(site), LEASING_TOKEN="tok-123")
 
 
@@ -142,3 +154,34 @@ def test_list_releases_what_it_leased(project: Path, plugin_env: dict[str, str],
     done = keyrun(["list", "--json"], cwd=project, env=plugin_env)
     assert json.loads(done.stdout)["keys"][0]["status"] == "ok"
     assert ledger(tmp_path) == ["lease DB_USER", "revoke"]
+
+
+def test_spinner_only_on_a_terminal(project: Path, plugin_env: dict[str, str]) -> None:
+    import os
+    import pty
+    import select
+
+    config = project / "keyrun.toml"
+    config.write_text(config.read_text().replace('type = "leasing"', 'type = "slow"')
+                      .replace('ledger = ', '# ledger = '))
+    piped = keyrun(["--", "true"], cwd=project, env=plugin_env)
+    assert piped.returncode == 0
+    assert piped.stderr == ""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(project)
+        os.execve(sys.executable, [sys.executable, "-m", "keyrun", "--", "true"], plugin_env)
+    output = b""
+    while True:
+        try:
+            if select.select([fd], [], [], 10)[0]:
+                chunk = os.read(fd, 1024)
+                if not chunk:
+                    break
+                output += chunk
+        except OSError:
+            break
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "fetching 1 keys from dyn…" in output.decode()
+    assert output.endswith(b"\r\x1b[K")
