@@ -30,6 +30,7 @@ RUN_FLAGS = {
     "--allow-argv-secrets": "allow_argv_secrets",
 }
 _HELP = {"-h", "--help", "--version", "--install-completion", "--show-completion"}
+COMMANDS = ("run", "list", "doctor", "set", "init", "log")
 
 
 def _global_option(arg: str) -> tuple[str, bool, str | None] | None:
@@ -164,16 +165,34 @@ def report_error(exc: KeyrunError) -> None:
         print(f"  hint: {exc.hint}", file=sys.stderr)
 
 
+def _check_command(args: list[str]) -> None:
+    """A program name where a command belongs: say how to run it instead."""
+    _, rest = _parse_globals(list(args))
+    word = rest[0] if rest else None
+    if word is None or word.startswith("-") or word in COMMANDS:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(word, COMMANDS, n=1)
+    hint = f"did you mean `keyrun {close[0]}`? " if close else ""
+    raise UsageError(f"no such command: {word}",
+                     f"{hint}to run a program with the profile's keys: keyrun [-e ENV] -- {word} …")
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = normalize(sys.argv[1:] if argv is None else argv)
-    if _is_fast_run(args):
-        code = guarded(lambda: fast_run(args))
-    else:
-        from keyrun.cli.app import run_app
-
-        code = guarded(lambda: run_app(args))
+    code = guarded(lambda: _dispatch(args))
     sys.stdout.flush()
     sys.exit(code)
+
+
+def _dispatch(args: list[str]) -> int:
+    _check_command(args)
+    if _is_fast_run(args):
+        return fast_run(args)
+    from keyrun.cli.app import run_app
+
+    return run_app(args)
 
 
 __all__ = ["EXIT_USAGE", "main", "normalize"]
