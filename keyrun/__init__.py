@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "inject", "load"]
+__all__ = ["__version__", "inject", "load", "load_ipython_extension"]
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -55,3 +55,10 @@ def inject(
         allow_missing=allow_missing,
         preserve_env=preserve_env,
     )
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext keyrun``: registers the ``%keyrun`` magic."""
+    from keyrun.ipython import register
+
+    register(ipython)
