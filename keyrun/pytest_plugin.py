@@ -12,7 +12,6 @@ on first use when no environment was named).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -70,10 +69,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def keyrun_secrets(pytestconfig: pytest.Config) -> Iterator[dict[str, str]]:
+def keyrun_secrets(pytestconfig: pytest.Config) -> dict[str, str]:
     """The session's keyrun values: ``{name: value}``."""
     values = pytestconfig.stash.get(_STATE, None)
     if values is None:
         values = _load(pytestconfig, None)
         pytestconfig.stash[_STATE] = values
-    yield dict(values)
+    return dict(values)
