@@ -119,23 +119,59 @@ class Engine(Protocol):
 
 
 class HyperscanEngine:
-    """Intel Hyperscan's literal compiler in block mode (fastest; x86-64 and macOS wheels)."""
+    """Intel Hyperscan in block mode (the fastest; wheels for x86-64 and macOS).
+
+    Every byte is written as ``\\xHH`` (the binding's literal API stops at NUL), and a
+    pattern longer than ``SEED`` bytes is looked for by its first ``SEED`` bytes, then
+    compared whole (Hyperscan limits an expression's length)."""
+
+    SEED = 1024
 
     def __init__(self, patterns: Sequence[bytes]) -> None:
         import hyperscan  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
+        self._patterns = list(patterns)
+        self._seeded: list[list[int]] = []  # expression id - len(patterns) -> pattern indexes
+        seed_ids: dict[bytes, int] = {}
+        expressions, ids = [], []
+        for index, pattern in enumerate(self._patterns):
+            if len(pattern) <= self.SEED:
+                expressions.append(pattern)
+                ids.append(index)
+                continue
+            seed = pattern[: self.SEED]
+            if seed not in seed_ids:
+                seed_ids[seed] = len(self._patterns) + len(self._seeded)
+                self._seeded.append([])
+                expressions.append(seed)
+                ids.append(seed_ids[seed])
+            self._seeded[seed_ids[seed] - len(self._patterns)].append(index)
         self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._database.compile(expressions=list(patterns), ids=list(range(len(patterns))),
-                               flags=hyperscan.HS_FLAG_SOM_LEFTMOST, literal=True)
+        self._database.compile(expressions=[_escaped(e) for e in expressions], ids=ids,
+                               flags=hyperscan.HS_FLAG_SOM_LEFTMOST)
 
     def scan(self, data: bytes) -> list[Occurrence]:
         found: list[Occurrence] = []
+        count = len(self._patterns)
 
         def on_match(index: int, start: int, end: int, flags: int, context: object) -> None:
-            found.append((start, end, index))
+            if index < count:
+                found.append((start, end, index))
+                return
+            for full in self._seeded[index - count]:
+                pattern = self._patterns[full]
+                if data.startswith(pattern, start):
+                    found.append((start, start + len(pattern), full))
 
         self._database.scan(data, match_event_handler=on_match)
         return found
+
+
+_HEX_ESCAPES = [b"\\x%02x" % byte for byte in range(256)]
+
+
+def _escaped(literal: bytes) -> bytes:
+    return b"".join([_HEX_ESCAPES[byte] for byte in literal])
 
 
 class AhoCorasickEngine:
@@ -178,6 +214,8 @@ _ENGINE_CLASSES: dict[str, Callable[[Sequence[bytes]], Engine]] = {
 def make_engine(patterns: Sequence[bytes], engine: str | None = None) -> Engine:
     """The named engine, or the fastest one that loads here."""
     if engine is not None:
+        if engine not in _ENGINE_CLASSES:
+            raise ValueError(f"unknown masking engine {engine!r}: choose {', '.join(ENGINES)}")
         try:
             return _ENGINE_CLASSES[engine](patterns)
         except ImportError as exc:
