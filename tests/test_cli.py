@@ -284,3 +284,27 @@ def test_version_and_help(project: Path, env: dict[str, str]) -> None:
         done = keyrun([command, "--help"], cwd=project, env=env)
         assert done.returncode == 0
         assert "Example: keyrun" in done.stdout, command
+
+
+def test_sources_command(project: Path, env: dict[str, str]) -> None:
+    done = keyrun(["sources", "--json"], cwd=project, env=env)
+    assert done.returncode == 0, done.stderr
+    rows = {row["type"]: row for row in json.loads(done.stdout)["sources"]}
+    assert rows["dotenv"]["usable"] is True
+    assert rows["dotenv"]["provider"] == "keyrun"
+    assert rows["dotenv"]["extra"] is None
+    assert set(rows) >= {"dotenv", "keyring"}
+    plain = keyrun(["sources"], cwd=project, env=env)
+    assert plain.stdout.splitlines()[0].split() == ["TYPE", "PROVIDER", "EXTRA", "USABLE", "NOTE"]
+
+
+def test_shell_completion_of_environments_and_keys(project: Path, env: dict[str, str]) -> None:
+    def complete(words: str) -> list[str]:
+        completion = dict(env, _KEYRUN_COMPLETE="complete_bash", COMP_WORDS=words,
+                          COMP_CWORD=str(len(words.split(" ")) - 1))
+        return keyrun([], cwd=project, env=completion).stdout.split()
+
+    assert complete("keyrun -e ") == ["dev", "staging"]
+    assert complete("keyrun -e st") == ["staging"]
+    assert complete("keyrun set OP") == ["OPENAI_API_KEY"]
+    assert complete("keyrun run --only P") == ["PINECONE_API_KEY"]

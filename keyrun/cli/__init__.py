@@ -30,7 +30,7 @@ RUN_FLAGS = {
     "--allow-argv-secrets": "allow_argv_secrets",
 }
 _HELP = {"-h", "--help", "--version", "--install-completion", "--show-completion"}
-COMMANDS = ("run", "list", "doctor", "set", "init", "log")
+COMMANDS = ("run", "list", "doctor", "set", "init", "log", "sources")
 
 
 def _global_option(arg: str) -> tuple[str, bool, str | None] | None:

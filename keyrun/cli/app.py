@@ -24,6 +24,18 @@ app = typer.Typer(
 )
 
 
+def _complete_envs(incomplete: str) -> list[str]:
+    from keyrun.cli.commands import complete_envs
+
+    return complete_envs(incomplete)
+
+
+def _complete_keys(incomplete: str) -> list[str]:
+    from keyrun.cli.commands import complete_keys
+
+    return complete_keys(incomplete)
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"keyrun {__version__}")
@@ -34,7 +46,8 @@ def _version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     env: Annotated[str | None, typer.Option(
-        "-e", "--env", metavar="ENV", help="Environment (default: $KEYRUN_ENV, else default_env)."
+        "-e", "--env", metavar="ENV", help="Environment (default: $KEYRUN_ENV, else default_env).",
+        autocompletion=_complete_envs,
     )] = None,
     project: Annotated[str | None, typer.Option("-p", "--project", metavar="NAME",
                        help="Override the project name used in {project}.")] = None,
@@ -72,7 +85,8 @@ def _selection(ctx: typer.Context) -> Selection:
 def run(
     ctx: typer.Context,
     only: Annotated[list[str] | None, typer.Option("--only", metavar="KEY",
-                    help="Fetch and pass only this key (repeatable).")] = None,
+                    help="Fetch and pass only this key (repeatable).",
+                    autocompletion=_complete_keys)] = None,
     allow_missing: Annotated[bool, typer.Option("--allow-missing",
                              help="Run even if required keys are missing (warns).")] = False,
     preserve_env: Annotated[bool, typer.Option("--preserve-env",
@@ -136,7 +150,8 @@ def doctor(
              "OPENAI_API_KEY -e staging)")
 def set_value(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(metavar="KEY", help="The variable to write.")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The variable to write.",
+                                       autocompletion=_complete_keys)],
     source: Annotated[str | None, typer.Option("--source", metavar="NAME",
                       help="Write to this source (default: the first writable one).")] = None,
 ) -> int:
@@ -189,6 +204,17 @@ def log(
              e.get("command") or "", _keys_cell(e)] for e in entries]
     render.table(["TIME", "ACTION", "PROFILE", "COMMAND", "KEYS"], rows, title=f"{path}")
     return 0
+
+
+@app.command(epilog="Example: keyrun sources --json")
+def sources(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> int:
+    """The source types installed here (built-in and third-party), the extra each needs, and
+    whether it is usable."""
+    from keyrun.cli.commands import sources_command
+
+    return sources_command(as_json=as_json)
 
 
 def _keys_cell(entry: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from keyrun.cli import render
 from keyrun.durations import format_age
-from keyrun.errors import UsageError
+from keyrun.errors import KeyrunError, UsageError
 from keyrun.listing import Row
 from keyrun.run import Selection
 from keyrun.secret import Secret
@@ -162,3 +162,53 @@ def read_value(key: str) -> Secret:
         raise UsageError("empty value; nothing was written",
                          f"pipe the value in: printf '%s' \"$VALUE\" | keyrun set {key}")
     return Secret(value)
+
+
+def sources_command(*, as_json: bool) -> int:
+    """Every installed source type, the extra it needs, and whether it is usable here."""
+    from keyrun.sources.registry import installed_types, missing_modules, source_class
+
+    rows: list[dict[str, object]] = []
+    for source_type in installed_types():
+        try:
+            cls = source_class(source_type.name, where="installed source")
+        except KeyrunError as exc:
+            rows.append({"type": source_type.name, "provider": source_type.distribution,
+                         "extra": None, "usable": False, "reason": exc.message,
+                         "summary": ""})
+            continue
+        missing = missing_modules(cls.extra)
+        reason = (f"pip install 'keyrun[{cls.extra}]' (missing {', '.join(missing)})"
+                  if missing else None)
+        rows.append({"type": source_type.name,
+                     "provider": "keyrun" if source_type.builtin else source_type.distribution,
+                     "extra": cls.extra, "usable": not missing, "reason": reason,
+                     "summary": cls.summary})
+    if as_json:
+        render.print_json({"sources": rows})
+        return 0
+    render.table(["TYPE", "PROVIDER", "EXTRA", "USABLE", "NOTE"], [
+        [str(row["type"]), str(row["provider"] or "-"), str(row["extra"] or "-"),
+         "yes" if row["usable"] else "no", str(row["summary"] if row["usable"] else row["reason"])]
+        for row in rows])
+    return 0
+
+
+def complete_envs(incomplete: str) -> list[str]:
+    """Environment names of the keyrun.toml in reach (shell completion)."""
+    try:
+        return [name for name in _env_names(Selection()) if name.startswith(incomplete)]
+    except KeyrunError:
+        return []
+
+
+def complete_keys(incomplete: str) -> list[str]:
+    """Key names declared for the default environment (shell completion)."""
+    from keyrun.config import choose_env, environment, load_config
+
+    try:
+        config = load_config(None, None, os.environ)
+        env = environment(config, choose_env(config, None, os.environ))
+    except KeyrunError:
+        return []
+    return [key.name for key in env.keys if key.name.startswith(incomplete)]

@@ -27,11 +27,21 @@ BUILTIN: dict[str, str] = {
 
 GROUP = "keyrun.sources"
 
+# The modules each extra installs: a source type is usable when they can be imported.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "aws": ("boto3",),
+    "gcp": ("google.cloud.secretmanager",),
+    "vault": ("hvac",),
+    "azure": ("azure.keyvault.secrets", "azure.identity"),
+    "doppler": ("httpx",),
+}
+
 
 class SourceType(NamedTuple):
     name: str
     target: str
     builtin: bool
+    distribution: str | None = None  # the package providing a third-party type
 
 
 def _import(target: str) -> type[Source]:
@@ -49,8 +59,23 @@ def installed_types() -> list[SourceType]:
     found = {name: SourceType(name, target, True) for name, target in BUILTIN.items()}
     for entry in entry_points(group=GROUP):
         if entry.name not in found:
-            found[entry.name] = SourceType(entry.name, entry.value, False)
+            dist = entry.dist.name if entry.dist is not None else None
+            found[entry.name] = SourceType(entry.name, entry.value, False, dist)
     return list(found.values())
+
+
+def missing_modules(extra: str | None) -> list[str]:
+    """The SDK modules of ``extra`` that cannot be imported here (without importing them)."""
+    from importlib.util import find_spec
+
+    missing = []
+    for module in EXTRA_MODULES.get(extra or "", ()):
+        try:
+            if find_spec(module) is None:
+                missing.append(module)
+        except ModuleNotFoundError:
+            missing.append(module)
+    return missing
 
 
 def source_class(type_name: str, *, where: str) -> type[Source]:
