@@ -10,7 +10,6 @@ daemon-thread pool for parallel calls.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import re
@@ -342,14 +341,14 @@ def key_prefix(template: Template, source: Source) -> str:
     return template.render(source.context.project, source.context.env, marker).split(marker)[0]
 
 
-def _timestamp(value: object) -> datetime | None:
+def timestamp(value: object) -> datetime | None:
+    """An AWS date as an aware datetime."""
     if not isinstance(value, datetime):
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 _VERSION_ID = re.compile(r"^[0-9a-fA-F-]{32,64}$")
-_PENDING = "keyrun-pending"  # the staging label of a bundle version not yet made current
 
 
 def version_params(version: str | None) -> dict[str, str]:
@@ -491,7 +490,7 @@ class AwsSecretsManagerSource(Source):
         text = _secret_text(request.key, read, what)
         if isinstance(text, Problem):
             return self._own(text)
-        version, updated = read.get("VersionId"), _timestamp(read.get("CreatedDate"))
+        version, updated = read.get("VersionId"), timestamp(read.get("CreatedDate"))
         if self.bundled:
             value = _from_bundle(request, text, what)
         elif request.field is not None:
@@ -544,14 +543,14 @@ class AwsSecretsManagerSource(Source):
         if rotation:
             days = (described.get("RotationRules") or {}).get("AutomaticallyAfterDays")
             notes.append(f"rotation enabled{f' every {days} days' if days else ''}")
-        deleted = _timestamp(described.get("DeletedDate"))
+        deleted = timestamp(described.get("DeletedDate"))
         if deleted:
             notes.append(f"scheduled for deletion on {deleted:%Y-%m-%d}")
         return Meta(
             exists=(deleted is None and version is not None) if not self.bundled else None,
             version=version,
-            updated=_timestamp(described.get("LastChangedDate")),
-            next_rotation=_timestamp(described.get("NextRotationDate")) if rotation else None,
+            updated=timestamp(described.get("LastChangedDate")),
+            next_rotation=timestamp(described.get("NextRotationDate")) if rotation else None,
             deleted=deleted,
             note="; ".join(notes) or None,
         )
@@ -565,14 +564,14 @@ class AwsSecretsManagerSource(Source):
         if isinstance(described, AwsFailure):
             return _health_after(described, f"secret {secret!r}", api, "DescribeSecret")
         warnings = []
-        deleted = _timestamp(described.get("DeletedDate"))
+        deleted = timestamp(described.get("DeletedDate"))
         if deleted:
             warnings.append(f"secret {secret!r} is scheduled for deletion on {deleted:%Y-%m-%d}; "
                             f"restore it: {_restore(secret)}")
-        due = _timestamp(described.get("NextRotationDate"))
+        due = timestamp(described.get("NextRotationDate"))
         if described.get("RotationEnabled") and due and due < datetime.now(UTC):
             warnings.append(f"secret {secret!r} was due for rotation on {due:%Y-%m-%d}")
-        changed = _timestamp(described.get("LastChangedDate"))
+        changed = timestamp(described.get("LastChangedDate"))
         detail = f"secret {secret!r} in {api.region}" + (
             f", last changed {changed:%Y-%m-%d}" if changed else "")
         return Health(detail, tuple(warnings))
@@ -631,10 +630,7 @@ class AwsSecretsManagerSource(Source):
             raise self._write_error(api, failure, secret, [text]) from None
 
     def _update_json(self, api: AwsApi, secret: str, name: str, value: Secret) -> None:
-        """Read-modify-write of a JSON object secret. The new version is staged under a
-        private label, then AWSCURRENT is moved to it only if it still points at the
-        version that was read: UpdateSecretVersionStage refuses otherwise, so a change
-        made meanwhile is never overwritten."""
+        """Read-modify-write of a JSON object secret that keeps the other keys."""
         current = self._read_one(api, secret, None)
         if isinstance(current, AwsFailure) and current.kind == "missing":
             text = json.dumps({name: value.reveal()}, ensure_ascii=False)
@@ -651,26 +647,29 @@ class AwsSecretsManagerSource(Source):
         token = str(uuid.uuid4())
         try:
             api.call("PutSecretValue", SecretId=secret, SecretString=text,
-                     ClientRequestToken=token, VersionStages=[_PENDING])
+                     ClientRequestToken=token)
+            self._confirm_base(api, secret, str(current["VersionId"]), token)
         except AwsFailure as failure:
             raise self._write_error(api, failure, secret, secrets) from None
-        try:
-            api.call("UpdateSecretVersionStage", SecretId=secret, VersionStage="AWSCURRENT",
-                     MoveToVersionId=token, RemoveFromVersionId=current["VersionId"])
-        except AwsFailure as failure:
-            self._unstage(api, secret, token)
-            if failure.kind == "invalid":
-                raise SourceError(self.name, f"secret {secret!r} changed while keyrun was "
-                                  "writing it; nothing was overwritten — run keyrun set "
-                                  "again") from None
-            raise self._write_error(api, failure, secret, secrets) from None
-        self._unstage(api, secret, token)
 
-    def _unstage(self, api: AwsApi, secret: str, token: str) -> None:
-        # best effort: the label only marks an unused version, which AWS deletes in time
-        with contextlib.suppress(AwsFailure):
-            api.call("UpdateSecretVersionStage", SecretId=secret, VersionStage=_PENDING,
-                     RemoveFromVersionId=token)
+    def _confirm_base(self, api: AwsApi, secret: str, base: str, written: str) -> None:
+        """PutSecretValue has no condition, so check afterwards that the version it
+        replaced (now AWSPREVIOUS) is the one that was read. If another writer's version
+        came in between, it is put back and the write is refused.
+
+        (Staging the new version and moving AWSCURRENT with UpdateSecretVersionStage's
+        RemoveFromVersionId would be a true compare-and-swap, but moto's server keeps
+        answering GetSecretValue with the old version after such a move.)"""
+        replaced = api.call("GetSecretValue", SecretId=secret, VersionStage="AWSPREVIOUS")
+        if replaced.get("VersionId") in (base, written):
+            return
+        restore: dict[str, Any] = {k: replaced[k] for k in ("SecretString", "SecretBinary")
+                                   if replaced.get(k) is not None}
+        api.call("PutSecretValue", SecretId=secret, ClientRequestToken=str(uuid.uuid4()),
+                 **restore)
+        raise SourceError(self.name, f"secret {secret!r} changed while keyrun was writing it; "
+                          "the other change was kept and this value was not stored — run "
+                          "keyrun set again")
 
     def _write_error(self, api: AwsApi, failure: AwsFailure, secret: str,
                      values: list[str]) -> SourceError:
@@ -684,7 +683,7 @@ class AwsSecretsManagerSource(Source):
 
 
 def item_problem(source: str, failure: AwsFailure, what: str, api: AwsApi, permission: str,
-                 *, restore: str, writing: bool = False) -> Problem:
+                 *, restore: str = "", writing: bool = False) -> Problem:
     """A per-item failure as a Problem whose message names the source, the item and the
     next step."""
     reason, kind = failure.reason, failure.kind
@@ -699,8 +698,8 @@ def item_problem(source: str, failure: AwsFailure, what: str, api: AwsApi, permi
                                 f"{what} ({reason}) — check that its KMS key is enabled and "
                                 "that the identity in use may use it (kms:Decrypt)")
     if kind == "deleted":
-        return Problem("error", f"{source}: {what} is scheduled for deletion — restore it: "
-                                f"{restore}")
+        fix = f" — restore it: {restore}" if restore else ""
+        return Problem("error", f"{source}: {what} is scheduled for deletion{fix}")
     if kind in ("throttled", "server"):
         return Problem("error", f"{source}: AWS kept answering {reason} while {verb} {what} "
                                 f"({failure.attempts} attempts within the "
