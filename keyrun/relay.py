@@ -1,0 +1,554 @@
+"""Masking relay: keyrun stays the parent and filters the command's output (SPEC §5).
+
+``relay(argv, env, masks, supervisor)`` runs the command as keyrun's child and passes its
+stdout and stderr, each through its own ``Masker``, to keyrun's stdout and stderr, then
+exits as the command did.
+
+- keyrun's stdout is a terminal: the command runs on a pseudo-terminal that keyrun
+  relays, so it sees a TTY (colours, prompts, REPLs and TUIs work). Its stderr shares
+  the pseudo-terminal when keyrun's stderr is a terminal too (the order of the two is
+  kept, as on a terminal), and is a pipe otherwise. When keyrun's stdin is the terminal
+  (and keyrun is in the foreground), it is put in raw mode and relayed to the command;
+  raw mode is undone on every way out. The window size is copied at start and on
+  SIGWINCH.
+- Otherwise: two pipes, and stdin is inherited directly.
+
+Signals follow "Staying the parent": SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 and
+SIGWINCH are forwarded, but a signal that the terminal already sent to the command's
+process group is not sent twice; keyrun exits with the command's status or dies of the
+same signal. A thread waits for signals (``sigwaitinfo`` tells who sent one) so that the
+output loop never misses one, even while blocked writing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import fcntl
+import os
+import selectors
+import signal
+import termios
+import threading
+import time
+import tty
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from keyrun.errors import LaunchError
+from keyrun.launch import (
+    _PYTHON_IGNORED,
+    _SENT_BY_PROCESS,
+    FORWARDED,
+    Supervisor,
+    _exit_like,
+    _launch_error,
+    find_program,
+    make_undumpable,
+    restore_signals,
+)
+from keyrun.mask import Masker, MaskSet
+
+FLUSH_AFTER = 0.05  # seconds of silence before a held prefix is let out
+PTY_LINGER = 0.2  # after the command ends, wait this long for more terminal output
+READ_SIZE = 1 << 16
+PIPE_SIZE = 1 << 20  # fewer wake-ups for a command that prints a lot (Linux)
+_TERMINATING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+
+
+class NoLeases:
+    """The supervisor of a run that has nothing to renew or revoke."""
+
+    def first_renewal(self) -> float | None:
+        return None
+
+    def renew(self) -> float | None:
+        return None
+
+    def release(self) -> None:
+        return None
+
+
+def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
+          supervisor: Supervisor | None = None) -> NoReturn:
+    """Run the command with its output masked, then exit as it did (status, or the same
+    signal). Returns only by raising ``LaunchError`` (command not found or not runnable),
+    after releasing the supervisor's leases."""
+    keeper = supervisor or NoLeases()
+    watched = {getattr(signal, name) for name in FORWARDED if hasattr(signal, name)}
+    watched.add(signal.SIGCHLD)
+    try:
+        program = find_program(argv[0], env)
+        make_undumpable()
+        signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+        child = _spawn(program, argv, env, watched)
+    except (LaunchError, OSError) as exc:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
+        keeper.release()
+        if isinstance(exc, OSError):
+            raise _launch_error(argv[0], exc) from None
+        raise
+    raw = _RawMode(0) if child.keyboard else None
+    try:
+        if raw is not None:
+            raw.enter()
+        status = _Loop(child, masks, keeper, watched).run()
+    finally:
+        if raw is not None:
+            raw.restore()
+        keeper.release()
+    _exit_as(status)
+
+
+def _exit_as(status: int) -> NoReturn:
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        # launch._exit_like cannot reset SIGKILL's disposition (EINVAL); nor need it
+        os.kill(os.getpid(), signal.SIGKILL)
+    _exit_like(status)
+
+
+# Starting the command ------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    pid: int
+    outputs: list[tuple[int, int]]  # (fd keyrun reads, keyrun's fd it goes to)
+    terminal: int | None = None  # the pseudo-terminal's master side
+    keyboard: bool = False  # keyrun's stdin is relayed to the pseudo-terminal
+    fds: list[int] = field(default_factory=list)
+
+
+def _spawn(program: str, argv: Sequence[str], env: Mapping[str, str],
+           watched: set[int]) -> _Child:
+    if os.isatty(1):
+        try:
+            master, slave = os.openpty()
+        except OSError:
+            pass  # no pseudo-terminal to be had: pipes still mask
+        else:
+            return _spawn_on_terminal(program, argv, env, master, slave)
+    defaults = watched | {getattr(signal, name) for name in _PYTHON_IGNORED}
+    return _spawn_with_pipes(program, argv, env, defaults)
+
+
+def _spawn_with_pipes(program: str, argv: Sequence[str], env: Mapping[str, str],
+                      defaults: set[int]) -> _Child:
+    outputs, write_ends, actions = [], [], []
+    for target in (1, 2):
+        read_end, write_end = os.pipe()
+        _enlarge_pipe(read_end)
+        outputs.append((read_end, target))
+        write_ends.append(write_end)
+        actions.append((os.POSIX_SPAWN_DUP2, write_end, target))
+    try:
+        pid = os.posix_spawn(program, list(argv), dict(env), file_actions=actions,
+                             setsigmask=(), setsigdef=defaults)
+    except OSError:
+        for fd, _target in outputs:
+            os.close(fd)
+        raise
+    finally:
+        for fd in write_ends:
+            os.close(fd)
+    return _Child(pid, outputs)
+
+
+def _enlarge_pipe(fd: int) -> None:
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setting is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setting, PIPE_SIZE)
+
+
+def _spawn_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str],
+                       master: int, slave: int) -> _Child:
+    keyboard = _owns_keyboard()
+    _copy_terminal(slave, keyboard)
+    stdin = None if keyboard else _dup_or_none(0)
+    stderr_read, stderr_write = (None, None) if os.isatty(2) else os.pipe()
+    report_read, report_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _exec_on_terminal(program, argv, env, slave, stdin, stderr_write, report_write)
+    for fd in (slave, stdin, stderr_write, report_write):
+        if fd is not None:
+            os.close(fd)
+    failure = _read_all(report_read)
+    if failure:
+        os.waitpid(pid, 0)
+        for fd in (master, stderr_read):
+            if fd is not None:
+                os.close(fd)
+        code = int(failure)
+        raise OSError(code, os.strerror(code))
+    os.set_blocking(master, False)
+    outputs = [(master, 1)] if stderr_read is None else [(master, 1), (stderr_read, 2)]
+    return _Child(pid, outputs, terminal=master, keyboard=keyboard)
+
+
+def _exec_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str], slave: int,
+                      stdin: int | None, stderr: int | None, report: int) -> NoReturn:
+    """In the forked child: become a session on the pseudo-terminal, then exec. Never
+    returns to keyrun's code, whatever happens."""
+    try:
+        os.login_tty(slave)  # new session, controlling terminal, fds 0-2
+        if stdin is not None:
+            os.dup2(stdin, 0)
+        if stderr is not None:
+            os.dup2(stderr, 2)
+        restore_signals()
+        os.execve(program, list(argv), dict(env))
+    except OSError as exc:
+        os.write(report, str(exc.errno or errno.EIO).encode())
+    except BaseException:
+        os.write(report, str(errno.EIO).encode())
+    finally:
+        os._exit(127)
+
+
+def _owns_keyboard() -> bool:
+    """keyrun's stdin is a terminal and keyrun is in its foreground (reading it from the
+    background would stop keyrun with SIGTTIN)."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _dup_or_none(fd: int) -> int | None:
+    try:
+        return os.dup(fd)
+    except OSError:
+        return None
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 64):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _copy_terminal(slave: int, raw: bool) -> None:
+    """The pseudo-terminal starts with the settings and size of keyrun's terminal.
+
+    Output post-processing (``\n`` to ``\r\n``) happens once: on the pseudo-terminal
+    when keyrun's terminal will be raw, on keyrun's terminal otherwise."""
+    source = 0 if os.isatty(0) else 1
+    with contextlib.suppress(termios.error):
+        settings = termios.tcgetattr(source)
+        if not raw:
+            settings[1] &= ~termios.OPOST
+        termios.tcsetattr(slave, termios.TCSANOW, settings)
+    copy_window_size(slave)
+
+
+def copy_window_size(target: int) -> bool:
+    """Give ``target`` the size of keyrun's terminal; True when it changed."""
+    empty = bytes(8)
+    try:
+        size = fcntl.ioctl(1, termios.TIOCGWINSZ, empty)
+        if fcntl.ioctl(target, termios.TIOCGWINSZ, empty) == size:
+            return False
+        fcntl.ioctl(target, termios.TIOCSWINSZ, size)
+    except OSError:
+        return False
+    return True
+
+
+class _RawMode:
+    """keyrun's terminal in raw mode while relaying: keys, Ctrl-C included, go to the
+    command's pseudo-terminal, whose own line discipline interprets them."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.saved: list[Any] | None = None
+
+    def enter(self) -> None:
+        self.saved = termios.tcgetattr(self.fd)
+        atexit.register(self.restore)
+        tty.setraw(self.fd, termios.TCSANOW)
+
+    def restore(self) -> None:
+        saved, self.saved = self.saved, None
+        if saved is not None:
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(self.fd, termios.TCSADRAIN, saved)
+
+
+# Signals -------------------------------------------------------------------------------
+
+
+class _Signals(threading.Thread):
+    """Waits for the watched signals and forwards them, without the output loop's help.
+
+    A terminal's signals reach the command by themselves when it shares keyrun's process
+    group (pipes); on a pseudo-terminal the command has its own session, so every signal
+    keyrun gets is passed on, and SIGWINCH becomes a new window size."""
+
+    def __init__(self, watched: set[int], pid: int, terminal: int | None, wake: int) -> None:
+        super().__init__(name="keyrun:signals", daemon=True)
+        self.watched = watched
+        self.pid = pid
+        self.terminal = terminal
+        self.wake = wake
+        self.lock = threading.Lock()
+        self.reaped = False
+        self.stopping = False
+
+    def run(self) -> None:
+        while True:
+            info = signal.sigwaitinfo(self.watched)
+            if self.stopping:
+                return
+            if info.si_signo == signal.SIGCHLD:
+                self._poke(b"c")
+                continue
+            with self.lock:
+                if self.reaped:
+                    if info.si_signo in _TERMINATING:
+                        self._poke(b"s")  # stop waiting for what lingers after the command
+                    continue
+                self._forward(info.si_signo, info.si_code in _SENT_BY_PROCESS)
+
+    def _forward(self, number: int, sent: bool) -> None:
+        if self.terminal is None:
+            if not sent:
+                return  # the terminal sent it to the command's process group too
+        elif number == signal.SIGWINCH and (copy_window_size(self.terminal) or not sent):
+            return  # the pseudo-terminal signals its foreground process group itself
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, number)
+
+    def _poke(self, what: bytes) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.wake, what)
+
+    def reap(self) -> int | None:
+        """The command's wait status once it has ended (it is then never signalled)."""
+        with self.lock:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid != self.pid:
+                return None
+            self.reaped = True
+            return status
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.ident is not None:
+            signal.pthread_kill(self.ident, signal.SIGCHLD)
+        self.join(1)
+
+
+# The loop ------------------------------------------------------------------------------
+
+
+class _Stream:
+    """One of the command's outputs: read, mask, write to keyrun's own fd."""
+
+    def __init__(self, fd: int, target: int, masker: Masker, terminal: bool) -> None:
+        self.fd = fd
+        self.target = target
+        self.masker = masker
+        self.terminal = terminal
+        self.flush_at: float | None = None
+        self.last_read = time.monotonic()
+        self.broken = False
+
+    def pump(self) -> bool:
+        """Relay what is readable; False once the stream is over."""
+        try:
+            data = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EIO:  # EIO: the pseudo-terminal has no process left
+                raise
+            data = b""
+        if not data:
+            return False
+        self.last_read = time.monotonic()
+        self.emit(self.masker.feed(data))
+        self.flush_at = self.last_read + FLUSH_AFTER if self.masker.pending else None
+        # A reader that went away: stop reading, so the command gets SIGPIPE as it would
+        # have without keyrun. A terminal that went away: keep draining, SIGHUP follows.
+        return self.terminal or not self.broken
+
+    def flush(self) -> None:
+        self.flush_at = None
+        self.emit(self.masker.flush())
+
+    def finish(self) -> None:
+        self.emit(self.masker.close())
+        os.close(self.fd)
+
+    def emit(self, data: bytes) -> None:
+        if data and not self.broken:
+            try:
+                _write_all(self.target, data)
+            except OSError:
+                self.broken = True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            _wait_writable(fd)
+
+
+def _wait_writable(fd: int) -> None:
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_WRITE)
+        selector.select()
+
+
+class _Keyboard:
+    """keyrun's stdin relayed to the pseudo-terminal, one bounded buffer at a time."""
+
+    def __init__(self, terminal: int) -> None:
+        self.terminal = terminal
+        self.pending = b""
+        self.open = True
+
+    def read(self) -> None:
+        data = os.read(0, 4096)
+        if not data:
+            self.open = False
+        self.pending += data
+        self.drain()
+
+    def drain(self) -> None:
+        try:
+            written = os.write(self.terminal, self.pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self.pending)  # the command's terminal is gone
+        self.pending = self.pending[written:]
+
+
+class _Loop:
+    def __init__(self, child: _Child, masks: MaskSet, keeper: Supervisor,
+                 watched: set[int]) -> None:
+        self.child = child
+        self.keeper = keeper
+        self.selector = selectors.DefaultSelector()
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_write, False)
+        self.signals = _Signals(watched, child.pid, child.terminal, self.wake_write)
+        self.streams = {fd: _Stream(fd, target, masks.stream(), fd == child.terminal)
+                        for fd, target in child.outputs}
+        self.keyboard = (_Keyboard(child.terminal)
+                         if child.keyboard and child.terminal is not None else None)
+        self.status: int | None = None
+        self.abandon = False
+
+    def run(self) -> int:
+        """Relay until the command has ended and its outputs are drained; its status."""
+        self.signals.start()
+        self.selector.register(self.wake_read, selectors.EVENT_READ)
+        for fd in self.streams:
+            self.selector.register(fd, selectors.EVENT_READ)
+        if self.keyboard is not None:
+            self.selector.register(0, selectors.EVENT_READ)
+        self.status = self.signals.reap()
+        renew_at = _deadline(self.keeper.first_renewal())
+        try:
+            while (self.streams or self.status is None) and not self.abandon:
+                for key, events in self.selector.select(self._timeout(renew_at)):
+                    self._handle(int(key.fd), events)
+                now = time.monotonic()
+                self._timers(now)
+                if renew_at is not None and now >= renew_at:
+                    renew_at = _deadline(self.keeper.renew())
+            for fd in list(self.streams):
+                self._close(fd)
+        finally:
+            self.signals.stop()
+            self.selector.close()
+            os.close(self.wake_read)
+            os.close(self.wake_write)
+        assert self.status is not None  # the loop ends only once the command has
+        return self.status
+
+    def _timeout(self, renew_at: float | None) -> float | None:
+        deadlines = [s.flush_at for s in self.streams.values() if s.flush_at is not None]
+        if renew_at is not None:
+            deadlines.append(renew_at)
+        if self.status is not None and self.child.terminal in self.streams:
+            deadlines.append(self.streams[self.child.terminal].last_read + PTY_LINGER)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _handle(self, fd: int, events: int) -> None:
+        if fd == self.wake_read:
+            self._woken(os.read(fd, 512))
+        elif fd == 0 and self.keyboard is not None:
+            self._type()
+        elif fd in self.streams:
+            if events & selectors.EVENT_WRITE and self.keyboard is not None:
+                self.keyboard.drain()
+                self._watch_keyboard()
+            if events & selectors.EVENT_READ and not self.streams[fd].pump():
+                self._close(fd)
+
+    def _woken(self, why: bytes) -> None:
+        if b"c" in why and self.status is None:
+            self.status = self.signals.reap()
+            if self.status is not None:
+                self._stop_keyboard()
+        if b"s" in why:
+            self.abandon = True
+
+    def _type(self) -> None:
+        assert self.keyboard is not None
+        self.keyboard.read()
+        self._watch_keyboard()
+
+    def _watch_keyboard(self) -> None:
+        """Read keys only while the last ones are delivered; wait for the terminal to
+        take them otherwise (memory stays bounded)."""
+        keyboard, terminal = self.keyboard, self.child.terminal
+        if keyboard is None or terminal not in self.streams:
+            return
+        waiting = bool(keyboard.pending)
+        self.selector.modify(terminal, selectors.EVENT_READ | (
+            selectors.EVENT_WRITE if waiting else 0))
+        registered = 0 in self.selector.get_map()
+        if registered and (waiting or not keyboard.open):
+            self.selector.unregister(0)
+        elif not registered and keyboard.open and not waiting:
+            self.selector.register(0, selectors.EVENT_READ)
+
+    def _stop_keyboard(self) -> None:
+        if self.keyboard is not None and 0 in self.selector.get_map():
+            self.selector.unregister(0)
+        self.keyboard = None
+
+    def _timers(self, now: float) -> None:
+        for stream in list(self.streams.values()):
+            if stream.flush_at is not None and now >= stream.flush_at:
+                stream.flush()
+        terminal = self.child.terminal
+        if (self.status is not None and terminal in self.streams
+                and now >= self.streams[terminal].last_read + PTY_LINGER):
+            self._close(terminal)  # something the command left behind holds the terminal
+
+    def _close(self, fd: int) -> None:
+        stream = self.streams.pop(fd)
+        self.selector.unregister(fd)
+        if fd == self.child.terminal:
+            self._stop_keyboard()
+        stream.finish()
+
+
+def _deadline(delay: float | None) -> float | None:
+    return None if delay is None else time.monotonic() + delay

@@ -1,0 +1,484 @@
+"""The masking relay as a real process tree: pipes, a pseudo-terminal, signals, exit
+statuses (issue 6; SPEC §5 "Masking" and "Staying the parent").
+
+keyrun.relay.relay() is driven through a small launcher (the CLI's --mask calls the same)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PY = sys.executable
+SECRET = "sk-proj-Rel4yT3stS3cretValue0123456789abcdef"
+VALUES = {"OPENAI_API_KEY": SECRET, "DB_PASSWORD": "hunter2-correct-horse"}
+
+LAUNCHER = r"""
+import json, os, sys
+from keyrun.errors import LaunchError
+from keyrun.mask import MaskSet
+from keyrun.relay import relay
+
+class Keeper:
+    def __init__(self, log, crash):
+        self.log, self.crash = log, crash
+    def first_renewal(self):
+        return 0.1 if self.log else None
+    def renew(self):
+        self.note("renew")
+        if self.crash:
+            raise RuntimeError("renewal failed")
+        return 0.2
+    def release(self):
+        self.note("release")
+    def note(self, what):
+        if self.log:
+            with open(self.log, "a") as log:
+                log.write(what + "\n")
+
+values = json.loads(os.environ.pop("TEST_MASK_VALUES"))
+keeper = Keeper(os.environ.pop("TEST_LEASE_LOG", ""), os.environ.pop("TEST_CRASH", ""))
+try:
+    relay(sys.argv[1:], dict(os.environ), MaskSet(values), keeper)
+except LaunchError as exc:
+    print(f"keyrun: error: {exc.message}", file=sys.stderr)
+    raise SystemExit(exc.exit_code)
+"""
+
+
+def launcher_env(values: Mapping[str, str] = VALUES, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, TEST_MASK_VALUES=json.dumps(dict(values)), **extra)
+    env.pop("KEYRUN_DEBUG", None)
+    return env
+
+
+def keyrun_argv(*command: str) -> list[str]:
+    return [PY, "-c", LAUNCHER, *command]
+
+
+def py(code: str) -> list[str]:
+    return [PY, "-c", code]
+
+
+def run_piped(command: Sequence[str], *, values: Mapping[str, str] = VALUES,
+              stdin: bytes | None = None, timeout: float = 30,
+              **extra: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(keyrun_argv(*command), input=stdin, capture_output=True,
+                          env=launcher_env(values, **extra), timeout=timeout, check=False)
+
+
+def wait_for(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    try:
+        return process.wait(timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+# Pipes ----------------------------------------------------------------------------------
+
+
+def test_stdout_and_stderr_masked_independently_bytes_untouched() -> None:
+    code = (
+        "import sys\n"
+        f"s = {SECRET!r}.encode()\n"
+        "sys.stdout.buffer.write(b'\\xff\\xfe\\x00 out ' + s + b'\\r\\n' + s[:9]); sys.stdout.flush()\n"
+        "sys.stderr.buffer.write(b'err \\x00' + s + b' \\xc3\\x28 hunter2-correct-horse')\n"
+    )
+    result = run_piped(py(code))
+    assert result.returncode == 0
+    assert result.stdout == b"\xff\xfe\x00 out <OPENAI_API_KEY>\r\n" + SECRET.encode()[:9]
+    assert result.stderr == b"err \x00<OPENAI_API_KEY> \xc3\x28 <DB_PASSWORD>"
+
+
+def test_secret_split_across_writes_is_masked() -> None:
+    code = (
+        "import sys, time\n"
+        f"s = {SECRET!r}.encode()\n"
+        "for i in range(len(s)):\n"
+        "    sys.stdout.buffer.write(s[i:i + 1]); sys.stdout.flush(); time.sleep(0.002)\n"
+        "sys.stdout.buffer.write(b'|' + s[:20]); sys.stdout.flush(); time.sleep(0.01)\n"
+        "sys.stdout.buffer.write(s[20:] + b'|')\n"
+    )
+    result = run_piped(py(code))
+    assert result.stdout == b"<OPENAI_API_KEY>|<OPENAI_API_KEY>|"
+
+
+def test_encodings_are_masked_through_the_pipe() -> None:
+    code = (
+        "import base64, json, sys, urllib.parse\n"
+        f"s = {SECRET!r}\n"
+        "print(base64.b64encode(('bob:' + s).encode()).decode())\n"
+        "print(json.dumps({'k': s}), s.encode().hex(), urllib.parse.quote(s))\n"
+    )
+    result = run_piped(py(code))
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].endswith("<OPENAI_API_KEY>")
+    assert len(lines[0]) < 30
+    assert lines[1] == '{"k": "<OPENAI_API_KEY>"} <OPENAI_API_KEY> <OPENAI_API_KEY>'
+
+
+def test_stdin_is_inherited_directly_on_pipes() -> None:
+    code = "import os, sys; print(os.isatty(0), os.isatty(1), sys.stdin.read().upper())"
+    result = run_piped(py(code), stdin=b"hello")
+    assert result.stdout == b"False False HELLO\n"
+
+
+def test_prompt_that_starts_like_a_secret_is_not_held() -> None:
+    code = (
+        "import sys\n"
+        "sys.stdout.write('key: sk-pro'); sys.stdout.flush()\n"
+        "line = sys.stdin.readline()\n"
+        "print('|' + line.strip())\n"
+    )
+    process = subprocess.Popen(keyrun_argv(*py(code)), stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, env=launcher_env())
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 10)
+        assert ready, "the held prefix was never flushed"
+        assert os.read(process.stdout.fileno(), 100) == b"key: "
+        ready, _, _ = select.select([process.stdout], [], [], 10)
+        assert ready
+        assert os.read(process.stdout.fileno(), 100) == b"sk-pro"
+        process.stdin.write(SECRET.encode() + b"\n")
+        process.stdin.close()
+        assert process.stdout.read() == b"|<OPENAI_API_KEY>\n"
+    finally:
+        assert wait_for(process) == 0
+
+
+@pytest.mark.parametrize("status", [0, 1, 3, 255])
+def test_exit_status(status: int) -> None:
+    assert run_piped(py(f"raise SystemExit({status})")).returncode == status
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGKILL, signal.SIGSEGV,
+                                    signal.SIGUSR1])
+def test_death_by_signal_is_repeated(number: int) -> None:
+    code = f"import os, sys; print('bye'); sys.stdout.flush(); os.kill(os.getpid(), {number})"
+    result = run_piped(py(code))
+    assert result.returncode == -number
+    assert result.stdout == b"bye\n"
+
+
+def test_command_not_found_and_not_executable(tmp_path: Path) -> None:
+    log = tmp_path / "leases"
+    missing = run_piped(["keyrun-no-such-command"], TEST_LEASE_LOG=str(log))
+    assert missing.returncode == 127
+    assert b"keyrun-no-such-command: command not found" in missing.stderr
+    assert log.read_text() == "release\n"
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    assert run_piped([str(script)]).returncode == 126
+
+
+def test_outputs_drained_to_eof_after_the_command_exits() -> None:
+    code = (f"(sleep 0.4; echo late {SECRET}; echo late err >&2) & echo early {SECRET}; exit 7")
+    result = run_piped(["sh", "-c", code])
+    assert result.returncode == 7
+    assert result.stdout == b"early <OPENAI_API_KEY>\nlate <OPENAI_API_KEY>\n"
+    assert result.stderr == b"late err\n"
+
+
+def test_reader_going_away_gives_the_command_sigpipe() -> None:
+    process = subprocess.Popen(keyrun_argv("yes", SECRET),
+                               stdout=subprocess.PIPE, env=launcher_env())
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"<OPENAI_API_KEY>\n"
+    process.stdout.close()
+    assert wait_for(process) == -signal.SIGPIPE
+
+
+def test_large_output_is_exact(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    block = bytes(range(256)) * 64 + b"\n" + SECRET.encode() + b"\r\n"
+    data.write_bytes(block * 2000)
+    result = run_piped(["cat", str(data)])
+    assert result.returncode == 0
+    expected = (bytes(range(256)) * 64 + b"\n<OPENAI_API_KEY>\r\n") * 2000
+    assert result.stdout == expected
+
+
+def test_leases_renewed_while_relaying_and_released_after(tmp_path: Path) -> None:
+    log = tmp_path / "leases"
+    result = run_piped(py("import time; time.sleep(0.5); print('done')"),
+                       TEST_LEASE_LOG=str(log))
+    assert result.stdout == b"done\n"
+    events = log.read_text().split()
+    assert events[-1] == "release"
+    assert events.count("renew") >= 2
+
+
+SIGNAL_REPORTER = (
+    "import signal, sys, time\n"
+    "got = []\n"
+    "for n in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,\n"
+    "          signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):\n"
+    "    signal.signal(n, lambda n, f: got.append(signal.Signals(n).name))\n"
+    "print('ready', flush=True)\n"
+    "end = time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < end:\n"
+    "    time.sleep(0.05)\n"
+    "print(' '.join(got), flush=True)\n"
+)
+
+
+def test_signals_sent_to_keyrun_are_forwarded_once() -> None:
+    process = subprocess.Popen(keyrun_argv(*py(SIGNAL_REPORTER), "1.5"),
+                               stdout=subprocess.PIPE, env=launcher_env())
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ready\n"
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                   signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
+        process.send_signal(number)
+        time.sleep(0.05)
+    assert process.stdout.readline() == b"SIGINT SIGTERM SIGHUP SIGQUIT SIGUSR1 SIGUSR2 SIGWINCH\n"
+    assert wait_for(process) == 0
+
+
+# A pseudo-terminal held by the test -----------------------------------------------------
+
+
+class Terminal:
+    """keyrun's launcher with a pseudo-terminal as its controlling terminal (as a shell
+    would start it); stdout, stderr and stdin each on the terminal or on a pipe."""
+
+    def __init__(self, command: Sequence[str], *, stdout_tty: bool = True,
+                 stderr_tty: bool = True, stdin_tty: bool = True, size: tuple[int, int] = (24, 80),
+                 values: Mapping[str, str] = VALUES, **extra: str) -> None:
+        self.master, self.slave = os.openpty()
+        self.resize(*size, fd=self.slave)
+        self.before = termios.tcgetattr(self.slave)
+        self.pipes: dict[int, int] = {}
+        child_ends: dict[int, int] = {}
+        for target, tty in ((0, stdin_tty), (1, stdout_tty), (2, stderr_tty)):
+            if not tty:
+                read_end, write_end = os.pipe()
+                self.pipes[target] = write_end if target == 0 else read_end
+                child_ends[target] = read_end if target == 0 else write_end
+        env = launcher_env(values, **extra)
+        argv = keyrun_argv(*command)
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                os.close(self.master)
+                os.login_tty(self.slave)
+                for target, fd in child_ends.items():
+                    os.dup2(fd, target)
+                os.execve(PY, argv, env)
+            finally:
+                os._exit(127)
+        for fd in child_ends.values():
+            os.close(fd)
+        self.output = {1: b"", 2: b""}
+        self.terminal = b""
+        self.status: int | None = None
+
+    def resize(self, rows: int, cols: int, fd: int | None = None) -> None:
+        import fcntl
+
+        fcntl.ioctl(self.master if fd is None else fd, termios.TIOCSWINSZ,
+                    struct.pack("HHHH", rows, cols, 0, 0))
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def _pump(self, timeout: float) -> None:
+        sources = [self.master, *(fd for t, fd in self.pipes.items() if t != 0)]
+        ready, _, _ = select.select(sources, [], [], timeout)
+        for fd in ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            if fd == self.master:
+                self.terminal += data
+            else:
+                target = next(t for t, f in self.pipes.items() if f == fd)
+                self.output[target] += data
+
+    def expect(self, needle: bytes, timeout: float = 15, where: int | None = None) -> None:
+        end = time.monotonic() + timeout
+        while needle not in (self.terminal if where is None else self.output[where]):
+            assert time.monotonic() < end, (needle, self.terminal, self.output)
+            self._pump(0.05)
+
+    def wait(self, timeout: float = 20) -> int:
+        end = time.monotonic() + timeout
+        while self.status is None:
+            assert time.monotonic() < end, (self.terminal, self.output)
+            self._pump(0.05)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = status
+        for _ in range(5):
+            self._pump(0.02)
+        return -os.WTERMSIG(self.status) if os.WIFSIGNALED(self.status) else (
+            os.WEXITSTATUS(self.status))
+
+    def restored(self) -> bool:
+        return termios.tcgetattr(self.slave) == self.before
+
+    def close(self) -> None:
+        if self.status is None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        for fd in (self.master, self.slave, *self.pipes.values()):
+            os.close(fd)
+
+
+Start = Callable[..., Terminal]
+
+
+@pytest.fixture
+def terminals() -> Iterator[Start]:
+    opened: list[Terminal] = []
+
+    def start(command: Sequence[str], **options: Any) -> Terminal:
+        terminal = Terminal(command, **options)
+        opened.append(terminal)
+        return terminal
+
+    yield start
+    for terminal in opened:
+        terminal.close()
+
+
+def test_command_sees_a_terminal_and_its_size(terminals: Start) -> None:
+    code = ("import os, sys\n"
+            "print(os.isatty(0), os.isatty(1), os.isatty(2), tuple(os.get_terminal_size()))\n"
+            f"print({SECRET!r}); sys.stderr.write('err hunter2-correct-horse\\n')\n"
+            "raise SystemExit(5)")
+    terminal = terminals(py(code), size=(33, 101))
+    assert terminal.wait() == 5
+    assert terminal.terminal == (b"True True True (101, 33)\r\n<OPENAI_API_KEY>\r\n"
+                                 b"err <DB_PASSWORD>\r\n")
+    assert terminal.restored()
+
+
+def test_window_size_change_reaches_the_command(terminals: Start) -> None:
+    code = ("import os, signal, time\n"
+            "signal.signal(signal.SIGWINCH, lambda *a: print('size', tuple(os.get_terminal_size()),"
+            " flush=True))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(1.5)\n")
+    terminal = terminals(py(code))
+    terminal.expect(b"ready")
+    terminal.resize(40, 132)
+    terminal.expect(b"size (132, 40)")
+    assert terminal.wait() == 0
+    assert terminal.terminal.count(b"size") == 1
+
+
+def test_keys_are_relayed_and_echo_is_masked(terminals: Start) -> None:
+    code = "name = input('name? '); print('got', len(name))"
+    terminal = terminals(py(code))
+    terminal.expect(b"name? ")
+    terminal.type(SECRET.encode() + b"\r")
+    assert terminal.wait() == 0
+    assert terminal.terminal == b"name? <OPENAI_API_KEY>\r\ngot %d\r\n" % len(SECRET)
+    assert terminal.restored()
+
+
+def test_raw_mode_while_relaying(terminals: Start) -> None:
+    terminal = terminals(py("import time; print('ready', flush=True); time.sleep(1)"))
+    terminal.expect(b"ready")
+    lflag = termios.tcgetattr(terminal.slave)[3]
+    assert not lflag & termios.ICANON
+    assert not lflag & termios.ECHO
+    assert terminal.wait() == 0
+    assert terminal.restored()
+
+
+def test_ctrl_c_reaches_the_command_once(terminals: Start) -> None:
+    terminal = terminals([*py(SIGNAL_REPORTER), "1.5"])
+    terminal.expect(b"ready")
+    terminal.type(b"\x03")
+    assert terminal.wait() == 0
+    assert terminal.terminal.endswith(b"SIGINT\r\n")
+    assert terminal.restored()
+
+
+def test_ctrl_c_on_pipes_is_not_delivered_twice(terminals: Start) -> None:
+    """stdout is a pipe: the command shares keyrun's process group, the terminal's
+    SIGINT reaches it directly, and keyrun must not forward a second one."""
+    terminal = terminals([*py(SIGNAL_REPORTER), "1.5"], stdout_tty=False)
+    terminal.expect(b"ready", where=1)
+    terminal.type(b"\x03")
+    assert terminal.wait() == 0
+    assert terminal.output[1] == b"ready\nSIGINT\n"
+
+
+def test_ctrl_c_kills_the_command_and_keyrun_dies_the_same(terminals: Start) -> None:
+    terminal = terminals(py("import time; print('ready', flush=True); time.sleep(10)"))
+    terminal.expect(b"ready")
+    terminal.type(b"\x03")
+    assert terminal.wait() == -signal.SIGINT
+    assert b"KeyboardInterrupt" in terminal.terminal
+    assert terminal.restored()
+
+
+def test_signal_from_a_process_is_forwarded_on_a_terminal(terminals: Start) -> None:
+    terminal = terminals(py("import time; print('ready', flush=True); time.sleep(10)"))
+    terminal.expect(b"ready")
+    os.kill(terminal.pid, signal.SIGTERM)
+    assert terminal.wait() == -signal.SIGTERM
+    assert terminal.restored()
+
+
+def test_stderr_redirected_stays_a_pipe(terminals: Start) -> None:
+    code = ("import os, sys\n"
+            "print(os.isatty(1), os.isatty(2))\n"
+            f"sys.stderr.write('e {SECRET}')\n")
+    terminal = terminals(py(code), stderr_tty=False)
+    assert terminal.wait() == 0
+    assert terminal.terminal == b"True False\r\n"
+    assert terminal.output[2] == b"e <OPENAI_API_KEY>"
+
+
+def test_stdin_not_a_terminal_is_inherited(terminals: Start) -> None:
+    code = "import os, sys; print(os.isatty(0), os.isatty(1), sys.stdin.read())"
+    terminal = terminals(py(code), stdin_tty=False)
+    os.write(terminal.pipes[0], b"piped")
+    os.close(terminal.pipes.pop(0))
+    assert terminal.wait() == 0
+    assert terminal.terminal == b"False True piped\r\n"  # one \r: by keyrun's terminal
+
+
+def test_prompt_on_a_terminal_is_flushed(terminals: Start) -> None:
+    code = "x = input('key: sk-pro'); print('|' + x)"
+    terminal = terminals(py(code))
+    terminal.expect(b"key: sk-pro", timeout=5)
+    terminal.type(b"j-abc\r")
+    assert terminal.wait() == 0
+    assert terminal.terminal.endswith(b"|j-abc\r\n")
+
+
+def test_terminal_restored_when_keyrun_crashes(terminals: Start, tmp_path: Path) -> None:
+    terminal = terminals(py("import time; time.sleep(3)"),
+                         TEST_LEASE_LOG=str(tmp_path / "log"), TEST_CRASH="1")
+    assert terminal.wait() == 1
+    assert b"RuntimeError: renewal failed" in terminal.terminal
+    assert (tmp_path / "log").read_text() == "renew\nrelease\n"
+    assert terminal.restored()
+
+
+def test_terminal_restored_when_the_command_dies_of_a_signal(terminals: Start) -> None:
+    terminal = terminals(py("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
+    assert terminal.wait() == -signal.SIGKILL
+    assert terminal.restored()
