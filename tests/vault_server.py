@@ -184,8 +184,8 @@ def configure_redis_engine(bao: OpenBao, redis: Redis, *, role: str = "keyrun",
         default_ttl=default_ttl, max_ttl=max_ttl)
 
 
-@pytest.fixture(scope="session")
-def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
+@pytest.fixture(scope="session", name="openbao")
+def openbao_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
     """One dev server for the whole session; tests use their own paths in it."""
     server = OpenBao(tmp_path_factory.mktemp("openbao"))
     try:
@@ -195,8 +195,8 @@ def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
         server.stop()
 
 
-@pytest.fixture
-def private_openbao(tmp_path: Path) -> Iterator[OpenBao]:
+@pytest.fixture(name="private_openbao")
+def private_openbao_fixture(tmp_path: Path) -> Iterator[OpenBao]:
     """A server of the test's own, for tests that seal or stop it."""
     server = OpenBao(tmp_path / "private-openbao")
     try:
@@ -206,8 +206,8 @@ def private_openbao(tmp_path: Path) -> Iterator[OpenBao]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+@pytest.fixture(scope="session", name="redis_server")
+def redis_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
     server = Redis(tmp_path_factory.mktemp("redis"))
     try:
         server.start()

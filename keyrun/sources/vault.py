@@ -167,6 +167,10 @@ class VaultSource(Source):
                "~/.vault, then ~/.vault-token", kind=dict,
                example='{ method = "approle", role_id_env = "VAULT_ROLE_ID", '
                        'secret_id_env = "VAULT_SECRET_ID" }'),
+        Option("params", "for engines that make a credential on a write (pki/issue/ROLE…): "
+               "the path is written with these parameters, as `vault write PATH k=v` does; "
+               "string values may use {project} and {env}", kind=dict,
+               example='{ common_name = "app.example.com", ttl = "1h" }'),
         Option("ca_cert", "a CA certificate (PEM) to trust, relative to keyrun.toml; default "
                "$VAULT_CACERT", example="certs/vault-ca.pem"),
         Option("child_token_ttl", "TTL of the child token that holds a run's leases; renewed "
@@ -198,6 +202,10 @@ class VaultSource(Source):
                               "e.g. mount = \"secret\", path = \"{project}/{env}\"")
         if settings.get("auth") is not None:
             check_auth(settings["auth"], f"{where} auth")
+        for name, value in (settings.get("params") or {}).items():
+            if not isinstance(value, str | int | float | bool):
+                raise ConfigError(f"{where}: params.{name} must be a string, number or boolean",
+                                  "e.g. params = { common_name = \"app.example.com\" }")
         ttl = _duration(settings, "child_token_ttl", where)
         if ttl < 2:
             raise ConfigError(f"{where}: child_token_ttl must be at least 2s",
@@ -359,8 +367,10 @@ class VaultSource(Source):
         if version is not None and not version.isdigit():
             return Problem("error", f"{self.name}: version {version!r} of {logical} is not a "
                                     "KV v2 version number")
+        body = self._params() if not mount.kv else None
         try:
-            answer = api.call("GET", path, deadline, token=credential.token,
+            answer = api.call("POST" if body else "GET", path, deadline,
+                              token=credential.token, body=body or None,
                               params={"version": version} if version else None)
         except VaultHttpError as exc:
             return self._problem(exc, logical, path, credential, version)
@@ -371,6 +381,13 @@ class VaultSource(Source):
         if not lease_id:
             return entry
         return self._leased(entry, lease_id, logical, answer)
+
+    def _params(self) -> dict[str, Any]:
+        where = f"[sources.{self.name}] params"
+        return {name: Template(value, where=where).render(self.context.project,
+                                                          self.context.env)
+                if isinstance(value, str) else value
+                for name, value in (self.settings.get("params") or {}).items()}
 
     def _leased(self, entry: Entry, lease_id: str, logical: str,
                 answer: Mapping[str, Any]) -> Entry:
