@@ -11,7 +11,8 @@
 - :class:`LatencyProxy`: a TCP forwarder that delays every chunk by a fixed time each way
   (the benchmark's "remote" AWS).
 
-The tests talk to moto with boto3 and keyrun, never with a mock of the SDK.
+The tests talk to moto with boto3 and keyrun, never with a mock of the SDK. Each test
+module declares two thin fixtures over :func:`shared_moto` and :func:`clean_backend`.
 """
 
 from __future__ import annotations
@@ -85,20 +86,26 @@ class MotoServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"moto_server exited with status {self.process.returncode}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=2) as done:
-                    if done.status == 200:
-                        self.warm()
-                        return
+            if self._answers():
+                self.warm()
+                return
             time.sleep(0.1)
         raise RuntimeError("moto_server did not answer /moto-api/data.json within 60s")
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=2) as done:
+                return bool(done.status == 200)
+        except OSError:
+            return False
 
     def warm(self) -> None:
         """moto builds its public SSM parameters on the first SSM call (~1 s): pay it once."""
         self.client("ssm").get_parameters(Names=["/keyrun/warm-up"])
 
     def post(self, path: str, data: bytes = b"") -> None:
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method="POST")
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method="POST",
+                                         headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=10) as done:
             assert done.status == 200
 
@@ -142,6 +149,7 @@ class Rule:
     times: int | None = None  # None: every matching call
     headers: dict[str, str] = field(default_factory=dict)
     before: Callable[[], None] | None = None  # run, then forward the call to moto
+    delay: float = 0.0  # seconds to wait before forwarding (with before)
 
     def matches(self, operation: str, body: bytes) -> bool:
         if self.times is not None and self.times <= 0:
@@ -203,6 +211,10 @@ class FaultProxy:
         """Run ``action`` (say, another writer's change) just before forwarding a call."""
         self.rules.append(Rule(operation, match=match, times=times, before=action))
 
+    def slow(self, operation: str, seconds: float) -> None:
+        """Forward ``operation`` calls to moto after ``seconds``."""
+        self.rules.append(Rule(operation, before=lambda: None, delay=seconds))
+
     def hang(self, operation: str | None = None) -> None:
         self.rules.append(Rule(operation, hang=True))
 
@@ -232,6 +244,7 @@ class FaultProxy:
                 self.release.wait(120)
                 return
             if rule is not None and rule.before is not None:
+                time.sleep(rule.delay)
                 rule.before()
             elif rule is not None:
                 self._send(request, rule.status, rule.headers, json.dumps(rule.body).encode())
@@ -371,9 +384,13 @@ class AwsBackend:
         self.moto = moto
         self.proxy = proxy
         self.url = proxy.url  # keyrun talks to the proxy, which forwards to moto
+        self._clients: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:
-        return self.moto.client(service)
+        """A boto3 client straight to moto (the test's own hand, not recorded), cached."""
+        if service not in self._clients:
+            self._clients[service] = self.moto.client(service)
+        return self._clients[service]
 
     def env(self) -> dict[str, str]:
         return aws_environment(self.url)
@@ -383,49 +400,38 @@ _shared: dict[str, Any] = {"users": 0}
 _shared_lock = threading.Lock()
 
 
-def _acquire() -> tuple[MotoServer, FaultProxy]:
+@contextlib.contextmanager
+def shared_moto() -> Iterator[tuple[MotoServer, FaultProxy]]:
+    """One moto server (and proxy) per process, however many test modules ask for it;
+    stopped when the last one is done. Under CI a server that cannot start fails the
+    tests; elsewhere they are skipped."""
     with _shared_lock:
         if _shared["users"] == 0:
             moto = MotoServer()
             try:
                 moto.start()
-            except Exception:
+            except Exception as exc:
                 moto.stop()
-                raise
-            _shared["moto"], _shared["proxy"] = moto, FaultProxy(moto.port)
+                if os.environ.get("CI"):
+                    pytest.fail(f"moto_server could not start: {exc}")
+                pytest.skip(f"moto_server could not start: {exc} (pip install 'moto[server]')")
+            _shared.update(moto=moto, proxy=FaultProxy(moto.port))
         _shared["users"] += 1
-        return _shared["moto"], _shared["proxy"]
-
-
-def _release() -> None:
-    with _shared_lock:
-        _shared["users"] -= 1
-        if _shared["users"] == 0:
-            _shared.pop("proxy").stop()
-            _shared.pop("moto").stop()
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[tuple[MotoServer, FaultProxy]]:
-    """One moto server (and proxy) for the whole session, shared by every AWS test module.
-    Under CI a server that cannot start fails the tests; elsewhere they are skipped."""
     try:
-        shared = _acquire()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"moto_server could not start: {exc}")
-        pytest.skip(f"moto_server could not start: {exc} (pip install 'moto[server]')")
-    try:
-        yield shared
+        yield _shared["moto"], _shared["proxy"]
     finally:
-        _release()
+        with _shared_lock:
+            _shared["users"] -= 1
+            if _shared["users"] == 0:
+                _shared.pop("proxy").stop()
+                _shared.pop("moto").stop()
 
 
-@pytest.fixture
-def aws(moto_server: tuple[MotoServer, FaultProxy],
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsBackend]:
-    """A clean moto, and this process's AWS variables pointing at dummy credentials."""
-    moto, proxy = moto_server
+def clean_backend(shared: tuple[MotoServer, FaultProxy],
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsBackend]:
+    """A clean moto, and this process's AWS variables set to dummy credentials (no
+    endpoint: tests pass endpoint_url, or set AWS_ENDPOINT_URL themselves)."""
+    moto, proxy = shared
     moto.reset()
     proxy.clear()
     for name in list(os.environ):
@@ -433,8 +439,7 @@ def aws(moto_server: tuple[MotoServer, FaultProxy],
             monkeypatch.delenv(name)
     for name, value in aws_environment().items():
         monkeypatch.setenv(name, value)
-    backend = AwsBackend(moto, proxy)
     try:
-        yield backend
+        yield AwsBackend(moto, proxy)
     finally:
         proxy.clear()

@@ -110,8 +110,11 @@ def classify(exc: BaseException) -> AwsFailure:
     if isinstance(response, Mapping) and "Error" in response:
         error = response.get("Error") or {}
         status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
-        return failure_for_code(str(error.get("Code") or f"HTTP {status}"),
-                                str(error.get("Message") or ""), status)
+        code, message = str(error.get("Code") or f"HTTP {status}"), str(error.get("Message") or "")
+        inner = re.search(r"<Code>([^<]+)</Code>(?:\s*<Message>([^<]*)</Message>)?", message)
+        if inner:  # an XML error body where JSON was expected (moto's IAM checks do this)
+            code, message = inner.group(1), inner.group(2) or ""
+        return failure_for_code(code, message, status)
     names = [cls.__name__ for cls in type(exc).__mro__]
     detail = _short(str(exc))
     if "ReadTimeoutError" in names:
@@ -150,7 +153,7 @@ def failure_for_code(code: str, message: str, status: int = 400) -> AwsFailure:
         return AwsFailure("rejected", code, detail)
     if code.startswith("KMS") or code in _KMS:
         return AwsFailure("kms", code, detail)
-    if code in _DENIED:
+    if code in _DENIED or status == 403:
         return AwsFailure("denied", code, detail)
     if code == "InvalidRequestException" and "delet" in lowered:
         return AwsFailure("deleted", code, detail)
