@@ -34,7 +34,7 @@ import threading
 import time
 import tty
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from keyrun.errors import LaunchError
@@ -53,7 +53,8 @@ from keyrun.mask import Masker, MaskSet
 
 FLUSH_AFTER = 0.05  # seconds of silence before a held prefix is let out
 PTY_LINGER = 0.2  # after the command ends, wait this long for more terminal output
-READ_SIZE = 1 << 16
+READ_SIZE = 1 << 20  # from a pipe; a terminal gives at most a few KiB per read
+TERMINAL_READ_SIZE = 1 << 16
 PIPE_SIZE = 1 << 20  # fewer wake-ups for a command that prints a lot (Linux)
 _TERMINATING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 
@@ -79,6 +80,7 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
     keeper = supervisor or NoLeases()
     watched = {getattr(signal, name) for name in FORWARDED if hasattr(signal, name)}
     watched.add(signal.SIGCHLD)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an inherited SIG_IGN would reap it for us
     try:
         program = find_program(argv[0], env)
         make_undumpable()
@@ -118,7 +120,6 @@ class _Child:
     outputs: list[tuple[int, int]]  # (fd keyrun reads, keyrun's fd it goes to)
     terminal: int | None = None  # the pseudo-terminal's master side
     keyboard: bool = False  # keyrun's stdin is relayed to the pseudo-terminal
-    fds: list[int] = field(default_factory=list)
 
 
 def _spawn(program: str, argv: Sequence[str], env: Mapping[str, str],
@@ -339,9 +340,10 @@ class _Signals(threading.Thread):
 
     def stop(self) -> None:
         self.stopping = True
-        if self.ident is not None:
-            signal.pthread_kill(self.ident, signal.SIGCHLD)
-        self.join(1)
+        if self.ident is not None and self.is_alive():
+            with contextlib.suppress(OSError):
+                signal.pthread_kill(self.ident, signal.SIGCHLD)
+            self.join(1)
 
 
 # The loop ------------------------------------------------------------------------------
@@ -358,11 +360,12 @@ class _Stream:
         self.flush_at: float | None = None
         self.last_read = time.monotonic()
         self.broken = False
+        self.read_size = TERMINAL_READ_SIZE if terminal else READ_SIZE
 
     def pump(self) -> bool:
         """Relay what is readable; False once the stream is over."""
         try:
-            data = os.read(self.fd, READ_SIZE)
+            data = os.read(self.fd, self.read_size)
         except BlockingIOError:
             return True
         except OSError as exc:
@@ -418,7 +421,10 @@ class _Keyboard:
         self.open = True
 
     def read(self) -> None:
-        data = os.read(0, 4096)
+        try:
+            data = os.read(0, 4096)
+        except OSError:  # the terminal hung up
+            data = b""
         if not data:
             self.open = False
         self.pending += data
@@ -448,6 +454,7 @@ class _Loop:
         self.keyboard = (_Keyboard(child.terminal)
                          if child.keyboard and child.terminal is not None else None)
         self.status: int | None = None
+        self.ended_at = 0.0
         self.abandon = False
 
     def run(self) -> int:
@@ -458,7 +465,7 @@ class _Loop:
             self.selector.register(fd, selectors.EVENT_READ)
         if self.keyboard is not None:
             self.selector.register(0, selectors.EVENT_READ)
-        self.status = self.signals.reap()
+        self._reap()
         renew_at = _deadline(self.keeper.first_renewal())
         try:
             while (self.streams or self.status is None) and not self.abandon:
@@ -482,8 +489,9 @@ class _Loop:
         deadlines = [s.flush_at for s in self.streams.values() if s.flush_at is not None]
         if renew_at is not None:
             deadlines.append(renew_at)
-        if self.status is not None and self.child.terminal in self.streams:
-            deadlines.append(self.streams[self.child.terminal].last_read + PTY_LINGER)
+        linger = self._linger_until()
+        if linger is not None:
+            deadlines.append(linger)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -501,12 +509,25 @@ class _Loop:
                 self._close(fd)
 
     def _woken(self, why: bytes) -> None:
-        if b"c" in why and self.status is None:
-            self.status = self.signals.reap()
-            if self.status is not None:
-                self._stop_keyboard()
+        if b"c" in why:
+            self._reap()
         if b"s" in why:
             self.abandon = True
+
+    def _reap(self) -> None:
+        if self.status is None:
+            self.status = self.signals.reap()
+            if self.status is not None:
+                self.ended_at = time.monotonic()
+                self._stop_keyboard()
+
+    def _linger_until(self) -> float | None:
+        """After the command ended, how long its terminal may stay quiet before keyrun
+        stops waiting for output (a background process may hold it open forever)."""
+        terminal = self.child.terminal
+        if self.status is None or terminal not in self.streams:
+            return None
+        return max(self.ended_at, self.streams[terminal].last_read) + PTY_LINGER
 
     def _type(self) -> None:
         assert self.keyboard is not None
@@ -537,10 +558,9 @@ class _Loop:
         for stream in list(self.streams.values()):
             if stream.flush_at is not None and now >= stream.flush_at:
                 stream.flush()
-        terminal = self.child.terminal
-        if (self.status is not None and terminal in self.streams
-                and now >= self.streams[terminal].last_read + PTY_LINGER):
-            self._close(terminal)  # something the command left behind holds the terminal
+        linger = self._linger_until()
+        if linger is not None and now >= linger and self.child.terminal is not None:
+            self._close(self.child.terminal)
 
     def _close(self, fd: int) -> None:
         stream = self.streams.pop(fd)

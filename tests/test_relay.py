@@ -482,3 +482,20 @@ def test_terminal_restored_when_the_command_dies_of_a_signal(terminals: Start) -
     terminal = terminals(py("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
     assert terminal.wait() == -signal.SIGKILL
     assert terminal.restored()
+
+
+def test_output_written_just_before_exit_arrives_whole(terminals: Start) -> None:
+    code = ("import sys, time\n"
+            "time.sleep(0.6)\n"
+            f"sys.stdout.write(('x' * 99 + '\\n') * 2000 + {SECRET!r})\n")
+    terminal = terminals(py(code))
+    assert terminal.wait() == 0
+    assert terminal.terminal == (b"x" * 99 + b"\r\n") * 2000 + b"<OPENAI_API_KEY>"
+
+
+def test_process_left_holding_the_terminal_does_not_hold_keyrun(terminals: Start) -> None:
+    start = time.monotonic()
+    terminal = terminals(["sh", "-c", "(trap '' HUP; sleep 4) & echo started"])
+    assert terminal.wait(timeout=10) == 0
+    assert time.monotonic() - start < 3
+    assert terminal.terminal == b"started\r\n"

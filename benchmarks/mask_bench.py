@@ -1,0 +1,236 @@
+"""Masking throughput: 200 MB of mixed text and binary through keyrun's masking relay.
+
+    python benchmarks/mask_bench.py [--size-mb 200] [--rounds 3] [--via launcher|cli]
+
+One data file (log lines, random binary, base64 and hex blocks, with the registered values
+planted in raw and encoded forms), read by this script from a pipe, in interleaved rounds:
+
+- ``cat FILE``: the pipe alone. ``keyrun run`` without --mask execs, so this is it.
+- ``cat FILE | cat``: one more process copying every byte (the least a relay costs).
+- relay, no values: keyrun staying the parent, nothing to match.
+- relay, 100 values: ``--mask`` with 100 values registered (their variants: ~2,700
+  patterns).
+
+``--via launcher`` (default) calls ``keyrun.relay.relay`` from a three-line launcher, as
+the CLI does; ``--via cli`` runs ``keyrun -e bench run --mask -- cat FILE`` for real.
+The masked output is checked once against ``MaskSet.mask`` of the whole file (so every
+split the pipe made gave the same bytes) and must not hold a registered value. Also
+prints the masker's own speed in-process, per matching engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fcntl
+import hashlib
+import json
+import os
+import random
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from keyrun.mask import ENGINES, MaskSet  # noqa: E402
+
+LAUNCHER = """
+import json, os, sys
+from keyrun.mask import MaskSet
+from keyrun.relay import relay
+relay(sys.argv[1:], dict(os.environ), MaskSet(json.loads(os.environ.pop("BENCH_VALUES"))))
+"""
+WORDS = ["request", "response", "token", "user", "config", "value", "agent", "model",
+         "stream", "error", "warning", "info", "debug", "retry", "latency", "upstream", "cache",
+         "session", "tool", "call", "completion"]
+
+
+def make_values(count: int = 100, seed: int = 7) -> dict[str, str]:
+    rnd = random.Random(seed)
+    alnum = string.ascii_letters + string.digits
+    values = {}
+    for i in range(count):
+        kind = i % 4
+        if kind == 0:
+            value = "sk-proj-" + "".join(rnd.choices(alnum + "-_", k=rnd.randint(40, 120)))
+        elif kind == 1:
+            value = rnd.randbytes(16).hex()
+        elif kind == 2:
+            value = base64.b64encode(rnd.randbytes(30)).decode()
+        else:
+            value = "".join(rnd.choices(alnum + "!@#%/+= ", k=rnd.randint(8, 32)))
+        values[f"KEY_{i:03d}"] = value
+    return values
+
+
+def _planted(rnd: random.Random, value: str) -> bytes:
+    forms: list[Callable[[str], bytes]] = [
+        lambda v: v.encode(),
+        lambda v: base64.b64encode(f"svc:{v}".encode()),
+        lambda v: json.dumps({"api_key": v}).encode(),
+        lambda v: quote(v, safe="").encode(),
+        lambda v: v.encode().hex().encode(),
+    ]
+    return b"secret=" + rnd.choice(forms)(value) + b"\n"
+
+
+def _block(rnd: random.Random, values: Sequence[str]) -> bytes:
+    kind = rnd.random()
+    if kind < 0.5:
+        lines = []
+        for _ in range(rnd.randint(50, 400)):
+            if rnd.random() < 0.02:
+                lines.append(_planted(rnd, rnd.choice(values)))
+            else:
+                words = " ".join(rnd.choices(WORDS, k=rnd.randint(4, 16)))
+                lines.append(f"2026-11-27T10:00:{rnd.randint(0, 59):02d}Z INFO {words}\n".encode())
+        return b"".join(lines)
+    if kind < 0.75:
+        return rnd.randbytes(rnd.randint(4096, 65536))
+    if kind < 0.9:
+        return base64.encodebytes(rnd.randbytes(rnd.randint(3000, 48000)))
+    return rnd.randbytes(rnd.randint(2000, 24000)).hex().encode() + b"\n"
+
+
+def make_data(path: Path, size: int, values: Sequence[str], seed: int = 11) -> None:
+    rnd = random.Random(seed)
+    pool = [_block(rnd, values) for _ in range(1500)]
+    written = 0
+    with path.open("wb") as out:
+        while written < size:
+            block = rnd.choice(pool)[: size - written]
+            out.write(block)
+            written += len(block)
+
+
+def read_all(command: Sequence[str], env: dict[str, str], digest: bool = False,
+             shell: bool = False) -> tuple[float, int, str]:
+    """Seconds from start to EOF of the command's stdout, bytes read, sha256 if asked."""
+    hasher = hashlib.sha256() if digest else None
+    start = time.perf_counter()
+    process = subprocess.Popen(command if not shell else " ".join(command), shell=shell,
+                               stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setting is not None:
+        fcntl.fcntl(fd, setting, 1 << 20)
+    total = 0
+    while chunk := os.read(fd, 1 << 20):
+        total += len(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
+    status = process.wait()
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"{command[0]} exited with {status}")
+    return elapsed, total, hasher.hexdigest() if hasher else ""
+
+
+def cli_setup(directory: Path, values: dict[str, str]) -> None:
+    (directory / ".env").write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in values.items()))
+    (directory / ".env").chmod(0o600)
+    (directory / "keyrun.toml").write_text(
+        'project = "bench"\n[keys]\n' + "".join(f"{key} = {{}}\n" for key in values)
+        + '[sources.local]\ntype = "dotenv"\n[env.bench]\nsources = ["local"]\n')
+
+
+def commands(data: Path, via: str, directory: Path) -> dict[str, list[str]]:
+    cat = ["cat", str(data)]
+    if via == "cli":
+        keyrun = [sys.executable, "-m", "keyrun", "-q", "-e", "bench", "run"]
+        return {"cat FILE": cat, "cat FILE | cat": ["cat", str(data), "|", "cat"],
+                "keyrun run (exec)": [*keyrun, "--", *cat],
+                "keyrun run --mask": [*keyrun, "--mask", "--", *cat]}
+    launcher = [sys.executable, "-c", LAUNCHER]
+    return {"cat FILE": cat, "cat FILE | cat": ["cat", str(data), "|", "cat"],
+            "relay, no values": [*launcher, *cat], "relay, 100 values": [*launcher, *cat]}
+
+
+def environment(name: str, values: dict[str, str], directory: Path) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KEYRUN_ACCESS_LOG="off")
+    env["BENCH_VALUES"] = json.dumps({} if "no values" in name else values)
+    return env
+
+
+def in_process(data: bytes, values: dict[str, str]) -> list[tuple[str, float, float]]:
+    results = []
+    for engine in ENGINES[:2]:
+        try:
+            start = time.perf_counter()
+            masks = MaskSet(values, engine=engine)
+            built = time.perf_counter() - start
+        except Exception as exc:
+            print(f"  {engine}: not available ({exc})")
+            continue
+        masker = masks.stream()
+        start = time.perf_counter()
+        for offset in range(0, len(data), 1 << 16):
+            masker.feed(data[offset:offset + (1 << 16)])
+        masker.close()
+        results.append((engine, len(data) / (time.perf_counter() - start) / 1e6, built))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mb", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--via", choices=("launcher", "cli"), default="launcher")
+    args = parser.parse_args()
+    values = make_values()
+    with tempfile.TemporaryDirectory(prefix="keyrun-mask-bench-") as tmp:
+        directory = Path(tmp)
+        data = directory / "data.bin"
+        make_data(data, args.size_mb << 20, list(values.values()))
+        cli_setup(directory, values)
+        os.chdir(directory)
+        masks = MaskSet(values)
+        print(f"{args.size_mb} MB, {len(values)} values, {len(masks)} patterns, "
+              f"engine {masks.engine}")
+        verify(data, masks, values, commands(data, args.via, directory), args.via)
+        timings: dict[str, list[float]] = {}
+        table = commands(data, args.via, directory)
+        for _round in range(args.rounds):
+            for name, command in table.items():
+                shell = "|" in command
+                env = environment(name, values, directory)
+                elapsed, total, _ = read_all(command, env, shell=shell)
+                assert total > 0
+                timings.setdefault(name, []).append(elapsed)
+        size = data.stat().st_size
+        print("\n| command | median | MB/s |\n|---|---|---|")
+        for name, runs in timings.items():
+            median = statistics.median(runs)
+            print(f"| `{name}` | {median:.2f} s | {size / median / 1e6:.0f} |")
+        print("\nmasker in-process (64 KiB feeds, no pipes):")
+        content = data.read_bytes()[: 64 << 20]
+        for engine, speed, built in in_process(content, values):
+            print(f"  {engine}: {speed:.0f} MB/s (compiled in {built * 1000:.0f} ms)")
+
+
+def verify(data: Path, masks: MaskSet, values: dict[str, str],
+           table: dict[str, list[str]], via: str) -> None:
+    name = "keyrun run --mask" if via == "cli" else "relay, 100 values"
+    env = environment(name, values, data.parent)
+    _elapsed, _total, digest = read_all(table[name], env, digest=True)
+    expected = masks.mask(data.read_bytes())
+    if hashlib.sha256(expected).hexdigest() != digest:
+        raise SystemExit("the relay's output differs from masking the whole file at once")
+    leaked = [key for key, value in values.items() if value.encode() in expected]
+    if leaked:
+        raise SystemExit(f"values left in the output: {leaked}")
+    print(f"output verified: {expected.count(b'<KEY_')} spans masked, "
+          f"identical to masking the whole file at once")
+
+
+if __name__ == "__main__":
+    main()
