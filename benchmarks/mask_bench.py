@@ -8,8 +8,8 @@ planted in raw and encoded forms), read by this script from a pipe, in interleav
 - ``cat FILE``: the pipe alone. ``keyrun run`` without --mask execs, so this is it.
 - ``cat FILE | cat``: one more process copying every byte (the least a relay costs).
 - relay, no values: keyrun staying the parent, nothing to match.
-- relay, 100 values: ``--mask`` with 100 values registered (their variants: ~2,700
-  patterns).
+- relay, 100 values: ``--mask`` with 100 values registered (their variants: ~2,500
+  patterns), with the default engine (Hyperscan) and with ``ahocorasick-rs``.
 
 ``--via launcher`` (default) calls ``keyrun.relay.relay`` from a three-line launcher, as
 the CLI does; ``--via cli`` runs ``keyrun -e bench run --mask -- cat FILE`` for real.
@@ -46,7 +46,8 @@ LAUNCHER = """
 import json, os, sys
 from keyrun.mask import MaskSet
 from keyrun.relay import relay
-relay(sys.argv[1:], dict(os.environ), MaskSet(json.loads(os.environ.pop("BENCH_VALUES"))))
+values = json.loads(os.environ.pop("BENCH_VALUES"))
+relay(sys.argv[1:], dict(os.environ), MaskSet(values, os.environ.pop("BENCH_ENGINE") or None))
 """
 WORDS = ["request", "response", "token", "user", "config", "value", "agent", "model",
          "stream", "error", "warning", "info", "debug", "retry", "latency", "upstream", "cache",
@@ -152,12 +153,14 @@ def commands(data: Path, via: str, directory: Path) -> dict[str, list[str]]:
                 "keyrun run --mask": [*keyrun, "--mask", "--", *cat]}
     launcher = [sys.executable, "-c", LAUNCHER]
     return {"cat FILE": cat, "cat FILE | cat": ["cat", str(data), "|", "cat"],
-            "relay, no values": [*launcher, *cat], "relay, 100 values": [*launcher, *cat]}
+            "relay, no values": [*launcher, *cat], "relay, 100 values": [*launcher, *cat],
+            "relay, 100 values, ahocorasick": [*launcher, *cat]}
 
 
 def environment(name: str, values: dict[str, str], directory: Path) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), KEYRUN_ACCESS_LOG="off")
     env["BENCH_VALUES"] = json.dumps({} if "no values" in name else values)
+    env["BENCH_ENGINE"] = "ahocorasick" if "ahocorasick" in name else ""
     return env
 
 
