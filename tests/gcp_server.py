@@ -83,6 +83,7 @@ class Backend:
             self.denied: set[str] = set()  # secret ids whose every call is PERMISSION_DENIED
             self.corrupt: set[str] = set()  # secret ids answered with a wrong CRC32C
             self.unavailable = 0  # how many calls still answer UNAVAILABLE
+            self.delay = 0.0  # seconds each call waits before answering
             self.reject_tokens = False
             self.calls: list[tuple[str, str]] = []
             self.tokens: list[dict[str, Any]] = []
@@ -132,6 +133,8 @@ class Backend:
         self.tokens.append(claims)
 
     def gate(self, method: str, name: str) -> None:
+        if self.delay:
+            time.sleep(self.delay)
         with self.lock:
             self.calls.append((method, name))
             if self.unavailable > 0:

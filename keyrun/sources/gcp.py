@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from types import ModuleType
 from typing import Any, TypeVar
 
 from keyrun.dotenvfile import format_assignment, parse_dotenv, replace_assignment, resolve_values
@@ -433,14 +436,11 @@ class GcpSecretManagerSource(Source):
         secret = self._get(api, "get_secret", target.path)
         if isinstance(secret, GcpFailure):
             return self._health_after(secret, str(target), "secretmanager.secrets.get", api)
-        expires, due = _secret_times(secret)
-        now = datetime.now(UTC)
+        _, due = _secret_times(secret)
         warnings = []
-        if due is not None and due < now:
+        if due is not None and due < datetime.now(UTC):
             warnings.append(f"{target} was due for rotation on {due:%Y-%m-%d} — rotate it "
                             "with keyrun set")
-        if expires is not None:
-            warnings.append(f"{target} expires (and is deleted) on {expires:%Y-%m-%d %H:%M} UTC")
         return Health(f"{target}: reachable", tuple(warnings))
 
     def _check_listing(self, api: GcpApi) -> Health:
@@ -572,7 +572,7 @@ class GcpSecretManagerSource(Source):
 
     def _connect(self, deadline: Deadline) -> None:
         auth = import_sdk("google.auth", self)
-        secretmanager = import_sdk("google.cloud.secretmanager_v1", self)
+        secretmanager = _import_quietly("google.cloud.secretmanager_v1", self)
         try:
             credentials, found = auth.default(default_scopes=[_SCOPE])
         except Exception as exc:
@@ -700,6 +700,20 @@ class GcpApi:
             raise self.source._source_error(GcpFailure("timeout", "DeadlineExceeded"),
                                             self.deadline)
         return results
+
+
+def _import_quietly(module: str, source: Source) -> ModuleType:
+    """Import the client with gRPC's C core logging errors only: by default it writes INFO
+    lines (a failed TLS handshake…) to stderr, which belongs to the command. gRPC reads
+    GRPC_VERBOSITY once, when it is first imported; the variable is removed again so
+    that it never reaches the command's environment."""
+    if "grpc" in sys.modules or "GRPC_VERBOSITY" in os.environ:
+        return import_sdk(module, source)
+    os.environ["GRPC_VERBOSITY"] = "ERROR"
+    try:
+        return import_sdk(module, source)
+    finally:
+        os.environ.pop("GRPC_VERBOSITY", None)
 
 
 # payloads
