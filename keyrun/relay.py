@@ -168,7 +168,9 @@ def _spawn_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str]
                        master: int, slave: int) -> _Child:
     keyboard = _owns_keyboard()
     _copy_terminal(slave, keyboard)
-    stdin = None if keyboard else _dup_or_none(0)
+    # A terminal keyrun does not own (it runs in the background) is not handed over: the
+    # command reads its pseudo-terminal, rather than compete with the shell for keys.
+    stdin = None if os.isatty(0) else _dup_or_none(0)
     stderr_read, stderr_write = (None, None) if os.isatty(2) else os.pipe()
     report_read, report_write = os.pipe()
     pid = os.fork()
@@ -550,8 +552,12 @@ class _Loop:
             self.selector.register(0, selectors.EVENT_READ)
 
     def _stop_keyboard(self) -> None:
-        if self.keyboard is not None and 0 in self.selector.get_map():
+        if self.keyboard is None:
+            return
+        if 0 in self.selector.get_map():
             self.selector.unregister(0)
+        if self.child.terminal in self.streams:
+            self.selector.modify(self.child.terminal, selectors.EVENT_READ)
         self.keyboard = None
 
     def _timers(self, now: float) -> None:

@@ -288,6 +288,7 @@ class Terminal:
         self.output = {1: b"", 2: b""}
         self.terminal = b""
         self.status: int | None = None
+        self.cpu = 0.0
 
     def resize(self, rows: int, cols: int, fd: int | None = None) -> None:
         import fcntl
@@ -323,9 +324,10 @@ class Terminal:
         while self.status is None:
             assert time.monotonic() < end, (self.terminal, self.output)
             self._pump(0.05)
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
             if pid:
                 self.status = status
+                self.cpu = usage.ru_utime + usage.ru_stime
         for _ in range(5):
             self._pump(0.02)
         return -os.WTERMSIG(self.status) if os.WIFSIGNALED(self.status) else (
@@ -499,3 +501,19 @@ def test_process_left_holding_the_terminal_does_not_hold_keyrun(terminals: Start
     assert terminal.wait(timeout=10) == 0
     assert time.monotonic() - start < 3
     assert terminal.terminal == b"started\r\n"
+
+
+def test_keys_the_command_does_not_read_wait_without_spinning(terminals: Start) -> None:
+    terminal = terminals(py("import time; print('ready', flush=True); time.sleep(1.5)"))
+    terminal.expect(b"ready")
+    os.set_blocking(terminal.master, False)
+    typed = 0
+    for _ in range(50):
+        try:
+            typed += os.write(terminal.master, b"a" * 1000)
+        except BlockingIOError:
+            break
+    assert typed >= 4000
+    assert terminal.wait() == 0
+    assert terminal.cpu < 1.0  # keyrun waited for the pseudo-terminal, it did not poll
+    assert terminal.restored()
