@@ -366,22 +366,29 @@ class _Stream:
 
     def pump(self) -> bool:
         """Relay what is readable; False once the stream is over."""
-        try:
-            data = os.read(self.fd, self.read_size)
-        except BlockingIOError:
-            return True
-        except OSError as exc:
-            if exc.errno != errno.EIO:  # EIO: the pseudo-terminal has no process left
-                raise
-            data = b""
+        data = self._read()
         if not data:
-            return False
+            return data is None
+        if self.terminal:  # a pseudo-terminal gives a few KiB per read: take what is there
+            while len(data) < self.read_size and (more := self._read()):
+                data += more
         self.last_read = time.monotonic()
         self.emit(self.masker.feed(data))
         self.flush_at = self.last_read + FLUSH_AFTER if self.masker.pending else None
         # A reader that went away: stop reading, so the command gets SIGPIPE as it would
         # have without keyrun. A terminal that went away: keep draining, SIGHUP follows.
         return self.terminal or not self.broken
+
+    def _read(self) -> bytes | None:
+        """Some bytes; b"" at the end of the stream; None when nothing is ready."""
+        try:
+            return os.read(self.fd, self.read_size)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EIO:  # EIO: the pseudo-terminal has no process left
+                raise
+            return b""
 
     def flush(self) -> None:
         self.flush_at = None
