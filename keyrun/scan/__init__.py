@@ -1,0 +1,170 @@
+"""``keyrun scan``: leaked credentials in files, the index or the history (SPEC §3, §4a).
+
+    result = scan([], root=Path.cwd(), mode="staged", values=resolution.values())
+    print(render_text(result.findings))
+    exit_code = 1 if result.findings else 0
+
+Finds the key formats in ``keyrun.scan.rules`` and the exact values of the profile's keys
+(those at least 8 characters long). A line carrying ``keyrun:allow`` is skipped. A finding's
+``preview`` is masked: at least half of a secret (and at least 8 characters) is never shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from keyrun.scan.report import render_json, render_sarif, render_text
+from keyrun.scan.rules import (
+    ALLOW_MARKER,
+    MIN_VALUE_LENGTH,
+    RULE_TITLES,
+    TEXT_BUDGET_SECONDS,
+    Text,
+    find_hits,
+)
+from keyrun.scan.walk import Blob, ScanError, Skipped, read_history, read_staged, read_tree
+
+Mode = Literal["tree", "staged", "history"]
+
+__all__ = [
+    "MIN_VALUE_LENGTH",
+    "RULE_TITLES",
+    "Finding",
+    "Mode",
+    "ScanError",
+    "ScanResult",
+    "Skipped",
+    "render_json",
+    "render_sarif",
+    "render_text",
+    "scan",
+    "scan_bytes",
+]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One leaked credential: where it is, which rule (or profile key) found it, a masked preview.
+
+    ``line`` and ``column`` are 1-based (``column`` counts characters of the line's text);
+    ``commit`` is set by ``--history``; ``key`` names the profile key whose value this is."""
+
+    path: str
+    line: int
+    rule: str
+    preview: str
+    key: str | None = None
+    commit: str | None = None
+    column: int = 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "rule": self.rule, "key": self.key,
+                "commit": self.commit, "preview": self.preview}
+
+
+@dataclass
+class ScanResult:
+    """The findings, sorted by path, commit order and line; files skipped (too large,
+    unreadable) with the reason; how many texts were scanned."""
+
+    findings: list[Finding] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    scanned: int = 0
+
+
+def scan(paths: Sequence[Path] = (), *, root: Path, mode: Mode = "tree",
+         values: Mapping[str, str] | None = None) -> ScanResult:
+    """Scan ``paths`` (default: all of ``root``) in one mode.
+
+    ``tree``: the work tree (git's tracked and untracked, non-ignored files; every file when
+    not in a repository). ``staged``: the index's copy of each file the next commit adds or
+    changes. ``history``: the lines every commit of every ref added, with the commit id.
+    ``values`` maps key names to the profile's values to look for. Paths in findings are
+    relative to ``root``. Raises ``ScanError`` when the scan cannot run.
+    """
+    readers = {"tree": read_tree, "staged": read_staged, "history": read_history}
+    encoded = {key: value.encode("utf-8") for key, value in (values or {}).items()}
+    result = ScanResult()
+    for item in readers[mode](list(paths), root):
+        if isinstance(item, Skipped):
+            result.skipped.append(item)
+            continue
+        result.scanned += 1
+        findings, complete = scan_blob(item, encoded)
+        result.findings.extend(findings)
+        if not complete:
+            result.skipped.append(Skipped(item.path, _STOPPED))
+    if mode != "history":
+        result.findings.sort(key=lambda f: (f.path, f.line, f.column))
+    return result
+
+
+def scan_bytes(data: bytes, path: str = "-", values: Mapping[str, str] | None = None
+               ) -> list[Finding]:
+    """Findings in one text (a file's bytes, stdin)."""
+    encoded = {key: value.encode("utf-8") for key, value in (values or {}).items()}
+    return scan_blob(Blob(path, data), encoded)[0]
+
+
+_STOPPED = (f"partly scanned: matching stopped after {TEXT_BUDGET_SECONDS:g} s "
+            "(an unusual number of key-shaped strings); findings so far are reported")
+
+
+def scan_blob(blob: Blob, values: Mapping[str, bytes]) -> tuple[list[Finding], bool]:
+    """The findings in one blob, and whether it was scanned to the end within its budget."""
+    text = Text(blob.data)
+    hits = find_hits(text, values)
+    if not hits:
+        return [], not text.stopped
+    allowed = _allowed_lines(blob.data)
+    cursor = _LineCursor(blob.data)
+    findings = []
+    for hit in sorted(hits, key=lambda h: h.start):
+        index, column = cursor.locate(hit.start)
+        if index in allowed:
+            continue
+        line = blob.lines[index - 1] if blob.lines is not None else index
+        findings.append(Finding(path=blob.path, line=line, rule=hit.rule, preview=hit.preview,
+                                key=hit.key, commit=blob.commit, column=column))
+    return findings, not text.stopped
+
+
+def _allowed_lines(data: bytes) -> set[int]:
+    if ALLOW_MARKER not in data:
+        return set()
+    cursor = _LineCursor(data)
+    allowed = set()
+    at = data.find(ALLOW_MARKER)
+    while at != -1:
+        allowed.add(cursor.locate(at)[0])
+        at = data.find(ALLOW_MARKER, at + 1)
+    return allowed
+
+
+class _LineCursor:
+    """Line and column of increasing byte offsets, counting newlines only once (a 5 MB
+    one-line file with many findings stays linear)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.offset = 0
+        self.line = 1
+        self.column = 1
+
+    def locate(self, offset: int) -> tuple[int, int]:
+        start = self.offset
+        newlines = self.data.count(b"\n", start, offset)
+        if newlines:
+            self.line += newlines
+            start = self.data.rfind(b"\n", start, offset) + 1
+            self.column = 1
+        self.column += _characters(self.data[start:offset])
+        self.offset = offset
+        return self.line, self.column
+
+
+def _characters(data: bytes) -> int:
+    return len(data.decode("utf-8", "replace"))

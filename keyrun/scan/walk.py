@@ -1,0 +1,283 @@
+"""What `keyrun scan` reads: the work tree, the index (`--staged`) or every commit (`--history`).
+
+Each mode yields ``Blob``s: a path (relative to the scan's root where it lies under it, posix
+separators), the bytes to scan, and for history the commit id and the real line number of
+each line of the text (a commit's added lines only, joined).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, NamedTuple
+
+from keyrun.errors import KeyrunError
+
+BINARY_SNIFF = 8000  # git's own heuristic: a NUL in the first 8000 bytes means binary
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+class ScanError(KeyrunError):
+    """The scan cannot run: git is missing, the directory is not a repository, a path is absent."""
+
+
+class Blob(NamedTuple):
+    path: str
+    data: bytes
+    commit: str | None = None
+    lines: Sequence[int] | None = None  # the real line number of each line, when not 1, 2, 3…
+
+
+class Skipped(NamedTuple):
+    path: str
+    reason: str
+
+
+def is_binary(data: bytes) -> bool:
+    return b"\0" in data[:BINARY_SNIFF]
+
+
+def git(root: Path, *args: str, input: bytes | None = None) -> bytes:
+    """Run git in ``root``; a failure is a ``ScanError`` that quotes git's own message."""
+    try:
+        done = subprocess.run(["git", "-c", "core.quotePath=false", *args], cwd=root,
+                              input=input, capture_output=True, check=False)
+    except FileNotFoundError:
+        raise ScanError("git is not installed", "install git, or scan a directory that is "
+                        "not a repository") from None
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ScanError(f"git {args[0]} failed in {root}: {message[-1] if message else ''}")
+    return done.stdout
+
+
+def toplevel(root: Path) -> Path | None:
+    """The work tree ``root`` lies in, or None when it is not in a git repository."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root,
+                              capture_output=True, check=False)
+    except FileNotFoundError:
+        return None
+    if done.returncode != 0:
+        return None
+    return Path(os.fsdecode(done.stdout.rstrip(b"\n")))
+
+
+def require_repository(root: Path, mode: str) -> Path:
+    top = toplevel(root)
+    if top is None:
+        raise ScanError(f"--{mode} needs a git repository, and {root} is not in one",
+                        "run it inside the repository, or drop --" + mode)
+    return top
+
+
+def display(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when under it, else as given; posix separators."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+# -- work tree --------------------------------------------------------------------------
+
+
+def tree_files(paths: Sequence[Path], root: Path) -> Iterator[Path]:
+    """Files to scan: git's tracked and untracked-but-not-ignored files under each path
+    inside a repository, every file under the others; a file named explicitly is always read."""
+    root = root.resolve()
+    top = toplevel(root)
+    for given in paths or [root]:
+        path = given if given.is_absolute() else root / given
+        if not path.exists() and not path.is_symlink():
+            raise ScanError(f"{given} does not exist", "name a file or directory to scan")
+        if path.is_file():
+            yield path
+        elif top is not None and _is_under(path.resolve(), top):
+            yield from _git_files(path.resolve())
+        else:
+            yield from _walk(path)
+
+
+def _is_under(path: Path, top: Path) -> bool:
+    return path == top or top in path.parents
+
+
+def _git_files(directory: Path) -> Iterator[Path]:
+    listed = git(directory, "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                 "--deduplicate", "--", ".")
+    for name in listed.split(b"\0"):
+        if name:
+            yield directory / os.fsdecode(name)
+
+
+def _walk(directory: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if d != ".git")
+        for name in sorted(filenames):
+            yield Path(dirpath, name)
+
+
+def read_tree(paths: Sequence[Path], root: Path) -> Iterator[Blob | Skipped]:
+    root = root.resolve()
+    for path in tree_files(paths, root):
+        shown = display(path, root)
+        if path.is_symlink() or not path.is_file():
+            continue  # a link's target is scanned where it lives; deleted files have nothing
+        try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                yield Skipped(shown, f"larger than {MAX_FILE_BYTES // 2**20} MiB")
+                continue
+            data = path.read_bytes()
+        except OSError as exc:
+            yield Skipped(shown, f"cannot be read: {exc.strerror}")
+            continue
+        if not is_binary(data):
+            yield Blob(shown, data)
+
+
+# -- index (--staged) ---------------------------------------------------------------------
+
+
+def read_staged(paths: Sequence[Path], root: Path) -> Iterator[Blob | Skipped]:
+    """The index's copy of every file the next commit adds or changes; never the work tree."""
+    root = root.resolve()
+    require_repository(root, "staged")
+    spec = [os.fspath(p) for p in paths]
+    changed = git(root, "diff", "--cached", "--name-only", "-z", "--no-renames",
+                  "--diff-filter=ACMRT", "--relative", "--", *spec)
+    names = {os.fsdecode(n) for n in changed.split(b"\0") if n}
+    if not names:
+        return
+    entries: dict[str, str] = {}
+    for record in git(root, "ls-files", "-s", "-z").split(b"\0"):
+        if not record:
+            continue
+        info, _, raw_name = record.partition(b"\t")
+        name = os.fsdecode(raw_name)
+        mode, sha, _stage = info.split(b" ")
+        if name in names and mode.startswith(b"100"):  # not a symlink (120000), submodule (160000)
+            entries[name] = sha.decode("ascii")
+    for name, data in zip(entries, cat_blobs(root, list(entries.values())), strict=True):
+        shown = display(root / name, root)
+        if not is_binary(data):
+            yield Blob(shown, data)
+
+
+def cat_blobs(root: Path, shas: list[str]) -> Iterator[bytes]:
+    """The contents of blobs through one ``git cat-file --batch``, in order."""
+    with subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE) as proc:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        writer = threading.Thread(target=_feed, args=(proc.stdin, shas), daemon=True)
+        writer.start()
+        for sha in shas:
+            header = proc.stdout.readline().split()
+            if len(header) != 3:
+                raise ScanError(f"git cat-file cannot read blob {sha} from the index")
+            data = proc.stdout.read(int(header[2]))
+            proc.stdout.read(1)
+            yield data
+        writer.join()
+
+
+def _feed(stream: IO[bytes], lines: Iterable[str]) -> None:
+    try:
+        for line in lines:
+            stream.write(line.encode("ascii") + b"\n")
+    finally:
+        stream.close()
+
+
+# -- history (--history) ---------------------------------------------------------------------
+
+COMMIT_MARK = b"\x01commit "
+
+
+def read_history(paths: Sequence[Path], root: Path) -> Iterator[Blob | Skipped]:
+    """The lines each commit of every branch and tag added, per file, with the commit id."""
+    root = root.resolve()
+    top = require_repository(root, "history")
+    if not git(root, "rev-list", "-n", "1", "--all"):
+        return
+    spec = [os.fspath(p) for p in paths]
+    command = ["git", "-c", "core.quotePath=false", "log", "--all", "-p", "-U0", "--no-color",
+               "--no-ext-diff", "--no-textconv", "--diff-filter=ACMRT", "--format=%x01commit %H",
+               "--", *spec]
+    with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        for blob in parse_log(proc.stdout):
+            yield blob._replace(path=display(top / blob.path, root))
+    if proc.returncode not in (0, None):
+        raise ScanError(f"git log failed in {root} (exit status {proc.returncode})")
+
+
+def parse_log(stream: Iterable[bytes]) -> Iterator[Blob]:
+    """Added lines per (commit, file) from ``git log -p -U0`` output."""
+    commit: str | None = None
+    path: str | None = None
+    added: list[bytes] = []
+    numbers: list[int] = []
+    in_header = True
+    next_line = 0
+    for raw in stream:
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        if line.startswith(COMMIT_MARK) or line.startswith(b"diff --git "):
+            if commit is not None and path is not None and added:
+                yield Blob(path, b"\n".join(added), commit, numbers)
+            path, added, numbers, in_header = None, [], [], True
+            if line.startswith(COMMIT_MARK):
+                commit = line[len(COMMIT_MARK):].decode("ascii")
+        elif in_header and line.startswith(b"+++ "):
+            path = _diff_path(line[4:])
+        elif line.startswith(b"@@ "):
+            in_header = False
+            next_line = _hunk_start(line)
+        elif not in_header and line.startswith(b"+"):
+            added.append(line[1:])
+            numbers.append(next_line)
+            next_line += 1
+    if commit is not None and path is not None and added:
+        yield Blob(path, b"\n".join(added), commit, numbers)
+
+
+def _hunk_start(header: bytes) -> int:
+    # "@@ -a,b +c,d @@": the new file's lines start at c
+    new = header.split(b" ")[2]
+    return int(new[1:].split(b",")[0])
+
+
+def _diff_path(name: bytes) -> str | None:
+    if name == b"/dev/null":
+        return None
+    if name.startswith(b'"'):
+        name = _unquote(name[1:-1])
+    return os.fsdecode(name[2:] if name.startswith(b"b/") else name)
+
+
+_ESCAPES = {ord("n"): b"\n", ord("t"): b"\t", ord('"'): b'"', ord("\\"): b"\\",
+            ord("a"): b"\a", ord("b"): b"\b", ord("f"): b"\f", ord("r"): b"\r", ord("v"): b"\v"}
+
+
+def _unquote(quoted: bytes) -> bytes:
+    """Undo git's C-style quoting of a path (octal escapes for bytes, ``\\n``, ``\\"``…)."""
+    out = bytearray()
+    i = 0
+    while i < len(quoted):
+        byte = quoted[i]
+        if byte != 0x5C or i + 1 >= len(quoted):
+            out.append(byte)
+            i += 1
+        elif 0x30 <= quoted[i + 1] <= 0x37:
+            out.append(int(quoted[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out += _ESCAPES.get(quoted[i + 1], quoted[i + 1:i + 2])
+            i += 2
+    return bytes(out)
