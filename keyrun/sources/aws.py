@@ -301,9 +301,8 @@ def validate_aws(settings: Mapping[str, Any], where: str) -> None:
 def run_parallel(tasks: Sequence[Callable[[], T]], deadline: Deadline,
                  on_timeout: Callable[[], SourceError]) -> list[T]:
     """Run ``tasks`` on up to ``_WORKERS`` daemon threads (a hung call must not hold up
-    keyrun's exit); results in order; the first exception is re-raised."""
-    if len(tasks) == 1:
-        return [tasks[0]()]
+    keyrun's exit, nor outlast the deadline); results in order; the first exception is
+    re-raised."""
     results: list[Any] = [None] * len(tasks)
     errors: list[BaseException] = []
     pending = list(enumerate(tasks))
