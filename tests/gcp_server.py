@@ -18,7 +18,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +84,7 @@ class Backend:
             self.corrupt: set[str] = set()  # secret ids answered with a wrong CRC32C
             self.unavailable = 0  # how many calls still answer UNAVAILABLE
             self.delay = 0.0  # seconds each call waits before answering
+            self.interleave: list[tuple[str, bytes]] = []  # versions someone else adds first
             self.reject_tokens = False
             self.calls: list[tuple[str, str]] = []
             self.tokens: list[dict[str, Any]] = []
@@ -249,6 +250,10 @@ class Backend:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "Payload exceeds 65536 bytes.")
         with self.lock:
             secret = self._secret(secret_id)
+            for other, data in self.interleave:
+                self.secrets[other].versions.append(
+                    Version(len(self.secrets[other].versions) + 1, data, now()))
+            self.interleave = []
             version = Version(len(secret.versions) + 1, payload.data, now())
             secret.versions.append(version)
             return self._version_message(secret_id, version)
@@ -444,23 +449,3 @@ class SilentServer:
         for connection in self.connections:
             connection.close()
         self.socket.close()
-
-
-def running(directory: Path) -> Iterator[FakeSecretManager]:
-    fake = FakeSecretManager(directory)
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-def wait_port(port: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")

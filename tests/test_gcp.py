@@ -361,8 +361,8 @@ def test_rejected_credentials_fail_the_source(gcp: FakeSecretManager) -> None:
     assert caught.value.source == "gcp"
     assert str(caught.value).startswith(f"gcp: Secret Manager at {gcp.endpoint} rejected the "
                                         "credentials (Unauthenticated: Request had invalid ")
-    assert caught.value.hint is not None
-    assert "gcloud auth application-default" in caught.value.hint
+    assert "— check the account: gcloud auth application-default print-access-token; " \
+        in str(caught.value)
 
 
 def test_no_credentials(gcp: FakeSecretManager, monkeypatch: pytest.MonkeyPatch,
@@ -372,8 +372,24 @@ def test_no_credentials(gcp: FakeSecretManager, monkeypatch: pytest.MonkeyPatch,
         fetch(make(gcp), "KEY")
     assert str(caught.value).startswith("gcp: no Google credentials found (")
     assert "absent.json" in str(caught.value)
-    assert caught.value.hint is not None
-    assert "GOOGLE_APPLICATION_CREDENTIALS" in caught.value.hint
+    assert str(caught.value).endswith(
+        " — run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS "
+        "to a service-account key file, or run where a service account is attached")
+
+
+def test_no_project(gcp: FakeSecretManager, monkeypatch: pytest.MonkeyPatch,
+                    tmp_path: Path) -> None:
+    info = json.loads(gcp.credentials_path.read_text())
+    del info["project_id"]
+    write(tmp_path / "key.json", json.dumps(info))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "key.json"))
+    with pytest.raises(SourceError) as caught:
+        fetch(make(gcp), "KEY")
+    assert str(caught.value) == (
+        "gcp: no Google Cloud project: gcp_project is not set and neither GOOGLE_CLOUD_PROJECT "
+        "nor the credentials name one — set gcp_project = \"…\" in [sources.gcp]")
+    gcp.backend.put("dev-KEY", "with-project-01")
+    assert value(fetch(make(gcp, gcp_project=PROJECT), "KEY")["KEY"]) == "with-project-01"
 
 
 def test_a_refused_connection_fails_fast() -> None:
@@ -395,7 +411,9 @@ def test_a_silent_server_ends_at_the_deadline(gcp_server: FakeSecretManager) -> 
         silent.close()
     assert elapsed < 1.5
     assert str(caught.value) == (f"gcp: timed out: no answer from Secret Manager at "
-                                 f"{silent.endpoint} within the total deadline of 1.5s")
+                                 f"{silent.endpoint} within the total deadline of 1.5s — check "
+                                 "that the endpoint is reachable; raise the deadline with "
+                                 "timeout = \"60s\" in the environment's table")
 
 
 def test_options_are_validated() -> None:
@@ -480,6 +498,20 @@ def test_write_into_bundles_keeps_their_format(gcp: FakeSecretManager) -> None:
         source.write(Request("C", "C"), Secret("c-0001"), Deadline(10))
 
 
+def test_write_says_when_another_version_slipped_in(gcp: FakeSecretManager) -> None:
+    gcp.backend.put("bot-dev", json.dumps({"A": "a-0001"}))
+    gcp.backend.interleave = [("bot-dev", json.dumps({"A": "a-0001", "B": "b-0002"}).encode())]
+    with pytest.raises(SourceError) as caught:
+        make(gcp, secret="{project}-{env}").write(Request("C", "C"), Secret(CANARY),
+                                                  Deadline(10))
+    assert str(caught.value) == (
+        "gcp: secret 'bot-dev' in project 'keyrun-test' changed while keyrun was writing it: "
+        "keyrun read version 1 and added version 3, so the versions in between were written "
+        "by someone else and the new latest may lack their change")
+    assert caught.value.hint == ("compare them: gcloud secrets versions list bot-dev "
+                                 "--project=keyrun-test")
+
+
 def test_write_a_field_of_a_per_key_json_value(gcp: FakeSecretManager) -> None:
     gcp.backend.put("dev-DB", json.dumps({"user": "app", "password": "old"}))
     make(gcp).write(Request("DB_PASSWORD", "DB", field="password"), Secret("new-0001"),
@@ -554,12 +586,14 @@ def test_cli_run_per_key_and_bundle(tmp_path: Path, gcp: FakeSecretManager) -> N
     gcp.backend.put("dev-ANTHROPIC_API_KEY", "sk-ant-fake-0002")
     root = project_dir(tmp_path, gcp.endpoint)
     status, out, err, log = run(root, tmp_path, gcp, "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
-                                "GOOGLE_APPLICATION_CREDENTIALS")
+                                "GOOGLE_APPLICATION_CREDENTIALS", "GRPC_VERBOSITY")
     assert status == 0, err
     assert out.split() == [digest(CANARY), digest("sk-ant-fake-0002"),
-                           digest(str(gcp.credentials_path))]
+                           digest(str(gcp.credentials_path)), digest("-")]
     assert err == ""
-    assert '"version": "1"' in log or '"version":"1"' in log
+    logged = json.loads(log.splitlines()[-1])["keys"]
+    assert {(k["name"], k["source"], k["version"]) for k in logged} == {
+        ("OPENAI_API_KEY", "gcp", "1"), ("ANTHROPIC_API_KEY", "gcp", "1")}
     assert_no_leak(CANARY, out, err, log, root=tmp_path)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -685,3 +719,21 @@ def test_cli_list_and_doctor(tmp_path: Path, gcp: FakeSecretManager) -> None:
     assert "older than rotate_after (30d): OPENAI_API_KEY (gcp, 90d old)" in rotation["message"]
     assert sorted(rotation["keys"]) == ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"]
     assert_no_leak(CANARY, listed.stderr, doctor.stdout, doctor.stderr, root=tmp_path)
+
+
+def test_cli_doctor_reports_two_keys_mapped_to_one_secret(tmp_path: Path,
+                                                         gcp: FakeSecretManager) -> None:
+    root = project_dir(tmp_path, gcp.endpoint)
+    toml = (root / "keyrun.toml").read_text().replace(
+        "ANTHROPIC_API_KEY = { optional = true }",
+        'DB_URL = { name = "db.url" }\nDB_URL_TOO = { name = "db_url" }')
+    write(root / "keyrun.toml", toml)
+    gcp.backend.put("dev-OPENAI_API_KEY", CANARY)
+    gcp.backend.put("dev-db_url", "postgres://app@db/app")
+    doctor = keyrun(["doctor", "--json", "-e", "dev"], cwd=root, env=cli_env(tmp_path, gcp))
+    checks = {check["id"]: check for check in json.loads(doctor.stdout)["checks"]}
+    assert doctor.returncode == 1
+    assert checks["names"]["status"] == "fail", checks["names"]
+    assert ("DB_URL and DB_URL_TOO both map to projects/keyrun-test/secrets/dev-db_url in gcp"
+            in checks["names"]["message"])
+    assert_no_leak(CANARY, doctor.stdout, doctor.stderr, root=tmp_path)

@@ -136,7 +136,8 @@ def classify(exc: BaseException) -> GcpFailure:
 
 _UNREACHABLE = re.compile(r"failed to connect|connection refused|dns resolution failed|"
                           r"ssl_error|handshake failed|certificate verify failed|"
-                          r"name resolution|no route to host")
+                          r"name resolution|no route to host|errors resolving|lookup failed|"
+                          r"network is unreachable")
 
 
 def _short(message: str, limit: int = 300) -> str:
@@ -592,8 +593,8 @@ class GcpSecretManagerSource(Source):
         if self._found_project:
             return str(self._found_project)
         raise SourceError(self.name, "no Google Cloud project: gcp_project is not set and "
-                          "neither GOOGLE_CLOUD_PROJECT nor the credentials name one",
-                          f"set gcp_project = \"…\" in [sources.{self.name}]")
+                          "neither GOOGLE_CLOUD_PROJECT nor the credentials name one — set "
+                          f"gcp_project = \"…\" in [sources.{self.name}]")
 
     def _source_error(self, failure: GcpFailure, deadline: Deadline | None = None) -> SourceError:
         endpoint = self.settings.get("endpoint") or "secretmanager.googleapis.com"
@@ -617,9 +618,10 @@ class GcpSecretManagerSource(Source):
                              f"({reason})",
                              "enable it: gcloud services enable secretmanager.googleapis.com"),
         }
-        message, hint = messages.get(failure.kind, (f"Secret Manager call failed ({reason})",
-                                                    None))
-        return SourceError(self.name, message, hint)
+        message, fix = messages.get(failure.kind, (f"Secret Manager call failed ({reason})",
+                                                   ""))
+        # the fix goes in the message: a failed run shows messages, not a source's hint
+        return SourceError(self.name, f"{message} — {fix}" if fix else message)
 
     def close(self) -> None:
         with self._lock:
