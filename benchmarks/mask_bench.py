@@ -13,6 +13,7 @@ planted in raw and encoded forms), read by this script from a pipe, in interleav
 
 ``--via launcher`` (default) calls ``keyrun.relay.relay`` from a three-line launcher, as
 the CLI does; ``--via cli`` runs ``keyrun -e bench run --mask -- cat FILE`` for real.
+``--terminal-mb`` also times the launcher's rows with stdout on a pseudo-terminal.
 The masked output is checked once against ``MaskSet.mask`` of the whole file (so every
 split the pipe made gave the same bytes) and must not hold a registered value. Also
 prints the masker's own speed in-process, per matching engine.
@@ -26,6 +27,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pty
 import random
 import statistics
 import string
@@ -136,6 +138,44 @@ def read_all(command: Sequence[str], env: dict[str, str], digest: bool = False,
     return elapsed, total, hasher.hexdigest() if hasher else ""
 
 
+def read_all_on_terminal(command: Sequence[str], env: dict[str, str]) -> tuple[float, int]:
+    """The same, with the command's stdout a pseudo-terminal (so the relay uses one too)."""
+    start = time.perf_counter()
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(command[0], list(command), env)
+    total = 0
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except OSError:
+            break
+        if not chunk:
+            break
+        total += len(chunk)
+    os.waitpid(pid, 0)
+    os.close(fd)
+    return time.perf_counter() - start, total
+
+
+def on_terminal(data: Path, size: int, values: dict[str, str], rounds: int) -> None:
+    """Not part of the bar: a terminal is read a few KiB at a time, through two of them."""
+    text = data.parent / "terminal.txt"
+    with data.open("rb") as source:
+        text.write_bytes(base64.encodebytes(source.read(size * 3 // 4)))
+    table = {name: command for name, command in commands(text, "launcher", data.parent).items()
+             if "|" not in command and "ahocorasick" not in name}
+    timings: dict[str, list[float]] = {}
+    for _round in range(rounds):
+        for name, command in table.items():
+            elapsed, total = read_all_on_terminal(command, environment(name, values, data.parent))
+            assert total > 0
+            timings.setdefault(name, []).append(elapsed)
+    print(f"\non a pseudo-terminal ({text.stat().st_size >> 20} MB of base64 text):")
+    for name, runs in timings.items():
+        print(f"| `{name}` | {text.stat().st_size / statistics.median(runs) / 1e6:.0f} MB/s |")
+
+
 def cli_setup(directory: Path, values: dict[str, str]) -> None:
     (directory / ".env").write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in values.items()))
     (directory / ".env").chmod(0o600)
@@ -188,6 +228,8 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--via", choices=("launcher", "cli"), default="launcher")
+    parser.add_argument("--terminal-mb", type=int, default=20,
+                        help="also time this much on a pseudo-terminal (0: skip)")
     args = parser.parse_args()
     values = make_values()
     with tempfile.TemporaryDirectory(prefix="keyrun-mask-bench-") as tmp:
@@ -218,6 +260,8 @@ def main() -> None:
         content = data.read_bytes()[: 64 << 20]
         for engine, speed, built in in_process(content, values):
             print(f"  {engine}: {speed:.0f} MB/s (compiled in {built * 1000:.0f} ms)")
+        if args.terminal_mb:
+            on_terminal(data, args.terminal_mb << 20, values, args.rounds)
 
 
 def verify(data: Path, masks: MaskSet, values: dict[str, str],
