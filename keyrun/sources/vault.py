@@ -536,7 +536,7 @@ class VaultSource(Source):
                             f"holds this run's leases ({_reason(exc)}); will retry")
             return _RETRY_RENEWAL * 2
         ttl = float((answer.get("auth") or {}).get("lease_duration") or 0)
-        if ttl < wanted - 1:
+        if ttl < wanted:
             self._warn_once("max-token", f"{self.name}: the child token holding this run's "
                             f"leases reaches its max TTL in {format_age(ttl)}; its leased "
                             "credentials are revoked then (raise child_token_max_ttl)")
@@ -562,7 +562,7 @@ class VaultSource(Source):
             if lease.id in self._leases:
                 self._leases[lease.id] = lease._replace(expires_at=time.monotonic() + ttl,
                                                         renewable=ttl > 0)
-        if ttl < lease.duration - 1:
+        if ttl < lease.duration:
             self._warn_once(f"max:{lease.id}", f"{self.name}: the lease on {lease.path} "
                             f"reaches its max TTL in {format_age(ttl)}; the credential stops "
                             "working then (raise the role's max_ttl)")

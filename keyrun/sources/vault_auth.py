@@ -119,6 +119,7 @@ class VaultHttpError(Exception):
     """An answer Vault gave that is about this request alone (4xx other than 429)."""
 
     def __init__(self, status: int, errors: list[str], body: Mapping[str, Any] | None) -> None:
+        errors = [line for error in errors for line in _error_lines(error)]
         super().__init__(f"HTTP {status}: {'; '.join(errors) or 'no detail'}")
         self.status = status
         self.errors = errors
@@ -227,6 +228,13 @@ class VaultApi:
 
     def close(self) -> None:
         self.adapter.close()
+
+
+def _error_lines(error: str) -> list[str]:
+    """Vault's errors, without go-multierror's "1 error occurred:" and bullets."""
+    lines = [line.strip().removeprefix("* ").strip() for line in error.splitlines()]
+    return [line for line in lines
+            if line and not re.fullmatch(r"\d+ errors? occurred:", line)]
 
 
 def _backoff(attempt: int, deadline: Deadline, retry_after: str | None = None) -> bool:
