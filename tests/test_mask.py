@@ -313,11 +313,8 @@ def test_output_never_holds_a_registered_pattern(
     values, data, cuts = stream
     masks = MaskSet(values, engine=engine)
     out = masked(masks, split(data, cuts))
-    labels = [f"<{n}>".encode() for n in values]
-    pieces = [out]
-    for label in labels:
-        pieces = [part for piece in pieces for part in piece.split(label)]
     # between labels, no pattern survives whole
+    pieces = _between_labels(out, values)
     assert not any(p in piece for p in masks.patterns for piece in pieces)
 
 
@@ -418,3 +415,39 @@ def test_masker_is_per_stream() -> None:
     # the last byte could begin an overlapping variant: the label waits for the flush
     assert out.feed(OPENAI[half:].encode()) + out.flush() == b"<KEY>"
     assert isinstance(out, Masker)
+
+
+@st.composite
+def _feeds_and_flushes(draw: st.DrawFn) -> tuple[dict[str, str], list[bytes | None]]:
+    values, data, cuts = draw(_streams())
+    steps: list[bytes | None] = []
+    for piece in split(data, cuts):
+        steps.append(piece)
+        if draw(st.booleans()):
+            steps.append(None)  # a silence: flush
+    return values, steps
+
+
+def _between_labels(out: bytes, names: Iterable[str]) -> list[bytes]:
+    pieces = [out]
+    for name in names:
+        pieces = [part for piece in pieces for part in piece.split(f"<{name}>".encode())]
+    return pieces
+
+
+@ENGINE
+@given(case=_feeds_and_flushes())
+@HYPO
+def test_flushes_never_let_a_whole_secret_through(
+        engine: str, case: tuple[dict[str, str], list[bytes | None]]) -> None:
+    values, steps = case
+    masks = MaskSet(values, engine=engine)
+    masker = masks.stream()
+    out = b"".join(masker.flush() if step is None else masker.feed(step) for step in steps)
+    out += masker.close()
+    data = b"".join(step for step in steps if step is not None)
+    if not any(p in data for p in masks.patterns):
+        assert out == data
+    pieces = _between_labels(out, values)
+    assert not any(p in piece for p in masks.patterns for piece in pieces)
+    assert masker.buffered == 0
