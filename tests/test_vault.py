@@ -855,3 +855,99 @@ sources = ["vault"]
                                                           VAULT_SKIP_VERIFY="perhaps"))
     assert done.returncode == 125
     assert "VAULT_SKIP_VERIFY='perhaps' is not a boolean" in done.stderr
+
+
+def test_cli_list_doctor_and_set(openbao: OpenBao, kv: Any, tmp_path: Path) -> None:
+    path = unique()
+    kv.secrets.kv.v2.create_or_update_secret(path, secret={"OPENAI_API_KEY": CANARY,
+                                                           "OTHER": "other-value-01"},
+                                             mount_point="secret")
+    root = project(tmp_path, openbao, f"""
+[keys]
+OPENAI_API_KEY = {{}}
+OTHER = {{}}
+
+[sources.vault]
+type = "vault"
+url = "URL"
+path = "{path}"
+
+[env.dev]
+sources = ["vault"]
+rotate_after = "90d"
+""")
+    env = clean_env(tmp_path, VAULT_TOKEN=ROOT_TOKEN)
+    listed = keyrun(["list", "--json"], cwd=root, env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)["keys"]}
+    row = rows["OPENAI_API_KEY"]
+    assert (row["source"], row["location"], row["status"], row["version"], row["error"]) == (
+        "vault", f"secret/{path}#OPENAI_API_KEY", "ok", "1", None)
+    assert row["preview"] == f"{CANARY[:3]}…{CANARY[-4:]}"
+    assert datetime.fromisoformat(row["updated"]) <= datetime.now(UTC)
+    doctor = keyrun(["doctor", "--json"], cwd=root, env=env)
+    checks = {check["id"]: check for check in json.loads(doctor.stdout)["checks"]}
+    sources = checks["sources"]
+    assert sources["status"] == "pass", sources
+    assert sources["message"].startswith(f"vault: {openbao.url}: token from VAULT_TOKEN; no "
+                                         "expiry, not renewable; policies: root; secret/ is "
+                                         "KV v2 (")
+    assert checks["rotation"]["status"] == "pass"
+    assert checks["missing-keys"]["status"] == "pass"
+    done = keyrun(["set", "OPENAI_API_KEY", "-e", "dev"], cwd=root, env=env,
+                  input="sk-rotated-value-0001\n")
+    assert done.returncode == 0, done.stderr
+    assert f"secret/{path}#OPENAI_API_KEY (version 2)" in done.stdout + done.stderr
+    stored = kv.secrets.kv.v2.read_secret_version(path, mount_point="secret",
+                                                  raise_on_deleted_version=True)["data"]
+    assert stored["data"] == {"OPENAI_API_KEY": "sk-rotated-value-0001",
+                              "OTHER": "other-value-01"}
+    for output in (listed, doctor, done):
+        assert_no_leak(CANARY, output.stdout, output.stderr)
+        assert_no_leak("sk-rotated-value-0001", output.stdout, output.stderr)
+    assert_no_leak(CANARY, root=tmp_path)
+
+
+def test_cli_skip_verify_warns_on_run_and_fails_doctor(tls_openbao: tuple[OpenBao, Path],
+                                                       tmp_path: Path) -> None:
+    server, ca = tls_openbao
+    import hvac
+
+    client = hvac.Client(url=server.url, token=ROOT_TOKEN, verify=str(ca))
+    client.secrets.kv.v2.create_or_update_secret("demo/dev", secret={"A": CANARY},
+                                                 mount_point="secret")
+    root = project(tmp_path, server, """
+[keys]
+A = {}
+
+[sources.vault]
+type = "vault"
+url = "URL"
+
+[env.dev]
+sources = ["vault"]
+""")
+    env = clean_env(tmp_path, VAULT_TOKEN=ROOT_TOKEN, VAULT_SKIP_VERIFY="1")
+    done = keyrun(["--", "python3", "-c", "import os; print(len(os.environ['A']))"],
+                  cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{len(CANARY)}\n"
+    assert done.stderr == (f"keyrun: warning: vault: VAULT_SKIP_VERIFY is true: the TLS "
+                           f"certificate of {server.url} is not verified, so the token and "
+                           "secrets can be intercepted (set VAULT_CACERT instead)\n")
+    doctor = keyrun(["doctor", "--json"], cwd=root, env=env)
+    assert doctor.returncode == 1
+    sources = {c["id"]: c for c in json.loads(doctor.stdout)["checks"]}["sources"]
+    assert sources["status"] == "fail"
+    assert sources["message"].startswith("vault: VAULT_SKIP_VERIFY is true: the TLS "
+                                         f"certificate of {server.url} is not verified")
+    verified = keyrun(["--", "true"], cwd=root, env=clean_env(
+        tmp_path, VAULT_TOKEN=ROOT_TOKEN, VAULT_CACERT=str(ca)))
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stderr == ""
+    unverified = keyrun(["--", "true"], cwd=root, env=clean_env(tmp_path,
+                                                                VAULT_TOKEN=ROOT_TOKEN))
+    assert unverified.returncode == 125
+    assert f"vault: TLS failure talking to {server.url}" in unverified.stderr
+    for output in (done, doctor, verified, unverified):
+        assert_no_leak(CANARY, output.stdout, output.stderr)

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 from keyrun.durations import format_age, parse_duration
@@ -400,9 +400,10 @@ class VaultSource(Source):
                 if self._child else None
         ttls = [t for t in (duration, token_ttl) if t]
         ttl = min(ttls) if ttls else None
-        expires = datetime.now(UTC) + timedelta(seconds=duration) if duration else None
+        # No ``expires``: the credential lives as long as the run (renewed, then revoked),
+        # so doctor's rotation check has nothing to say about it.
         lease = Lease(lease_id, ttl, renewable or self._child)
-        return entry._replace(updated=datetime.now(UTC), expires=expires, lease=lease)
+        return entry._replace(updated=datetime.now(UTC), lease=lease)
 
     def _problem(self, exc: VaultHttpError, logical: str, path: str, credential: Credential,
                  version: str | None = None) -> Problem:
