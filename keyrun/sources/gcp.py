@@ -274,8 +274,9 @@ class GcpSecretManagerSource(Source):
         version = request.version or "latest"
         if not SECRET_ID.match(secret):
             return Problem("error", f"{self.name}: {secret!r} is not a valid secret id "
-                                    "(letters, digits, \"-\" and \"_\", at most 255) — give the "
-                                    "key another name with name = \"…\"")
+                                    "(letters, digits, \"-\" and \"_\", at most 255) — check "
+                                    "the secret option, or give the key another name with "
+                                    "name = \"…\"")
         if not _VERSION.match(version):
             return Problem("error", f"{self.name}: version {version!r} of secret {secret!r} is "
                                     "neither a version number, \"latest\" nor an alias")
@@ -298,8 +299,7 @@ class GcpSecretManagerSource(Source):
         targets = list(wanted)
         read = api.parallel([partial(self._access, api, t) for t in targets])
         for target, got in zip(targets, read, strict=True):
-            for request in wanted[target]:
-                results[request.key] = self._outcome(request, target, got)
+            results.update(self._outcomes(target, wanted[target], got))
         return results
 
     def _access(self, api: GcpApi, target: Target) -> Any:
@@ -309,46 +309,38 @@ class GcpSecretManagerSource(Source):
         except GcpFailure as failure:
             return failure
 
-    def _outcome(self, request: Request, target: Target, got: Any) -> Outcome:
+    def _outcomes(self, target: Target, requests: list[Request], got: Any
+                  ) -> dict[str, Outcome]:
+        """What one secret version gives each key read from it (checked, decoded and
+        parsed once)."""
         if isinstance(got, GcpFailure):
-            return self._problem(got, target, "secretmanager.versions.access")
-        payload = got.payload
-        data = bytes(payload.data)
-        if "data_crc32c" in payload and crc32c(data) != payload.data_crc32c:
-            return Problem("error", f"{self.name}: the payload of {target} failed its CRC32C "
-                                    "check (damaged on the way) — run keyrun again")
+            problem = self._problem(got, target, "secretmanager.versions.access")
+            return {r.key: problem for r in requests}
+        data = bytes(got.payload.data)
+        if "data_crc32c" in got.payload and crc32c(data) != got.payload.data_crc32c:
+            return {r.key: Problem("error", f"{self.name}: the payload of {target} failed its "
+                                            "CRC32C check (damaged on the way) — run keyrun "
+                                            "again") for r in requests}
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return Problem("error", f"{self.name}: {target} holds binary data, not UTF-8 text, "
-                                    f"so {request.key} cannot be set from it")
-        version = str(got.name).rsplit("/", 1)[-1] or target.version
-        if self.per_key:
-            value = text if request.field is None else pick_field(request.key, text,
-                                                                  request.field, str(target))
-        else:
-            value = self._from_bundle(request, target, text)
-        if isinstance(value, Problem):
-            return value if value.kind == "missing" else Problem(
-                value.kind, f"{self.name}: {value.message}")
-        return Item(Secret(value), version=version)
-
-    def _from_bundle(self, request: Request, target: Target, text: str) -> str | Problem:
-        data = parse_bundle(text, str(target))
-        if isinstance(data, str):
-            return Problem("error", f"{request.key}: {data} — store a JSON object or KEY=value "
-                                    "lines in it, or use a secret per key (secret = "
-                                    "\"{env}-{key}\")")
-        if data.get(request.name) is None:
-            detail = "holds no value for" if request.name in data else "has no key"
-            return Problem.missing(f"{target} {detail} {request.name!r}")
-        value = data[request.name]
-        if request.field is None:
-            return as_text(value)
-        where = f"{target}#{request.name}"
-        if isinstance(value, dict):
-            return field_of(request.key, value, request.field, where)
-        return pick_field(request.key, as_text(value), request.field, where)
+            return {r.key: Problem("error", f"{self.name}: {target} holds binary data, not "
+                                            f"UTF-8 text, so {r.key} cannot be set from it")
+                    for r in requests}
+        version = _number(got) or target.version
+        bundle = None if self.per_key else parse_bundle(text, str(target))
+        results: dict[str, Outcome] = {}
+        for request in requests:
+            if bundle is None:
+                value = text if request.field is None else pick_field(
+                    request.key, text, request.field, str(target))
+            else:
+                value = _from_bundle(request, target, bundle)
+            if isinstance(value, Problem) and value.kind != "missing":
+                value = Problem(value.kind, f"{self.name}: {value.message}")
+            results[request.key] = value if isinstance(value, Problem) else Item(
+                Secret(value), version=version)
+        return results
 
     def _problem(self, failure: GcpFailure, target: Target, permission: str,
                  verb: str = "reading") -> Problem:
@@ -483,10 +475,10 @@ class GcpSecretManagerSource(Source):
                 raise self._write_error(current, target)
         text = self._new_payload(request, target, value, current)
         number = self._add_version(api, target, text.encode(),
-                                   current if isinstance(current, GcpFailure) else None)
+                                   known_missing=isinstance(current, GcpFailure))
         self._check_race(target, current, number)
-        return f"{self.locate(Request(request.key, request.name, request.field))} " \
-               f"(version {number})"
+        where = self.locate(Request(request.key, request.name, request.field))
+        return f"{where} (version {number})"
 
     def _new_payload(self, request: Request, target: Target, value: Secret,
                      current: Any) -> str:
@@ -498,37 +490,45 @@ class GcpSecretManagerSource(Source):
         name = request.field if self.per_key and request.field else request.name
         if current is None or isinstance(current, GcpFailure):
             return json.dumps({name: value.reveal()}, ensure_ascii=False)
-        text = bytes(current.payload.data).decode("utf-8", "replace")
+        try:
+            text = bytes(current.payload.data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise SourceError(self.name, f"{target} holds binary data, not UTF-8 text, so "
+                              f"{request.key} cannot be written into it") from None
         updated = update_bundle(text, name, value.reveal(), str(target),
                                 json_only=self.per_key)
         if updated is None:
-            shape = "a JSON object" if self.per_key else "a JSON object nor dotenv text"
-            raise SourceError(self.name, f"{target} is not {shape}, so {request.key} "
+            shape = "not a JSON object" if self.per_key else "neither a JSON object nor dotenv text"
+            raise SourceError(self.name, f"{target} is {shape}, so {request.key} "
                               "cannot be written into it — keyrun set will not replace it; "
                               "fix the secret by hand")
         return updated
 
-    def _add_version(self, api: GcpApi, target: Target, data: bytes,
-                     missing: GcpFailure | None) -> str:
+    def _add_version(self, api: GcpApi, target: Target, data: bytes, *,
+                     known_missing: bool) -> str:
+        """Add a version, creating the secret first when it does not exist; its number."""
         payload = {"data": data, "data_crc32c": crc32c(data)}
-        if missing is None:
+        if not known_missing:
             try:
                 return _number(api.call("add_secret_version", parent=target.path,
                                         payload=payload))
             except GcpFailure as failure:
                 if failure.kind != "missing":
                     raise self._write_error(failure, target) from None
+        self._create(api, target)
+        try:
+            return _number(api.call("add_secret_version", parent=target.path, payload=payload))
+        except GcpFailure as failure:
+            raise self._write_error(failure, target) from None
+
+    def _create(self, api: GcpApi, target: Target) -> None:
         try:
             api.call("create_secret", parent=f"projects/{target.project}",
                      secret_id=target.secret, secret={"replication": {"automatic": {}}})
         except GcpFailure as failure:
             if failure.kind != "exists":  # created meanwhile: adding a version is right
-                raise self._write_error(failure, target, "secretmanager.secrets.create") \
-                    from None
-        try:
-            return _number(api.call("add_secret_version", parent=target.path, payload=payload))
-        except GcpFailure as failure:
-            raise self._write_error(failure, target) from None
+                permission = "secretmanager.secrets.create"
+                raise self._write_error(failure, target, permission) from None
 
     def _check_race(self, target: Target, current: Any, number: str) -> None:
         """Secret Manager cannot add a version only if the latest is still the one read:
@@ -728,8 +728,8 @@ def parse_bundle(text: str, where: str) -> dict[str, Any] | str:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            return f"{where} starts like JSON but is not valid JSON (line {exc.lineno})" \
-                if isinstance(exc, json.JSONDecodeError) else f"{where} is not valid JSON"
+            line = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+            return f"{where} starts like JSON but is not valid JSON{line}"
         return data if isinstance(data, dict) else f"{where} is not a JSON object"
     try:
         entries = parse_dotenv(text, where)
@@ -767,6 +767,24 @@ def update_bundle(text: str, name: str, value: str, where: str, *,
 def _state_version(target: Target, detail: str) -> str:
     match = _STATE.search(detail)
     return match.group(1) if match else target.version
+
+
+def _from_bundle(request: Request, target: Target, bundle: dict[str, Any] | str
+                 ) -> str | Problem:
+    if isinstance(bundle, str):
+        return Problem("error", f"{request.key}: {bundle} — store a JSON object or KEY=value "
+                                "lines in it, or use a secret per key (secret = "
+                                "\"{env}-{key}\")")
+    if bundle.get(request.name) is None:
+        detail = "holds no value for" if request.name in bundle else "has no key"
+        return Problem.missing(f"{target} {detail} {request.name!r}")
+    value = bundle[request.name]
+    if request.field is None:
+        return as_text(value)
+    where = f"{target}#{request.name}"
+    if isinstance(value, dict):
+        return field_of(request.key, value, request.field, where)
+    return pick_field(request.key, as_text(value), request.field, where)
 
 
 def _unusable(target: Target, detail: str) -> str:
