@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -537,23 +538,158 @@ def test_jwt_login(openbao: OpenBao, kv: Any, tmp_path: Path) -> None:
     assert "CI_JWT" in from_env.token_env_vars()
 
 
-def test_kubernetes_login_reads_the_service_account_token(openbao: OpenBao, kv: Any,
-                                                          tmp_path: Path) -> None:
-    if "kubernetes/" not in kv.sys.list_auth_methods()["data"]:
-        kv.sys.enable_auth_method("kubernetes")
-    source = make(openbao, tmp_path, {"HOME": "/"}, auth={
-        "method": "kubernetes", "role": "app", "token_file": str(tmp_path / "sa-token")})
-    with pytest.raises(SourceError) as failure:
-        fetch(source, Request("A", "A"))
-    assert failure.value.message == f"vault: kubernetes login: no service account token in " \
-                                    f"{tmp_path / 'sa-token'}"
-    write(tmp_path / "sa-token", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
-    with pytest.raises(SourceError) as failure:
-        fetch(make(openbao, tmp_path, {"HOME": "/"}, auth={
-            "method": "kubernetes", "role": "app", "token_file": str(tmp_path / "sa-token")}),
-            Request("A", "A"))
-    assert failure.value.message.startswith(
-        "vault: kubernetes login at auth/kubernetes as role app failed: ")
+class TokenReviews:
+    """The Kubernetes API's TokenReview endpoint over real HTTP: OpenBao's kubernetes auth
+    asks it whether a service account token is valid."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        reviews = self.reviews = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                reviews.append((self.path, body["spec"]["token"]))
+                valid = body["spec"]["token"].endswith(".c2ln")
+                user = {"username": "system:serviceaccount:apps:agent", "uid": "uid-1"}
+                answer = json.dumps({"apiVersion": "authentication.k8s.io/v1",
+                                     "kind": "TokenReview",
+                                     "status": {"authenticated": valid,
+                                                "user": user if valid else {}}}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _self_signed_pem() -> str:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes test CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _service_account_jwt(signature: str = "c2ln") -> str:
+    import base64
+
+    def b64(data: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    claims = {"iss": "kubernetes/serviceaccount",
+              "kubernetes.io/serviceaccount/namespace": "apps",
+              "kubernetes.io/serviceaccount/service-account.name": "agent",
+              "kubernetes.io/serviceaccount/service-account.uid": "uid-1",
+              "sub": "system:serviceaccount:apps:agent"}
+    return f"{b64({'alg': 'RS256', 'typ': 'JWT'})}.{b64(claims)}.{signature}"
+
+
+def test_kubernetes_login(openbao: OpenBao, kv: Any, tmp_path: Path) -> None:
+    path = unique()
+    kv.secrets.kv.v2.create_or_update_secret(path, secret={"A": "k8s-value"},
+                                             mount_point="secret")
+    reviews = TokenReviews()
+    try:
+        if "kubernetes/" not in kv.sys.list_auth_methods()["data"]:
+            kv.sys.enable_auth_method("kubernetes")
+        kv.write_data("auth/kubernetes/config", data={
+            "kubernetes_host": reviews.url, "token_reviewer_jwt": "reviewer",
+            "disable_local_ca_jwt": True, "kubernetes_ca_cert": _self_signed_pem()})
+        _policy(kv, "read-secret", 'path "secret/*" { capabilities = ["read", "list"] }')
+        kv.write_data("auth/kubernetes/role/app", data={
+            "bound_service_account_names": ["agent"],
+            "bound_service_account_namespaces": ["apps"], "token_policies": ["read-secret"]})
+        account = tmp_path / "sa-token"
+        auth = {"method": "kubernetes", "role": "app", "token_file": str(account)}
+        with pytest.raises(SourceError) as failure:
+            fetch(make(openbao, tmp_path, {"HOME": "/"}, path=path, auth=auth),
+                  Request("A", "A"))
+        assert failure.value.message == ("vault: kubernetes login: no service account token "
+                                         f"in {account}")
+        write(account, _service_account_jwt())
+        source = make(openbao, tmp_path, {"HOME": "/"}, path=path, auth=auth)
+        assert value(fetch(source, Request("A", "A"))["A"]) == "k8s-value"
+        assert reviews.reviews[-1] == ("/apis/authentication.k8s.io/v1/tokenreviews",
+                                       _service_account_jwt())
+        assert "token from kubernetes login at auth/kubernetes as role app" in \
+            source.check(Deadline(20)).detail
+        write(account, _service_account_jwt("YmFk"))
+        with pytest.raises(SourceError) as failure:
+            fetch(make(openbao, tmp_path, {"HOME": "/"}, path=path, auth=auth),
+                  Request("A", "A"))
+        assert failure.value.message.startswith(
+            "vault: kubernetes login at auth/kubernetes as role app failed: ")
+    finally:
+        reviews.stop()
+
+
+def test_token_method_names_its_variable_or_file(openbao: OpenBao, kv: Any,
+                                                 tmp_path: Path) -> None:
+    path = unique()
+    kv.secrets.kv.v2.create_or_update_secret(path, secret={"A": "token-method"},
+                                             mount_point="secret")
+    token = kv.auth.token.create(policies=["root"], ttl="10m")["auth"]["client_token"]
+    write(tmp_path / "token.txt", token + "\n")
+    by_env = make(openbao, tmp_path, {"TEAM_TOKEN": token, "VAULT_TOKEN": "wrong"},
+                  path=path, auth={"method": "token", "token_env": "TEAM_TOKEN"})
+    assert value(fetch(by_env, Request("A", "A"))["A"]) == "token-method"
+    assert by_env.token_env_vars() == ("VAULT_TOKEN", "BAO_TOKEN", "TEAM_TOKEN")
+    detail = by_env.check(Deadline(20)).detail
+    assert re.search(r"token from TEAM_TOKEN; TTL (9|10)m, renewable; policies: root;", detail)
+    assert token not in detail
+    by_file = make(openbao, tmp_path, {}, path=path,
+                   auth={"method": "token", "token_file": "token.txt"})
+    assert value(fetch(by_file, Request("A", "A"))["A"]) == "token-method"
+    plain = make(openbao, tmp_path, {"VAULT_TOKEN": token}, path=path,
+                 auth={"method": "token"})
+    assert value(fetch(plain, Request("A", "A"))["A"]) == "token-method"
+
+
+def test_userpass_prompts_on_a_terminal(openbao: OpenBao, kv: Any, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = unique()
+    kv.secrets.kv.v2.create_or_update_secret(path, secret={"A": "prompted"},
+                                             mount_point="secret")
+    if "userpass/" not in kv.sys.list_auth_methods()["data"]:
+        kv.sys.enable_auth_method("userpass")
+    _policy(kv, "read-secret", 'path "secret/*" { capabilities = ["read", "list"] }')
+    kv.auth.userpass.create_or_update_user("bob", "bob-password-1", policies=["read-secret"])
+    prompts: list[str] = []
+
+    def typed(prompt: str) -> str:
+        prompts.append(prompt)
+        return "bob-password-1"
+
+    monkeypatch.setattr("getpass.getpass", typed)
+    source = make(openbao, tmp_path, {}, interactive=True, path=path,
+                  auth={"method": "userpass", "username": "bob"})
+    assert value(fetch(source, Request("A", "A"))["A"]) == "prompted"
+    assert prompts == [f"Vault password for bob ({openbao.url}): "]
 
 
 @pytest.mark.parametrize(("auth", "message"), [
