@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -10,13 +11,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from keyrun.dotenvfile import format_assignment, parse_dotenv, replace_assignment, resolve_values
 from keyrun.errors import ConfigError, KeyrunError, SourceError
 from keyrun.secret import Secret
 from keyrun.sources import (
@@ -63,13 +62,15 @@ def crc32c(data: bytes) -> int:
     try:
         import google_crc32c  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
+        table = _crc_table()
         crc = 0xFFFFFFFF
         for byte in data:
-            crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+            crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
         return crc ^ 0xFFFFFFFF
     return int(google_crc32c.value(data))
 
 
+@functools.cache
 def _crc_table() -> tuple[int, ...]:
     table = []
     for n in range(256):
@@ -78,9 +79,6 @@ def _crc_table() -> tuple[int, ...]:
             crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
         table.append(crc)
     return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
 
 
 class GcpFailure(Exception):
@@ -146,8 +144,7 @@ def _short(message: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """One secret version to read: the project, the secret id and the version."""
 
     project: str
@@ -724,6 +721,8 @@ def _import_quietly(module: str, source: Source) -> ModuleType:
 def parse_bundle(text: str, where: str) -> dict[str, Any] | str:
     """A bundle's keys: a JSON object, or dotenv text (``${VAR}`` expands from earlier lines
     of the payload only). A string says why it is neither, without quoting it."""
+    from keyrun.dotenvfile import parse_dotenv, resolve_values
+
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
@@ -741,6 +740,8 @@ def parse_bundle(text: str, where: str) -> dict[str, Any] | str:
 def update_bundle(text: str, name: str, value: str, where: str, *,
                   json_only: bool = False) -> str | None:
     """The bundle with ``name`` set, in the format it already has (None if it has none)."""
+    from keyrun.dotenvfile import format_assignment, parse_dotenv, replace_assignment
+
     if not text.strip():
         return json.dumps({name: value}, ensure_ascii=False)
     if json_only or text.lstrip().startswith("{"):
