@@ -27,8 +27,10 @@ from keyrun.testing import Harness, SourceContract
 from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
 from tests.vault_server import (
     ROOT_TOKEN,
+    MutualTlsOpenBao,
     OpenBao,
     free_port,
+    mtls_openbao_fixture,  # noqa: F401 (a fixture)
     openbao_fixture,  # noqa: F401 (a fixture)
     private_openbao_fixture,  # noqa: F401 (a fixture)
     unavailable,
@@ -887,6 +889,23 @@ def test_tls_ca_and_failures(tls_openbao: tuple[OpenBao, Path], tmp_path: Path,
     with pytest.raises(ConfigError) as half:
         fetch(source(VAULT_CACERT=str(ca), VAULT_CLIENT_CERT=str(ca)), Request("A", "A"))
     assert half.value.message == "VAULT_CLIENT_CERT is set but VAULT_CLIENT_KEY is not"
+
+
+def test_tls_client_certificate(mtls_openbao: MutualTlsOpenBao, tmp_path: Path) -> None:
+    files = mtls_openbao.tls
+    mtls_openbao.client().secrets.kv.v2.create_or_update_secret(
+        "demo/dev", secret={"A": "over-mutual-tls"}, mount_point="secret")
+    base = {"VAULT_TOKEN": ROOT_TOKEN, "HOME": "/", "VAULT_CACERT": str(files["ca"])}
+    with_cert = dict(base, VAULT_CLIENT_CERT=str(files["client"]),
+                     VAULT_CLIENT_KEY=str(files["client-key"]))
+    source = make(mtls_openbao, tmp_path, with_cert, url=mtls_openbao.tls_url, project="demo")
+    assert value(fetch(source, Request("A", "A"))["A"]) == "over-mutual-tls"
+    with pytest.raises(SourceError) as failure:
+        fetch(make(mtls_openbao, tmp_path, base, url=mtls_openbao.tls_url, project="demo"),
+              Request("A", "A"))
+    assert failure.value.message.startswith(
+        f"vault: TLS failure talking to {mtls_openbao.tls_url}: ")
+    assert "certificate required" in failure.value.message
 
 
 def test_options_are_validated() -> None:

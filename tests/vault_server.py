@@ -74,12 +74,12 @@ class OpenBao:
         self.log = root / "bao.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         env = {"HOME": str(self.home), "PATH": os.environ.get("PATH", os.defpath)}
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [self.binary, "server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
-                 f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"],
+                 f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token", *extra],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True)
         self.wait_ready()
@@ -112,6 +112,71 @@ class OpenBao:
     def stop(self) -> None:
         if self.process is not None:
             _stop(self.process)
+
+
+def make_tls_files(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate it signed (PEM)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyrun test CA")])
+
+    def builder(name: x509.Name, public: Any) -> x509.CertificateBuilder:
+        return (x509.CertificateBuilder().subject_name(name).issuer_name(ca_name)
+                .public_key(public).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=1)))
+
+    ca = builder(ca_name, ca_key.public_key()).add_extension(
+        x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(
+        ca_key, hashes.SHA256())
+    files = {"ca": directory / "ca.pem"}
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for role, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH),
+                        ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"keyrun test {role}")])
+        leaf = builder(name, key.public_key()).add_extension(
+            x509.ExtendedKeyUsage([usage]), critical=False)
+        if role == "server":
+            leaf = leaf.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        files[role] = directory / f"{role}.pem"
+        files[f"{role}-key"] = directory / f"{role}-key.pem"
+        files[role].write_bytes(leaf.sign(ca_key, hashes.SHA256()).public_bytes(
+            serialization.Encoding.PEM))
+        files[f"{role}-key"].write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        files[f"{role}-key"].chmod(0o600)
+    return files
+
+
+class MutualTlsOpenBao(OpenBao):
+    """A dev server with a second listener that demands a client certificate."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.tls = make_tls_files(root)
+        self.tls_port = free_port()
+        self.tls_url = f"https://127.0.0.1:{self.tls_port}"
+
+    def start(self, *extra: str) -> None:
+        config = self.root / "mtls.hcl"
+        config.write_text(
+            f'listener "tcp" {{\n  address = "127.0.0.1:{self.tls_port}"\n'
+            f'  tls_cert_file = "{self.tls["server"]}"\n'
+            f'  tls_key_file = "{self.tls["server-key"]}"\n'
+            f'  tls_client_ca_file = "{self.tls["ca"]}"\n'
+            "  tls_require_and_verify_client_cert = true\n}\n")
+        super().start(f"-config={config}", *extra)
 
 
 class Redis:
@@ -199,6 +264,16 @@ def openbao_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBa
 def private_openbao_fixture(tmp_path: Path) -> Iterator[OpenBao]:
     """A server of the test's own, for tests that seal or stop it."""
     server = OpenBao(tmp_path / "private-openbao")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(name="mtls_openbao")
+def mtls_openbao_fixture(tmp_path: Path) -> Iterator[MutualTlsOpenBao]:
+    server = MutualTlsOpenBao(tmp_path / "mtls-openbao")
     try:
         server.start()
         yield server
