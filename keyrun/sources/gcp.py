@@ -59,15 +59,24 @@ def gcp_name(name: str) -> str:
 
 def crc32c(data: bytes) -> int:
     """CRC32C (Castagnoli) of ``data``: google-crc32c's C code when installed, else a table."""
+    fast = _fast_crc32c()
+    if fast is not None:
+        return int(fast(data))
+    table = _crc_table()
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+@functools.cache
+def _fast_crc32c() -> Callable[[bytes], int] | None:
     try:
         import google_crc32c  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        table = _crc_table()
-        crc = 0xFFFFFFFF
-        for byte in data:
-            crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-        return crc ^ 0xFFFFFFFF
-    return int(google_crc32c.value(data))
+        return None
+    value: Callable[[bytes], int] = google_crc32c.value
+    return value
 
 
 @functools.cache
