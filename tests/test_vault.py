@@ -345,6 +345,10 @@ def test_write_kv1_and_per_key(openbao: OpenBao, kv: Any, tmp_path: Path) -> Non
     per_key = make(openbao, tmp_path, path=path + "/{key}")
     per_key.write(Request("B", "B"), Secret("per-key-value"), Deadline(20))
     per_key.write(Request("C", "C", field="token"), Secret("field-value"), Deadline(20))
+    kv.secrets.kv.v2.create_or_update_secret(f"{path}/D", secret={"api_key": "old"},
+                                             mount_point="secret")
+    per_key.write(Request("D", "D"), Secret("new-only-field"), Deadline(20))  # its only field
+    assert value(fetch(per_key, Request("D", "D"))["D"]) == "new-only-field"
     read = kv.secrets.kv.v2.read_secret_version
     assert read(f"{path}/B", mount_point="secret", raise_on_deleted_version=True)[
         "data"]["data"] == {"value": "per-key-value"}

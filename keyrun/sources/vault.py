@@ -718,9 +718,9 @@ class VaultSource(Source):
             raise SourceError(self.name, f"{mount.path} is a {mount.type} secrets engine, "
                               "not KV: keyrun set writes KV entries only",
                               "set the key in a KV source with --source NAME")
-        field = self._write_field(request)
         path = self._api_path(mount, logical)
         data, version = self._current(api, credential, mount, path, logical, deadline)
+        field = self._write_field(request, data)
         data[field] = value.reveal()
         body: dict[str, Any] = {"data": data, "options": {"cas": version}} if mount.kv2 \
             else data
@@ -737,7 +737,8 @@ class VaultSource(Source):
         written = (answer.get("data") or {}).get("version")
         return f"{where} (version {written})" if written else where
 
-    def _write_field(self, request: Request) -> str:
+    def _write_field(self, request: Request, current: Mapping[str, Any]) -> str:
+        """The field ``fetch`` would read the key from."""
         if not self.per_key:
             if request.field is not None:
                 raise SourceError(self.name, f"{request.key} is read from field "
@@ -745,7 +746,7 @@ class VaultSource(Source):
                                   "keyrun set cannot rewrite part of a value",
                                   "write the whole value with vault kv patch")
             return request.name
-        return request.field or self.settings.get("field") or "value"
+        return request.field or self._default_field(current) or "value"
 
     def _current(self, api: VaultApi, credential: Credential, mount: Mount, path: str,
                  logical: str, deadline: Deadline) -> tuple[dict[str, Any], int]:
