@@ -107,10 +107,10 @@ RULES: tuple[Rule, ...] = (
     _rule("aws-access-key-id", "AWS access key id",
           rb"(?P<secret>(?P<prefix>A(?:KIA|SIA|BIA|CCA))[A-Z0-9]{16})(?![A-Za-z0-9])",
           min_entropy=2.5),
-    _rule("aws-secret-access-key", "AWS secret access key",
-          rb"(?:aws_?secret(?:_?access)?(?:_?key)?|secret_?access_?key)" + _ASSIGN + rb"[\"']?"
-          rb"(?P<secret>[a-z0-9/+]{40})(?![a-z0-9/+=])",
-          keyword=True, min_entropy=4.0, mixed_case=True, loose=True, not_after=b""),
+    *(_rule("aws-secret-access-key", "AWS secret access key",
+            keyword + _ASSIGN + rb"[\"']?(?P<secret>[a-z0-9/+]{40})(?![a-z0-9/+=])",
+            keyword=True, min_entropy=4.0, mixed_case=True, loose=True, not_after=b"")
+      for keyword in (rb"aws_?secret(?:_?access)?(?:_?key)?", rb"secret_?access_?key")),
     _rule("aws-secret-access-key", "AWS secret access key",
           rb"(?P<secret>[A-Za-z0-9/+]{40,}+)(?!=)", length=40,
           near="aws-access-key-id", min_entropy=4.2, mixed_case=True, loose=True,
@@ -129,9 +129,10 @@ RULES: tuple[Rule, ...] = (
     _rule("slack-webhook-url", "Slack incoming webhook URL",
           rb"(?P<secret>(?P<prefix>hooks\.slack\.com/(?:services|workflows|triggers)/)"
           rb"[A-Za-z0-9_/-]{20,200}+)", min_entropy=3.0, not_after=b""),
-    _rule("stripe-live-key", "Stripe live secret or restricted key",
-          rb"(?P<secret>(?P<prefix>[rs]k_live_)[A-Za-z0-9]{20,247}+)" + _ID_CHARS,
-          min_entropy=3.5),
+    *(_rule("stripe-live-key", "Stripe live secret or restricted key",
+            rb"(?P<secret>(?P<prefix>" + kind + rb"_live_)[A-Za-z0-9]{20,247}+)" + _ID_CHARS,
+            min_entropy=3.5)
+      for kind in (rb"sk", rb"rk")),
     _rule("doppler-token", "Doppler token (service, personal, service account, CLI, SCIM, audit)",
           rb"(?P<secret>(?P<prefix>dp\.(?:st|pt|sa|ct|scim|audit)\.)"
           rb"(?:[A-Za-z0-9_-]{1,64}+\.)?[A-Za-z0-9]{40,64}+)" + _ID_CHARS, min_entropy=3.5),
@@ -149,10 +150,10 @@ RULES: tuple[Rule, ...] = (
     _rule("mistral-api-key", "Mistral AI API key (keyword-gated)",
           rb"mistral" + _ASSIGN + _CALL_ARG + rb"(?P<secret>[a-z0-9]{32})(?![a-z0-9_-])",
           keyword=True, min_entropy=3.7, mixed_case=True, loose=True, not_after=b""),
-    _rule("cohere-api-key", "Cohere API key (keyword-gated)",
-          rb"(?:cohere|co_api_key)" + _ASSIGN + _CALL_ARG
-          + rb"(?P<secret>[a-z0-9]{40})(?![a-z0-9_-])",
-          keyword=True, min_entropy=3.7, mixed_case=True, loose=True, not_after=b""),
+    *(_rule("cohere-api-key", "Cohere API key (keyword-gated)",
+            keyword + _ASSIGN + _CALL_ARG + rb"(?P<secret>[a-z0-9]{40})(?![a-z0-9_-])",
+            keyword=True, min_entropy=3.7, mixed_case=True, loose=True, not_after=b"")
+      for keyword in (rb"cohere", rb"co_api_key")),
 )
 
 RULE_TITLES: Mapping[str, str] = {rule.id: rule.title for rule in RULES} | {

@@ -1,0 +1,313 @@
+"""`keyrun scan` against `detect-secrets scan` on one generated tree with planted keys.
+
+    python benchmarks/scan_bench.py [--megabytes 50] [--runs 3] [--keep DIR]
+
+Generates a git repository of about --megabytes of source-like files (Python, minified
+JavaScript, npm lock files full of sha512 hashes, JSON, YAML, CSV, Markdown, .env files and
+a few binaries), plants keys of every AI-provider format keyrun knows (plus AWS, GitHub,
+Slack, Stripe and PEM keys) at known lines, commits everything, then runs both scanners on
+the work tree, interleaved --runs times, each as its own process. Prints the median wall time
+of each and how many planted keys each reported (a result on the planted key's line counts
+as found, which is generous to either tool), and the results elsewhere (not planted).
+
+keyrun runs through `keyrun scan --format json` when the CLI has the command, otherwise
+through its Python API in a fresh interpreter. detect-secrets must be installed in the same
+environment (`pip install detect-secrets`; the test extra has it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+ALNUM = string.ascii_letters + string.digits
+URLSAFE = ALNUM + "_-"
+BASE64 = ALNUM + "+/"
+HEX = "0123456789abcdef"
+WORDS = ("request response client server handler config value result error status "
+         "session token user account project model agent prompt stream batch index "
+         "vector embedding search query cache retry timeout deadline buffer").split()
+
+
+def rand(rng: random.Random, n: int, alphabet: str = ALNUM) -> str:
+    return "".join(rng.choices(alphabet, k=n))
+
+
+# provider -> (variable name, key maker); built by concatenation, never a literal key
+AI_KEYS: dict[str, tuple[str, Callable[[random.Random], str]]] = {
+    "openai": ("OPENAI_API_KEY", lambda r: "sk-proj-" + rand(r, 74, URLSAFE) + "T3Blbk"
+               + "FJ" + rand(r, 74, URLSAFE)),
+    "openai-service": ("OPENAI_API_KEY", lambda r: "sk-svcacct-" + rand(r, 156, URLSAFE)),
+    "openai-legacy": ("OPENAI_API_KEY", lambda r: "sk-" + rand(r, 20) + "T3Blbk" + "FJ"
+                      + rand(r, 20)),
+    "anthropic": ("ANTHROPIC_API_KEY", lambda r: "sk-ant-" + "api03-" + rand(r, 93, URLSAFE)
+                  + "AA"),
+    "anthropic-admin": ("ANTHROPIC_ADMIN_KEY", lambda r: "sk-ant-" + "admin01-"
+                        + rand(r, 93, URLSAFE) + "AA"),
+    "google": ("GEMINI_API_KEY", lambda r: "AI" + "za" + "Sy" + rand(r, 33, URLSAFE)),
+    "huggingface": ("HF_TOKEN", lambda r: "hf" + "_" + rand(r, 34, string.ascii_letters)),
+    "groq": ("GROQ_API_KEY", lambda r: "gsk" + "_" + rand(r, 52)),
+    "replicate": ("REPLICATE_API_TOKEN", lambda r: "r8" + "_" + rand(r, 37)),
+    "perplexity": ("PERPLEXITY_API_KEY", lambda r: "pplx" + "-" + rand(r, 48)),
+    "xai": ("XAI_API_KEY", lambda r: "xai" + "-" + rand(r, 80)),
+    "openrouter": ("OPENROUTER_API_KEY", lambda r: "sk-or-" + "v1-" + rand(r, 64, HEX)),
+    "pinecone": ("PINECONE_API_KEY", lambda r: "pcsk" + "_" + rand(r, 6) + "_" + rand(r, 63)),
+    "langsmith": ("LANGSMITH_API_KEY", lambda r: "lsv2" + "_pt_" + rand(r, 32, HEX) + "_"
+                  + rand(r, 10, HEX)),
+    "mistral": ("MISTRAL_API_KEY", lambda r: rand(r, 32)),
+    "cohere": ("COHERE_API_KEY", lambda r: rand(r, 40)),
+}
+OTHER_KEYS: dict[str, tuple[str, Callable[[random.Random], str]]] = {
+    "aws": ("AWS_ACCESS_KEY_ID", lambda r: "AK" + "IA" + rand(r, 16, string.ascii_uppercase
+                                                                + "234567")),
+    "github": ("GITHUB_TOKEN", lambda r: "gh" + "p_" + rand(r, 36)),
+    "slack": ("SLACK_BOT_TOKEN", lambda r: "xo" + "xb-" + rand(r, 12, string.digits) + "-"
+              + rand(r, 13, string.digits) + "-" + rand(r, 24)),
+    "stripe": ("STRIPE_SECRET_KEY", lambda r: "sk" + "_live_" + rand(r, 99)),
+}
+
+
+@dataclass(frozen=True)
+class Planted:
+    path: str
+    line: int
+    provider: str
+    ai: bool
+
+
+class TreeWriter:
+    """Writes files of several kinds until the tree reaches its size, planting keys."""
+
+    def __init__(self, root: Path, rng: random.Random) -> None:
+        self.root = root
+        self.rng = rng
+        self.size = 0
+        self.count = 0
+        self.planted: list[Planted] = []
+
+    def write(self, name: str, lines: list[str]) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = "".join(line + "\n" for line in lines)
+        path.write_text(data)
+        self.size += len(data)
+        self.count += 1
+
+    def plant(self, name: str, lines: list[str], render: Callable[[str, str], str],
+              keys: dict[str, tuple[str, Callable[[random.Random], str]]], ai: bool) -> None:
+        provider = self.rng.choice(sorted(keys))
+        variable, make = keys[provider]
+        at = self.rng.randrange(len(lines) + 1)
+        lines.insert(at, render(variable, make(self.rng)))
+        self.planted = [p if p.path != name or p.line <= at else
+                        Planted(p.path, p.line + 1, p.provider, p.ai) for p in self.planted]
+        self.planted.append(Planted(name, at + 1, provider, ai))
+
+
+def _python(rng: random.Random, n: int) -> list[str]:
+    lines = ["import os", "import json", ""]
+    for i in range(n):
+        a, b = rng.choice(WORDS), rng.choice(WORDS)
+        lines += [f"def {a}_{b}_{i}({a}, {b}=None):",
+                  f'    """Return the {a} for a {b}."""',
+                  f"    {a}_id = hash(({a}, {b}, {rng.randrange(10**6)})) % 0x{rand(rng, 8, HEX)}",
+                  f"    return json.dumps({{'{a}': {a}_id, '{b}': {b}}})", ""]
+    return lines
+
+
+def _lockfile(rng: random.Random, n: int) -> list[str]:
+    lines = ["{", '  "lockfileVersion": 3,', '  "packages": {']
+    for _ in range(n):
+        name = rand(rng, 8, string.ascii_lowercase)
+        lines += [f'    "node_modules/{name}": {{',
+                  f'      "version": "{rng.randrange(9)}.{rng.randrange(20)}.{rng.randrange(9)}",',
+                  f'      "resolved": "https://registry.npmjs.org/{name}/-/{name}-1.0.0.tgz",',
+                  f'      "integrity": "sha512-{rand(rng, 86, BASE64)}=="',
+                  "    },"]
+    return [*lines, "  }", "}"]
+
+
+def _minified(rng: random.Random, n: int) -> list[str]:
+    parts = []
+    for _ in range(n):
+        a, b = rng.choice(WORDS), rng.choice(WORDS)
+        parts.append(f"function {a[:2]}{rand(rng, 3)}(e,t){{return e.{b}(t)||"
+                     f'"{rand(rng, 12)}"}}var {b[:3]}{rand(rng, 2)}={rng.randrange(10**9)};')
+    return ["".join(parts)]
+
+
+def _csv(rng: random.Random, n: int) -> list[str]:
+    return ["id,user,hash,score"] + [
+        f"{i},{rand(rng, 8, string.ascii_lowercase)},{rand(rng, 40, HEX)},{rng.random():.6f}"
+        for i in range(n)]
+
+
+def _markdown(rng: random.Random, n: int) -> list[str]:
+    lines = ["# Notes", ""]
+    for _ in range(n):
+        lines.append(" ".join(rng.choices(WORDS, k=14)) + ".")
+        if rng.random() < 0.1:
+            lines += ["", "```sh", "export OPENAI_API_KEY=sk-...your-key...", "```", ""]
+    return lines
+
+
+def _yaml(rng: random.Random, n: int) -> list[str]:
+    lines = []
+    for i in range(n):
+        lines += [f"{rng.choice(WORDS)}_{i}:", f"  name: {rand(rng, 10, string.ascii_lowercase)}",
+                  f"  replicas: {rng.randrange(1, 9)}", f"  image: repo/app@sha256:{rand(rng, 64, HEX)}"]
+    return lines
+
+
+RENDER: dict[str, Callable[[str, str], str]] = {
+    "py": lambda var, key: f'{var.lower()} = os.environ.get("{var}", "{key}")',
+    "json": lambda var, key: f'  "{var.lower()}": "{key}",',
+    "yaml": lambda var, key: f"{var.lower()}: {key}",
+    "env": lambda var, key: f"{var}={key}",
+    "md": lambda var, key: f"    export {var}={key}",
+    "csv": lambda var, key: f"0,{var.lower()},{key},0.5",
+    "js": lambda var, key: f'var cfg={{{var.lower()}:"{key}"}};',
+}
+KINDS: list[tuple[str, Callable[[random.Random, int], list[str]], int]] = [
+    ("py", _python, 40), ("json", _lockfile, 40), ("js", _minified, 600), ("csv", _csv, 150),
+    ("md", _markdown, 60), ("yaml", _yaml, 60),
+]
+
+
+def generate(root: Path, megabytes: float, seed: int = 1) -> TreeWriter:
+    rng = random.Random(seed)
+    tree = TreeWriter(root, rng)
+    target = megabytes * 1_000_000
+    while tree.size < target:
+        kind, make, size = rng.choice(KINDS)
+        lines = make(rng, rng.randrange(size // 2, size * 2))
+        name = f"pkg{tree.count % 40}/mod{tree.count}.{kind}"
+        if kind == "js":  # minified: the key goes inside the one line
+            name = name.replace(".js", ".min.js")
+            if rng.random() < 0.15:
+                _, maker = AI_KEYS[(provider := rng.choice(sorted(AI_KEYS)))]
+                cut = rng.randrange(len(lines[0]))
+                lines[0] = (lines[0][:cut] + RENDER["js"](AI_KEYS[provider][0], maker(rng))
+                            + lines[0][cut:])
+                tree.planted.append(Planted(name, 1, provider, True))
+        elif rng.random() < 0.35:
+            tree.plant(name, lines, RENDER[kind], AI_KEYS, True)
+            if rng.random() < 0.3:
+                tree.plant(name, lines, RENDER[kind], OTHER_KEYS, False)
+        tree.write(name, lines)
+        if rng.random() < 0.02:
+            env_lines = [f"DEBUG={rng.choice(['true', 'false'])}", "PORT=8080"]
+            for _ in range(3):
+                tree.plant(f"svc{tree.count}/.env.example", env_lines, RENDER["env"],
+                           AI_KEYS, True)
+            tree.write(f"svc{tree.count}/.env.example", env_lines)
+        if rng.random() < 0.01:
+            blob = bytes([0x89]) + b"PNG\0" + rng.randbytes(200_000)
+            (root / f"assets/img{tree.count}.png").parent.mkdir(exist_ok=True)
+            (root / f"assets/img{tree.count}.png").write_bytes(blob)
+            tree.size += len(blob)
+    return tree
+
+
+def git_commit_all(root: Path) -> None:
+    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@example.com",
+               GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@example.com")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "tree"]):
+        subprocess.run(["git", *args], cwd=root, env=env, check=True)
+
+
+def keyrun_command() -> list[str]:
+    probe = subprocess.run([str(BIN / "keyrun"), "scan", "--help"], capture_output=True,
+                           check=False)
+    if probe.returncode == 0:
+        return [str(BIN / "keyrun"), "scan", "--format", "json"]
+    code = ("import json, pathlib; from keyrun.scan import scan; "
+            "r = scan([], root=pathlib.Path.cwd()); "
+            "print(json.dumps({'findings': [f.as_json() for f in r.findings]}))")
+    return [sys.executable, "-c", code]
+
+
+def run_keyrun(root: Path, command: list[str]) -> tuple[float, set[tuple[str, int]]]:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=root, capture_output=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"keyrun failed: {done.stderr.decode()}")
+    found = json.loads(done.stdout)["findings"]
+    return elapsed, {(f["path"], f["line"]) for f in found}
+
+
+def run_detect_secrets(root: Path) -> tuple[float, set[tuple[str, int]]]:
+    started = time.perf_counter()
+    done = subprocess.run([str(BIN / "detect-secrets"), "scan", "."], cwd=root,
+                          capture_output=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"detect-secrets failed: {done.stderr.decode()}")
+    results = json.loads(done.stdout)["results"]
+    return elapsed, {(path, r["line_number"]) for path, rs in results.items() for r in rs}
+
+
+def report(name: str, times: list[float], found: set[tuple[str, int]],
+           planted: list[Planted]) -> None:
+    spots = {(p.path, p.line) for p in planted}
+    ai = [p for p in planted if p.ai]
+    other = [p for p in planted if not p.ai]
+    ai_found = sum((p.path, p.line) in found for p in ai)
+    other_found = sum((p.path, p.line) in found for p in other)
+    missed = sorted({p.provider for p in ai if (p.path, p.line) not in found})
+    print(f"{name}: median {statistics.median(times):.2f} s ({', '.join(f'{t:.2f}' for t in times)})"
+          f"; AI-provider keys found {ai_found}/{len(ai)}; other keys {other_found}/{len(other)}"
+          f"; results elsewhere {len(found - spots)}"
+          + (f"; missed providers: {', '.join(missed)}" if missed else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=float, default=50)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="generate the tree here and keep it")
+    options = parser.parse_args()
+    root = options.keep or Path(tempfile.mkdtemp(prefix="keyrun-scan-bench-"))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tree = generate(root, options.megabytes)
+        git_commit_all(root)
+        ai = sum(p.ai for p in tree.planted)
+        print(f"tree: {tree.size / 1e6:.1f} MB, {tree.count} text files; planted "
+              f"{ai} AI-provider keys of {len(AI_KEYS)} formats, "
+              f"{len(tree.planted) - ai} other keys")
+        command = keyrun_command()
+        print("keyrun through", "its CLI" if command[1] == "scan" else "its Python API")
+        times: dict[str, list[float]] = {"keyrun scan": [], "detect-secrets scan": []}
+        found: dict[str, set[tuple[str, int]]] = {}
+        for _ in range(options.runs):
+            elapsed, found["keyrun scan"] = run_keyrun(root, command)
+            times["keyrun scan"].append(elapsed)
+            elapsed, found["detect-secrets scan"] = run_detect_secrets(root)
+            times["detect-secrets scan"].append(elapsed)
+        for name in times:
+            report(name, times[name], found[name], tree.planted)
+        ratio = statistics.median(times["keyrun scan"]) / statistics.median(
+            times["detect-secrets scan"])
+        print(f"keyrun / detect-secrets wall time = {ratio:.3f}×")
+    finally:
+        if options.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
