@@ -292,6 +292,8 @@ def test_project_from_option_environment_or_credentials(gcp: FakeSecretManager,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     gcp.backend.put("dev-KEY", "project-value-01")
     assert value(fetch(make(gcp), "KEY")["KEY"]) == "project-value-01"  # the key file's
+    url = make(None, endpoint=f"https://{gcp.endpoint}/")
+    assert value(fetch(url, "KEY")["KEY"]) == "project-value-01"
     assert value(fetch(make(gcp, gcp_project="123456789012"), "KEY")["KEY"]) == (
         "project-value-01")
     denied = problem(fetch(make(gcp, gcp_project="acme-{env}"), "KEY")["KEY"], "denied")
@@ -375,6 +377,25 @@ def test_no_credentials(gcp: FakeSecretManager, monkeypatch: pytest.MonkeyPatch,
     assert str(caught.value).endswith(
         " — run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS "
         "to a service-account key file, or run where a service account is attached")
+
+
+def test_credentials_that_cannot_make_a_token(gcp: FakeSecretManager,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    refused = f"http://127.0.0.1:{free_port()}"
+    write(tmp_path / "user.json", json.dumps({
+        "type": "external_account_authorized_user", "client_id": "c", "client_secret": "s",
+        "audience": "//iam.googleapis.com/locations/global/workforcePools/p/providers/q",
+        "refresh_token": "r", "token_url": f"{refused}/token",
+        "token_info_url": f"{refused}/info"}))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "user.json"))
+    with pytest.raises(SourceError) as caught:
+        fetch(make(gcp, gcp_project=PROJECT), "KEY", "OTHER")
+    message = str(caught.value)
+    assert message.startswith("gcp: the Google credentials could not make an access token "
+                              "(ServiceUnavailable: Getting metadata from plugin failed ")
+    assert message.endswith(" — sign in again: gcloud auth application-default login")
+    assert gcp.backend.calls == []
 
 
 def test_no_project(gcp: FakeSecretManager, monkeypatch: pytest.MonkeyPatch,
