@@ -37,9 +37,10 @@ ALNUM = string.ascii_letters + string.digits
 URLSAFE = ALNUM + "_-"
 BASE64 = ALNUM + "+/"
 HEX = "0123456789abcdef"
-WORDS = ("request response client server handler config value result error status "
-         "session token user account project model agent prompt stream batch index "
-         "vector embedding search query cache retry timeout deadline buffer").split()
+WORDS = ["request", "response", "client", "server", "handler", "config", "value", "result",
+         "error", "status", "session", "token", "user", "account", "project", "model", "agent",
+         "prompt", "stream", "batch", "index", "vector", "embedding", "search", "query", "cache",
+         "retry", "timeout", "deadline", "buffer"]
 
 
 def rand(rng: random.Random, n: int, alphabet: str = ALNUM) -> str:
@@ -167,8 +168,10 @@ def _markdown(rng: random.Random, n: int) -> list[str]:
 def _yaml(rng: random.Random, n: int) -> list[str]:
     lines = []
     for i in range(n):
-        lines += [f"{rng.choice(WORDS)}_{i}:", f"  name: {rand(rng, 10, string.ascii_lowercase)}",
-                  f"  replicas: {rng.randrange(1, 9)}", f"  image: repo/app@sha256:{rand(rng, 64, HEX)}"]
+        lines += [f"{rng.choice(WORDS)}_{i}:",
+                  f"  name: {rand(rng, 10, string.ascii_lowercase)}",
+                  f"  replicas: {rng.randrange(1, 9)}",
+                  f"  image: repo/app@sha256:{rand(rng, 64, HEX)}"]
     return lines
 
 
@@ -269,7 +272,8 @@ def report(name: str, times: list[float], found: set[tuple[str, int]],
     ai_found = sum((p.path, p.line) in found for p in ai)
     other_found = sum((p.path, p.line) in found for p in other)
     missed = sorted({p.provider for p in ai if (p.path, p.line) not in found})
-    print(f"{name}: median {statistics.median(times):.2f} s ({', '.join(f'{t:.2f}' for t in times)})"
+    each = ", ".join(f"{t:.2f}" for t in times)
+    print(f"{name}: median {statistics.median(times):.2f} s ({each})"
           f"; AI-provider keys found {ai_found}/{len(ai)}; other keys {other_found}/{len(other)}"
           f"; results elsewhere {len(found - spots)}"
           + (f"; missed providers: {', '.join(missed)}" if missed else ""))

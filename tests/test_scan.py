@@ -294,7 +294,8 @@ TRAPS = [
 
 def _trap_lines() -> list[str]:
     rng = random.Random(11)
-    return TRAPS + [
+    return [
+        *TRAPS,
         "sk-proj-" + "x" * 60,
         "AI" + "za" + "Sy" + "X" * 33,
         "ghp_" + "0" * 36,
