@@ -6,7 +6,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
@@ -777,6 +776,8 @@ class VaultSource(Source):
                      targets: list[Location]) -> dict[Location, T]:
         if len(targets) <= 1:
             return {target: work(target) for target in targets}
+        from concurrent.futures import ThreadPoolExecutor  # ~8 ms: only when needed
+
         with ThreadPoolExecutor(min(_PARALLEL, len(targets)),
                                 thread_name_prefix=f"keyrun:{self.name}") as pool:
             return dict(zip(targets, pool.map(work, targets), strict=True))

@@ -9,10 +9,8 @@ OpenBao's ``BAO_*`` spellings are read where the ``VAULT_*`` one is unset.
 
 from __future__ import annotations
 
-import getpass
 import random
 import re
-import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -371,6 +369,8 @@ class TokenFinder:
         match = re.search(r'(?m)^\s*token_helper\s*=\s*"((?:[^"\\]|\\.)*)"', text or "")
         if match is None:
             return None
+        import subprocess
+
         helper = match.group(1).replace('\\"', '"').replace("\\\\", "\\")
         if helper.startswith("~/"):
             helper = str(self._home() / helper[2:])
@@ -470,6 +470,8 @@ class TokenFinder:
             raise SourceError(self.source, f"userpass login as {username}: {named}there is no "
                               "terminal to ask for the password",
                               "set auth.password_env to a variable holding the password")
+        import getpass
+
         return getpass.getpass(f"Vault password for {username} ({self.api.url}): ")
 
     def _post_login(self, path: str, body: Mapping[str, str], what: str,
