@@ -592,3 +592,24 @@ def test_staged_and_history_need_a_repository(tmp_path: Path) -> None:
         scan([], root=tmp_path, mode="staged")
     with pytest.raises(ScanError, match="--history needs a git repository"):
         scan([], root=tmp_path, mode="history")
+
+
+def test_a_file_name_that_is_not_utf8(tmp_path: Path, keys: list[str]) -> None:
+    (tmp_path / os.fsdecode(b"caf\xe9.env")).write_text(keys[0])
+    findings = scan([], root=tmp_path).findings
+    assert [f.path for f in findings] == ["caf\ufffd.env"]
+    assert json.loads(render_json(findings))["findings"][0]["path"] == "caf\ufffd.env"
+    render_text(findings).encode("utf-8")
+    render_sarif(findings).encode("utf-8")
+
+
+def test_crlf_lines_and_columns(keys: list[str]) -> None:
+    text = f"a = 1\r\nb = 'é{keys[0]}'\r\n"
+    assert [(f.line, f.column) for f in scan_bytes(text.encode())] == [(2, 7)]
+
+
+def test_allow_comment_in_history(repo: Path, keys: list[str]) -> None:
+    (repo / "a.py").write_text(f"A = '{keys[0]}'  # keyrun:allow\nB = '{keys[1]}'\n")
+    git(repo, "add", "a.py")
+    git(repo, "commit", "-q", "-m", "one")
+    assert _where(scan([], root=repo, mode="history").findings) == [("a.py", 2)]

@@ -75,11 +75,13 @@ def require_repository(root: Path, mode: str) -> Path:
 
 
 def display(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` when under it, else as given; posix separators."""
+    """``path`` relative to ``root`` when under it, else as given; posix separators; a name
+    that is not UTF-8 shown with replacement characters (reports must encode)."""
     try:
-        return path.relative_to(root).as_posix()
+        shown = path.relative_to(root).as_posix()
     except ValueError:
-        return path.as_posix()
+        shown = path.as_posix()
+    return shown.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 # -- work tree --------------------------------------------------------------------------
@@ -254,6 +256,7 @@ def _hunk_start(header: bytes) -> int:
 
 
 def _diff_path(name: bytes) -> str | None:
+    name = name.removesuffix(b"\t")  # git ends a name holding a space with a tab
     if name == b"/dev/null":
         return None
     if name.startswith(b'"'):
