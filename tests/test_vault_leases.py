@@ -358,14 +358,9 @@ def assert_clean_output(redis: Redis, user: str, *texts: str) -> None:
         assert ROOT_TOKEN + "\n" not in text
 
 
-SIGKILL_BUG = pytest.mark.xfail(reason="keyrun.launch._exit_like calls signal.signal(SIGKILL, "
-                                "SIG_DFL), which raises EINVAL: keyrun exits 1, not -9 (the "
-                                "lease is still revoked)", strict=False)
-
-
 @pytest.mark.parametrize(("mode", "status"), [
     ("exit0", 0), ("exit3", 3), ("sigterm", -signal.SIGTERM),
-    pytest.param("sigkill", -signal.SIGKILL, marks=SIGKILL_BUG)])
+    ("sigkill", -signal.SIGKILL)])
 def test_cli_user_is_gone_after_the_command_exits(openbao: OpenBao, database: Any,
                                                   redis_server: Redis, tmp_path: Path,
                                                   mode: str, status: int) -> None:
