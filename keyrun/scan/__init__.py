@@ -21,7 +21,6 @@ from keyrun.scan.rules import (
     ALLOW_MARKER,
     MIN_VALUE_LENGTH,
     RULE_TITLES,
-    TEXT_BUDGET_SECONDS,
     Text,
     find_hits,
 )
@@ -67,8 +66,9 @@ class Finding:
 
 @dataclass
 class ScanResult:
-    """The findings, sorted by path, commit order and line; files skipped (too large,
-    unreadable) with the reason; how many texts were scanned."""
+    """The findings (sorted by path and line; for history, newest commit first); the files
+    skipped or only partly scanned, each with the reason (for a warning on stderr); how many
+    texts were scanned."""
 
     findings: list[Finding] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
@@ -93,10 +93,10 @@ def scan(paths: Sequence[Path] = (), *, root: Path, mode: Mode = "tree",
             result.skipped.append(item)
             continue
         result.scanned += 1
-        findings, complete = scan_blob(item, encoded)
+        findings, stopped = scan_blob(item, encoded)
         result.findings.extend(findings)
-        if not complete:
-            result.skipped.append(Skipped(item.path, _STOPPED))
+        if stopped:
+            result.skipped.append(Skipped(item.path, stopped))
     if mode != "history":
         result.findings.sort(key=lambda f: (f.path, f.line, f.column))
     return result
@@ -109,16 +109,18 @@ def scan_bytes(data: bytes, path: str = "-", values: Mapping[str, str] | None = 
     return scan_blob(Blob(path, data), encoded)[0]
 
 
-_STOPPED = (f"partly scanned: matching stopped after {TEXT_BUDGET_SECONDS:g} s "
-            "(an unusual number of key-shaped strings); findings so far are reported")
+def _stopped(text: Text) -> str:
+    return (f"partly scanned: matching stopped after {text.budget:.1f} s (an unusual number "
+            "of key-shaped strings); the findings so far are reported")
 
 
-def scan_blob(blob: Blob, values: Mapping[str, bytes]) -> tuple[list[Finding], bool]:
-    """The findings in one blob, and whether it was scanned to the end within its budget."""
+def scan_blob(blob: Blob, values: Mapping[str, bytes]) -> tuple[list[Finding], str]:
+    """The findings in one blob, and why it was not scanned to its end ("" when it was)."""
     text = Text(blob.data)
     hits = find_hits(text, values)
+    stopped = _stopped(text) if text.stopped else ""
     if not hits:
-        return [], not text.stopped
+        return [], stopped
     allowed = _allowed_lines(blob.data)
     cursor = _LineCursor(blob.data)
     findings = []
@@ -129,7 +131,7 @@ def scan_blob(blob: Blob, values: Mapping[str, bytes]) -> tuple[list[Finding], b
         line = blob.lines[index - 1] if blob.lines is not None else index
         findings.append(Finding(path=blob.path, line=line, rule=hit.rule, preview=hit.preview,
                                 key=hit.key, commit=blob.commit, column=column))
-    return findings, not text.stopped
+    return findings, stopped
 
 
 def _allowed_lines(data: bytes) -> set[int]:

@@ -211,6 +211,7 @@ def preview(secret: bytes, prefix: int = 0, label: bytes | None = None) -> str:
 
 
 TEXT_BUDGET_SECONDS = 2.0
+BUDGET_SECONDS_PER_MB = 0.5  # a large text gets longer: the patterns alone take ~20 ms per MB
 _CHECK_EVERY = 512
 
 
@@ -219,9 +220,12 @@ class Text:
     every pattern is linear, but a file made of hundreds of thousands of key-shaped tokens
     still costs Python work per match, so matching stops (``stopped``) once it is spent."""
 
-    def __init__(self, data: bytes, budget: float = TEXT_BUDGET_SECONDS) -> None:
+    def __init__(self, data: bytes, budget: float | None = None) -> None:
         self.data = data
         self._lower: bytes | None = None
+        if budget is None:
+            budget = max(TEXT_BUDGET_SECONDS, len(data) / 1e6 * BUDGET_SECONDS_PER_MB)
+        self.budget = budget
         self.deadline = time.monotonic() + budget
         self.stopped = False
 
