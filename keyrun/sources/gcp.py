@@ -411,12 +411,13 @@ class GcpSecretManagerSource(Source):
             return Meta(exists=exists, expires=expires, next_rotation=due,
                         note=f"GetSecretVersion failed: {version.reason}")
         state = _state_name(version)
-        notes = [] if state == "ENABLED" else [f"version {_number(version)} is {state}"]
+        enabled = state == "ENABLED"
+        notes = [] if enabled else [f"version {_number(version)} is {state}"]
         if due is not None and due < datetime.now(UTC):
             notes.append(f"rotation was due on {due:%Y-%m-%d}")
         return Meta(
-            exists=(state == "ENABLED") if self.per_key else (None if state == "ENABLED"
-                                                              else False),
+            # a bundle's version tells nothing of whether it holds this key
+            exists=enabled if self.per_key else (None if enabled else False),
             version=_number(version),
             updated=_time(version, "create_time"),
             expires=expires,
