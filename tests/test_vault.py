@@ -925,6 +925,19 @@ def test_options_are_validated() -> None:
                                               "child_token_max_ttl": "10m"}, "[sources.vault]")
 
 
+def test_docstring_example_is_valid() -> None:
+    import inspect
+    import tomllib
+
+    doc = inspect.getdoc(VaultSource) or ""
+    example = tomllib.loads(inspect.cleandoc(doc.split(".. code-block:: toml", 1)[1]))
+    assert set(example["sources"]) == {"vault", "redis"}
+    for name, table in example["sources"].items():
+        settings = {k: v for k, v in table.items() if k != "type"}
+        check_settings(VaultSource, name, settings, f"[sources.{name}]")
+    assert example["keys"]["REDIS_USER"]["field"] == "username"
+
+
 def test_url_defaults_to_vault_addr_then_the_cli_default(tmp_path: Path) -> None:
     def url(environ: dict[str, str]) -> str:
         context = Context("p", "dev", tmp_path, environ)

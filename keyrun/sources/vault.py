@@ -129,15 +129,20 @@ class VaultSource(Source):
         url = "https://vault.example.com:8200"
         mount = "secret"
         path = "{project}/{env}"
-        auth = { method = "approle", role_id_env = "VAULT_ROLE_ID",
-                 secret_id_env = "VAULT_SECRET_ID" }
+
+        [sources.vault.auth]            # optional: else VAULT_TOKEN, token helper, ~/.vault-token
+        method = "approle"
+        role_id_env = "VAULT_ROLE_ID"
+        secret_id_env = "VAULT_SECRET_ID"
 
         [sources.redis]                 # dynamic: a Redis user made for each run
         type = "vault"
         mount = "database"
         path = "creds/{key}"
-        # keys: REDIS_USER = { source = "redis", name = "app", field = "username" }
-        #       REDIS_PASSWORD = { source = "redis", name = "app", field = "password" }
+
+        [keys]
+        REDIS_USER = { source = "redis", name = "app", field = "username" }
+        REDIS_PASSWORD = { source = "redis", name = "app", field = "password" }
     """
 
     type_name = "vault"
