@@ -31,6 +31,7 @@ ENV_OPTIONS = (
     "pass_env",
     "allow_reserved",
     "timeout",
+    "mask",
     "keys",
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -79,6 +80,7 @@ class Environment(NamedTuple):
     allow_reserved: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
     description: str | None = None
+    mask: bool = False
 
 
 class Config(NamedTuple):
@@ -339,6 +341,7 @@ def _parse_envs(raw: Mapping[str, Any], where: _Locator) -> dict[str, EnvSpec]:
         _names(table, "allow_reserved", where, here)
         _string(table, "extends", where, here)
         _string(table, "description", where, here)
+        _bool(table, "mask", where, here)
         for option in ("rotate_after", "timeout"):
             _duration(table, option, where, here)
         keys = {
@@ -447,6 +450,7 @@ def environment(config: Config, name: str) -> Environment:
         allow_reserved=tuple(values.get("allow_reserved", ())),
         timeout=_seconds(values.get("timeout")) or DEFAULT_TIMEOUT,
         description=values.get("description"),
+        mask=bool(values.get("mask", False)),
     )
 
 

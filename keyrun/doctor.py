@@ -24,7 +24,7 @@ from keyrun.sources import Context, Deadline, Health, Meta
 from keyrun.sources.dotenv import DotenvSource
 
 CheckStatus = Literal["pass", "warn", "fail", "unknown"]
-MIN_MASKABLE = 6  # SPEC §5: shorter values are not masked
+MIN_MASKABLE = 6  # SPEC §5: shorter values are not masked (keyrun.mask.MIN_LENGTH)
 EXPIRY_WARNING = 7 * 86400
 
 

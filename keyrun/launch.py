@@ -116,6 +116,7 @@ def supervise(argv: Sequence[str], env: Mapping[str, str], supervisor: Superviso
     make_undumpable()
     watched = {getattr(signal, name) for name in FORWARDED if hasattr(signal, name)}
     watched.add(signal.SIGCHLD)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an inherited SIG_IGN would reap it for us
     defaults = watched | {getattr(signal, name) for name in _PYTHON_IGNORED}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
@@ -162,7 +163,8 @@ def _exit_like(status: int) -> NoReturn:
 
         number = os.WTERMSIG(status)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # dying of SIGQUIT must not dump
-        signal.signal(number, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL's disposition is fixed
+            signal.signal(number, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.kill(os.getpid(), number)
     os._exit(os.waitstatus_to_exitcode(status))

@@ -101,13 +101,6 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
         if raw is not None:
             raw.restore()
         keeper.release()
-    _exit_as(status)
-
-
-def _exit_as(status: int) -> NoReturn:
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
-        # launch._exit_like cannot reset SIGKILL's disposition (EINVAL); nor need it
-        os.kill(os.getpid(), signal.SIGKILL)
     _exit_like(status)
 
 

@@ -6,13 +6,16 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from keyrun import accesslog
 from keyrun.environ import ChildEnvironment, build_environment, check_exec_values, secrets_in_argv
 from keyrun.errors import KeyrunError, ResolutionError
 from keyrun.profile import Profile, open_profile
 from keyrun.resolve import Resolution, fetch_profile
+
+if TYPE_CHECKING:
+    from keyrun.mask import MaskSet
 
 
 class Selection(NamedTuple):
@@ -31,6 +34,7 @@ class RunOptions(NamedTuple):
     preserve_env: bool = False
     clean_env: bool = False
     allow_argv_secrets: bool = False
+    mask: bool = False
 
 
 class Reporter:
@@ -39,18 +43,27 @@ class Reporter:
     def __init__(self, selection: Selection) -> None:
         self.quiet = selection.quiet
         self.verbose = selection.verbose
+        self.masks: MaskSet | None = None  # set when the run is masked: so are these lines
+
+    def _print(self, line: str) -> None:
+        if self.masks is not None:
+            data = self.masks.mask(f"{line}\n".encode())
+            sys.stderr.buffer.write(data)
+            sys.stderr.flush()
+            return
+        print(line, file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            print(f"keyrun: warning: {message}", file=sys.stderr, flush=True)
+            self._print(f"keyrun: warning: {message}")
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            print(f"keyrun: {message}", file=sys.stderr, flush=True)
+            self._print(f"keyrun: {message}")
 
     def detail(self, message: str) -> None:
         if self.verbose:
-            print(f"keyrun: {message}", file=sys.stderr, flush=True)
+            self._print(f"keyrun: {message}")
 
 
 def resolve_for_command(
@@ -164,8 +177,8 @@ def run_command(argv: Sequence[str], selection: Selection, options: RunOptions,
                 environ: Mapping[str, str] | None = None) -> int:
     """Start the command with the profile's keys. Exec never returns; an error raises.
 
-    keyrun steps aside (exec) unless something must happen after the command ends:
-    with leased credentials it stays the parent and revokes them at exit."""
+    keyrun steps aside (exec) unless something must happen while or after the command
+    runs: masking its output, or revoking leased credentials at exit."""
     from keyrun import launch
 
     environ = os.environ if environ is None else environ
@@ -173,8 +186,18 @@ def run_command(argv: Sequence[str], selection: Selection, options: RunOptions,
     resolution, child = prepare(argv, selection, options, environ, report)
     sys.stdout.flush()
     sys.stderr.flush()
-    if resolution.leased:
-        launch.supervise(argv, child.values, LeaseKeeper(resolution, report))
+    keeper = LeaseKeeper(resolution, report) if resolution.leased else None
+    if options.mask or resolution.profile.env.mask:
+        from keyrun.mask import MaskSet
+        from keyrun.relay import relay
+
+        with releasing_on_failure(resolution, report):
+            report.masks = MaskSet(resolution.values())
+        for key in report.masks.skipped:
+            report.warn(f"{key} is too short to be masked reliably; it is not masked")
+        relay(argv, child.values, report.masks, keeper)
+    if keeper is not None:
+        launch.supervise(argv, child.values, keeper)
     launch.exec_command(argv, child.values)
 
 

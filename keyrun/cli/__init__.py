@@ -28,6 +28,7 @@ RUN_FLAGS = {
     "--preserve-env": "preserve_env",
     "--clean-env": "clean_env",
     "--allow-argv-secrets": "allow_argv_secrets",
+    "--mask": "mask",
 }
 _HELP = {"-h", "--help", "--version", "--install-completion", "--show-completion"}
 COMMANDS = ("run", "list", "doctor", "set", "init", "log", "sources")
@@ -65,9 +66,22 @@ def normalize(args: Sequence[str]) -> list[str]:
             globals_.append(arg if option[2] is None else f"{option[0]}={option[2]}")
         i += 1
     tail = list(args[i:])
-    if not rest and tail and tail[0] == "--":
-        rest = ["run"]
+    if tail[:1] == ["--"] and _only_run_options(rest):
+        rest = ["run", *rest]
     return [*globals_, *rest, *tail]
+
+
+def _only_run_options(words: list[str]) -> bool:
+    """``keyrun --mask --only K -- cmd``: run's options without the word ``run``."""
+    i = 0
+    while i < len(words):
+        if words[i] == "--only":
+            i += 2
+        elif words[i] in RUN_FLAGS or words[i].startswith("--only="):
+            i += 1
+        else:
+            return False
+    return i == len(words)
 
 
 def _starts_command(parsed: list[str], arg: str) -> bool:

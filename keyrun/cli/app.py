@@ -96,6 +96,8 @@ def run(
     allow_argv_secrets: Annotated[bool, typer.Option("--allow-argv-secrets",
                                   help="Allow a secret value inside the command's arguments."
                                   )] = False,
+    mask: Annotated[bool, typer.Option("--mask", help="Replace every secret value (and its "
+                    "common encodings) in the command's output with <KEY_NAME>.")] = False,
 ) -> int:
     """Fetch the profile's keys, then replace keyrun with COMMAND (after --)."""
     from keyrun.run import run_command
@@ -108,7 +110,7 @@ def run(
     if preserve_env and clean_env:
         raise UsageError("--preserve-env and --clean-env cannot be used together")
     options = RunOptions(tuple(only or ()), allow_missing, preserve_env, clean_env,
-                         allow_argv_secrets)
+                         allow_argv_secrets, mask)
     return run_command(command, _selection(ctx), options)
 
 

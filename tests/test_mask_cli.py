@@ -1,0 +1,81 @@
+"""`keyrun run --mask` and `mask = true` through the real command line."""
+
+from __future__ import annotations
+
+import base64
+import os
+import pty
+import select
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CANARY, clean_env, keyrun, write
+
+PY = sys.executable
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    write(root / "keyrun.toml", """
+default_env = "dev"
+[keys]
+OPENAI_API_KEY = {}
+PIN = {}
+[sources.local]
+type = "dotenv"
+[env.dev]
+sources = ["local"]
+[env.masked]
+sources = ["local"]
+mask = true
+""")
+    write(root / ".env", f"OPENAI_API_KEY={CANARY}\nPIN=1234\n")
+    return root
+
+
+PRINTER = ("import os, sys, base64; v = os.environ['OPENAI_API_KEY']; "
+           "print('raw', v); print('b64', base64.b64encode(v.encode()).decode()); "
+           "sys.stderr.write('err ' + v.encode().hex() + '\\n'); print('pin', os.environ['PIN']); "
+           "sys.exit(3)")
+
+
+def test_mask_flag_on_pipes(project: Path, tmp_path: Path) -> None:
+    done = keyrun(["--mask", "--", PY, "-c", PRINTER], cwd=project, env=clean_env(tmp_path))
+    assert done.returncode == 3
+    assert done.stdout == "raw <OPENAI_API_KEY>\nb64 <OPENAI_API_KEY>\npin 1234\n"
+    assert "err <OPENAI_API_KEY>\n" in done.stderr
+    assert "PIN is too short to be masked reliably" in done.stderr
+    for form in (CANARY, base64.b64encode(CANARY.encode()).decode(), CANARY.encode().hex()):
+        assert form not in done.stdout + done.stderr
+
+
+def test_mask_true_in_the_environment(project: Path, tmp_path: Path) -> None:
+    done = keyrun(["-e", "masked", "--", PY, "-c", PRINTER], cwd=project, env=clean_env(tmp_path))
+    assert done.stdout.splitlines()[0] == "raw <OPENAI_API_KEY>"
+    plain = keyrun(["-e", "dev", "--", PY, "-c", PRINTER], cwd=project, env=clean_env(tmp_path))
+    assert plain.stdout.splitlines()[0] == f"raw {CANARY}"
+
+
+def test_mask_keeps_the_terminal(project: Path, tmp_path: Path) -> None:
+    code = "import os, sys; print(sys.stdout.isatty(), sys.stdin.isatty(), os.environ['OPENAI_API_KEY'])"
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(project)
+        os.execve(PY, [PY, "-m", "keyrun", "-q", "--mask", "--", PY, "-c", code],
+                  clean_env(tmp_path))
+    output = b""
+    while True:
+        try:
+            ready = select.select([fd], [], [], 10)[0]
+            chunk = os.read(fd, 1024) if ready else b""
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert output.replace(b"\r\n", b"\n") == b"True True <OPENAI_API_KEY>\n"
