@@ -261,6 +261,28 @@ def test_failed_revocation_is_a_warning(private_openbao: OpenBao, redis_server: 
         redis_server.admin().acl_deluser(user)
 
 
+def test_a_failing_engine_is_an_error_of_its_keys_after_a_few_tries(
+        openbao: OpenBao, database: Any, tmp_path: Path) -> None:
+    from tests.vault_server import free_port
+
+    database.secrets.database.configure(
+        name="dead", plugin_name="redis-database-plugin", allowed_roles=["dead-role"],
+        host="127.0.0.1", port=free_port(), username="default", password="x",
+        verify_connection=False)
+    database.secrets.database.create_role(name="dead-role", db_name="dead",
+                                          creation_statements=['["~*", "+@read"]'])
+    source = make(openbao, tmp_path)
+    started = time.monotonic()
+    got = source.fetch(credentials("dead-role"), Deadline(20))
+    assert time.monotonic() - started < 5
+    user = got["REDIS_USER"]
+    assert isinstance(user, Problem)
+    assert user.kind == "error"
+    assert user.message.startswith("vault: reading database/creds/dead-role failed: ")
+    assert got["REDIS_PASSWORD"] == user
+    assert source._lease_token is None
+
+
 def test_pki_certificates_are_leased_and_revoked(openbao: OpenBao, database: Any,
                                                  tmp_path: Path) -> None:
     if "pki/" not in database.sys.list_mounted_secrets_engines()["data"]:

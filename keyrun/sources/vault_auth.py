@@ -26,6 +26,7 @@ TOKEN_VARIABLES = ("VAULT_TOKEN", "BAO_TOKEN")
 _RETRIED = frozenset({412, 429, 500, 502, 503, 504})
 _CONNECT_TIMEOUT = 5.0
 _CONNECT_ATTEMPTS = 3
+_SERVER_ERROR_ATTEMPTS = 4
 _BACKOFF_CAP = 2.0
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")  # Go's strconv.ParseBool, as the CLI parses
 _FALSE = ("0", "f", "F", "FALSE", "false", "False")
@@ -131,10 +132,10 @@ class VaultHttpError(Exception):
 class VaultApi:
     """One Vault server, reached through hvac's adapter (a requests session).
 
-    ``call`` retries 429, 412 and 5xx answers and failed connections with backoff while the
-    deadline allows; a sealed server, an unreachable one and a TLS failure each raise a
-    SourceError of their own. Other errors raise :class:`VaultHttpError` for the caller to
-    judge, key by key."""
+    ``call`` retries 429 answers with backoff while the deadline allows, and 412, 5xx and
+    failed connections a few times within it; a sealed server, an unreachable one and a TLS
+    failure each raise a SourceError of their own. Other errors raise
+    :class:`VaultHttpError` for the caller to judge, key by key."""
 
     def __init__(self, source: str, url: str, namespace: str | None, tls: Tls) -> None:
         import hvac.adapters
@@ -175,13 +176,19 @@ class VaultApi:
                                   "unseal it (vault operator unseal, or bao operator unseal), "
                                   "then run again")
             if status in _RETRIED:
-                if _backoff(attempt, deadline, response.headers.get("Retry-After")):
+                # A rate limit passes: wait for it while the deadline allows. A server error
+                # often does not (a plugin that cannot reach its database): a few tries, then
+                # it is this path's error.
+                failing = status != 429
+                if (not failing or attempt < _SERVER_ERROR_ATTEMPTS) and _backoff(
+                        attempt, deadline, response.headers.get("Retry-After")):
                     continue
-                raise SourceError(
-                    self.source, f"{self.url} answered HTTP {status} to {method} {path}"
-                    f" ({'; '.join(errors) or 'no detail'}) until the deadline",
-                    "the server is overloaded or failing: try again later, or raise the "
-                    "deadline with timeout = \"60s\" in the environment's table")
+                if not failing:
+                    raise SourceError(
+                        self.source, f"{self.url} answered HTTP 429 (rate limited) to {method} "
+                        f"{path} until the deadline",
+                        "try again later, or raise the deadline with timeout = \"60s\" in "
+                        "the environment's table")
             raise VaultHttpError(status, errors, decoded)
 
     def _send(self, method: str, path: str, deadline: Deadline, token: Secret | None,
