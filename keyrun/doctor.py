@@ -20,7 +20,7 @@ from keyrun.durations import format_age
 from keyrun.errors import ConfigError, KeyrunError
 from keyrun.profile import Profile, make_source, name_problems, resolve_profile
 from keyrun.resolve import Resolution, fetch_profile
-from keyrun.sources import Context, Deadline, Health, Meta
+from keyrun.sources import Context, Deadline, Health
 from keyrun.sources.dotenv import DotenvSource
 
 CheckStatus = Literal["pass", "warn", "fail", "unknown"]
@@ -299,10 +299,15 @@ class _Doctor:
     def check_rotation(self, profile: Profile, resolution: Resolution) -> None:
         now = datetime.now(UTC)
         limit = profile.env.rotate_after
-        meta = _metadata(profile, resolution)
-        expired, expiring, old, unknown = [], [], [], []
+        meta = resolution.metadata()
+        expired, expiring, old, unknown, overdue = [], [], [], [], []
         for key, (source, item) in resolution.items().items():
             info = meta.get(key)
+            if info is not None and info.deleted is not None:
+                expired.append(f"{key} ({source}, scheduled for deletion on "
+                               f"{info.deleted:%Y-%m-%d})")
+            if info is not None and info.next_rotation is not None and info.next_rotation < now:
+                overdue.append(f"{key} ({source}, due {info.next_rotation:%Y-%m-%d})")
             expires = item.expires or (info.expires if info else None)
             updated = item.updated or (info.updated if info else None)
             if expires is not None:
@@ -321,13 +326,13 @@ class _Doctor:
         if expired:
             self.add("rotation", "fail", f"expired: {', '.join(expired)}",
                      f"rotate them: keyrun set KEY -e {env}", [k.split(" ")[0] for k in expired])
-        elif expiring or old:
+        elif expiring or old or overdue:
             parts = ([f"expiring soon: {', '.join(expiring)}"] if expiring else []) + (
                 [f"older than rotate_after ({format_age(limit or 0)}): {', '.join(old)}"]
-                if old else [])
+                if old else []) + ([f"rotation overdue: {', '.join(overdue)}"] if overdue else [])
             self.add("rotation", "warn", "; ".join(parts),
                      f"rotate them: keyrun set KEY -e {env}",
-                     [k.split(" ")[0] for k in expiring + old])
+                     list(dict.fromkeys(k.split(" ")[0] for k in expiring + old + overdue)))
         elif unknown:
             self.add("rotation", "unknown",
                      "unknown: the source does not record when these changed: "
@@ -431,20 +436,6 @@ def _parallel(jobs: Mapping[str, Callable[[], Health]], deadline: Deadline
     for name in jobs:
         results.setdefault(name, (f"timed out after {deadline.seconds:g}s", deadline.seconds))
     return {name: results[name] for name in jobs}
-
-
-def _metadata(profile: Profile, resolution: Resolution) -> dict[str, Meta]:
-    deadline = Deadline(profile.env.timeout)
-    found: dict[str, Meta] = {}
-    for name, source in profile.sources.items():
-        keys = [r.binding for r in resolution.results.values() if r.source == name and r.item]
-        if not keys:
-            continue
-        try:
-            found.update(source.describe(profile.requests_for(name, keys), deadline))
-        except KeyrunError:
-            continue
-    return found
 
 
 def _dotenv_files(profile: Profile) -> list[Path]:

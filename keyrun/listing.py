@@ -8,6 +8,7 @@ from typing import Any
 
 from keyrun.resolve import KeyResult, Resolution
 from keyrun.secret import preview
+from keyrun.sources import Meta
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,13 @@ class Row:
 
 
 def list_rows(resolution: Resolution) -> list[Row]:
-    return [_row(resolution, result) for result in resolution.results.values()]
+    """One row per key; where a fetch did not say when a key changed and its source can
+    tell without reading it, the age comes from the source's metadata."""
+    meta = resolution.metadata(missing_age_only=True)
+    return [_row(resolution, r, meta.get(r.key)) for r in resolution.results.values()]
 
 
-def _row(resolution: Resolution, result: KeyResult) -> Row:
+def _row(resolution: Resolution, result: KeyResult, meta: Meta | None) -> Row:
     profile = resolution.profile
     binding = result.binding
     source = result.source or (binding.candidates[0] if binding.candidates else None)
@@ -58,8 +62,8 @@ def _row(resolution: Resolution, result: KeyResult) -> Row:
         location=location,
         status=result.status,
         preview=(preview(item.value.reveal()) or None) if item else None,
-        version=item.version if item else None,
-        updated=item.updated if item else None,
+        version=(item.version or (meta.version if meta else None)) if item else None,
+        updated=(item.updated or (meta.updated if meta else None)) if item else None,
         error=error,
         description=binding.spec.description,
     )

@@ -16,7 +16,7 @@ from typing import Literal
 
 from keyrun.errors import KeyrunError, ResolutionError, SourceError
 from keyrun.profile import Binding, Profile
-from keyrun.sources import Deadline, Item, Outcome, Problem, Request, Source
+from keyrun.sources import Deadline, Item, Meta, Outcome, Problem, Request, Source
 
 Status = Literal["ok", "missing", "optional", "error"]
 
@@ -72,6 +72,24 @@ class Resolution:
                 warnings.append(exc.message)
         return warnings
 
+    def metadata(self, *, missing_age_only: bool = False) -> dict[str, Meta]:
+        """Value-free metadata (``Source.describe``) of every key that resolved, by key.
+        ``missing_age_only`` asks only where the fetch itself did not say when a key changed."""
+        profile = self.profile
+        deadline = Deadline(profile.env.timeout)
+        found: dict[str, Meta] = {}
+        for name, source in profile.sources.items():
+            bindings = [r.binding for r in self.results.values()
+                        if r.source == name and r.item is not None
+                        and not (missing_age_only and r.item.updated is not None)]
+            if not bindings or (missing_age_only and not source.records_age):
+                continue
+            try:
+                found.update(source.describe(profile.requests_for(name, bindings), deadline))
+            except KeyrunError:
+                continue
+        return found
+
     def problems(self, allow_missing: bool = False) -> list[KeyResult]:
         bad: tuple[Status, ...] = ("error",) if allow_missing else ("error", "missing")
         return [r for r in self.results.values() if r.status in bad]
@@ -87,7 +105,7 @@ class Resolution:
                 raise failure  # a configuration error in a source says it best itself
         raise ResolutionError(
             describe_problems(self.profile, problems),
-            _hint(self.profile, problems),
+            _hint(self.profile, problems, self.failures),
         )
 
 
@@ -110,11 +128,15 @@ def _reason(profile: Profile, result: KeyResult) -> str:
     return f"missing from {', '.join(looked) or 'every source (the environment has none)'}"
 
 
-def _hint(profile: Profile, problems: Sequence[KeyResult]) -> str:
+def _hint(profile: Profile, problems: Sequence[KeyResult],
+          failures: Mapping[str, KeyrunError]) -> str:
     missing = [r.key for r in problems if r.status == "missing"]
     env = profile.env.name
     if not missing:
-        return "fix the source named above, then run `keyrun doctor -e " + env + "`"
+        hints = [failure.hint for r in problems
+                 if (failure := failures.get(r.source or "")) is not None and failure.hint]
+        return hints[0] if hints else (
+            "fix the source named above, then run `keyrun doctor -e " + env + "`")
     first = missing[0]
     return (f"set it with: keyrun set {first} -e {env}" +
             (" (and the same for each key above)" if len(missing) > 1 else "") +
