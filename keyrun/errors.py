@@ -73,3 +73,11 @@ class LaunchError(KeyrunError):
     def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
         super().__init__(message, hint)
         self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """keyrun was told to stop (SIGTERM, SIGHUP) before the command started."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.number = number

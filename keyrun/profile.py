@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -76,13 +76,14 @@ def open_profile(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     interactive: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> Profile:
     """Find and parse keyrun.toml, choose the environment and resolve its profile."""
     environ = os.environ if environ is None else environ
     loaded = load_config(cwd, config, environ)
     name = choose_env(loaded, env, environ)
     return resolve_profile(loaded, name, project=project, only=only, environ=environ,
-                           interactive=interactive)
+                           interactive=interactive, warn=warn)
 
 
 def resolve_profile(
@@ -94,12 +95,13 @@ def resolve_profile(
     environ: Mapping[str, str],
     interactive: bool = False,
     strict: bool = True,
+    warn: Callable[[str], None] | None = None,
 ) -> Profile:
     """Bind every key of the environment to its sources. ``strict`` refuses invalid,
     reserved and colliding names (``doctor`` reports them instead)."""
     env = environment(config, env_name)
     project_name = project or config.project
-    context = Context(project_name, env.name, config.root, environ, interactive)
+    context = Context(project_name, env.name, config.root, environ, interactive, warn)
     used = list(dict.fromkeys([*env.sources, *(k.source for k in env.keys if k.source)]))
     specs = source_specs(config, env.name)
     sources = {name: make_source(specs[name].type, name, specs[name].settings,

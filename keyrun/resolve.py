@@ -64,13 +64,7 @@ class Resolution:
 
     def release(self) -> list[str]:
         """Revoke every lease made for this resolution; return warnings, never raise."""
-        warnings: list[str] = []
-        for name in self.leasing_sources():
-            try:
-                warnings += self.profile.sources[name].release()
-            except KeyrunError as exc:
-                warnings.append(exc.message)
-        return warnings
+        return release_all(self.profile)
 
     def metadata(self, *, missing_age_only: bool = False) -> dict[str, Meta]:
         """Value-free metadata (``Source.describe``) of every key that resolved, by key.
@@ -107,6 +101,18 @@ class Resolution:
             describe_problems(self.profile, problems),
             _hint(self.profile, problems, self.failures),
         )
+
+
+def release_all(profile: Profile) -> list[str]:
+    """Ask every source to revoke what it leased. All of them, not only those known to
+    have leased: a fetch that timed out may still have made a lease."""
+    warnings: list[str] = []
+    for source in profile.sources.values():
+        try:
+            warnings += source.release()
+        except KeyrunError as exc:
+            warnings.append(exc.message)
+    return warnings
 
 
 def describe_problems(profile: Profile, problems: Sequence[KeyResult]) -> str:

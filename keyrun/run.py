@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from keyrun import accesslog
 from keyrun.environ import ChildEnvironment, build_environment, check_exec_values, secrets_in_argv
-from keyrun.errors import KeyrunError, ResolutionError
+from keyrun.errors import KeyrunError, ResolutionError, Terminated
 from keyrun.profile import Profile, open_profile
-from keyrun.resolve import Resolution, fetch_profile
+from keyrun.resolve import Resolution, fetch_profile, release_all
 
 if TYPE_CHECKING:
     from keyrun.mask import MaskSet
@@ -78,16 +78,9 @@ def resolve_for_command(
     """Resolve and fetch the profile, fail closed, write the access log."""
     profile = open_profile(selection.env, config=selection.config, project=selection.project,
                            only=options.only, environ=environ,
-                           interactive=sys.stdin.isatty())
+                           interactive=sys.stdin.isatty(), warn=report.warn)
     _note_nesting(profile, environ, report)
-    remote = [name for name, source in profile.sources.items() if source.remote]
-    if remote and not report.quiet:
-        from keyrun.progress import Spinner
-
-        with Spinner(f"fetching {len(profile.bindings)} keys from {', '.join(remote)}…"):
-            resolution = fetch_profile(profile)
-    else:
-        resolution = fetch_profile(profile)
+    resolution = _fetch(profile, report)
     with releasing_on_failure(resolution, report):
         resolution.check(allow_missing=options.allow_missing)
         for result in resolution.results.values():
@@ -98,6 +91,32 @@ def resolve_for_command(
         check_exec_values(resolution.values())
     accesslog_record(resolution, environ, action=action, command=command, report=report)
     return resolution
+
+
+def _fetch(profile: Profile, report: Reporter) -> Resolution:
+    """Fetch, with a spinner for remote sources; if keyrun is told to stop meanwhile,
+    revoke whatever the sources leased before dying of the signal."""
+    import signal
+
+    def stop(number: int, frame: object) -> None:
+        raise Terminated(number)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        remote = [name for name, source in profile.sources.items() if source.remote]
+        if not remote or report.quiet:
+            return fetch_profile(profile)
+        from keyrun.progress import Spinner
+
+        with Spinner(f"fetching {len(profile.bindings)} keys from {', '.join(remote)}…"):
+            return fetch_profile(profile)
+    except BaseException:
+        for warning in release_all(profile):
+            report.warn(warning)
+        raise
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @contextlib.contextmanager
@@ -201,6 +220,9 @@ def run_command(argv: Sequence[str], selection: Selection, options: RunOptions,
     launch.exec_command(argv, child.values)
 
 
+RENEW_RETRY = 5.0  # seconds before a failed renewal is tried again
+
+
 class LeaseKeeper:
     """Renews the leases of the sources that made them, and revokes them all at exit."""
 
@@ -221,8 +243,9 @@ class LeaseKeeper:
             try:
                 delay = source.renew_leases()
             except KeyrunError as exc:
-                self.report.warn(f"cannot renew leases: {exc.message}")
-                continue
+                self.report.warn(f"cannot renew leases of {source.name}: {exc.message}; "
+                                 f"trying again in {RENEW_RETRY:g}s")
+                delay = RENEW_RETRY
             if delay is not None:
                 delays.append(delay)
         return min(delays, default=None)

@@ -54,6 +54,19 @@ class LeasingSource(Source):
         return ["leases revoked (test)"]
 
 
+class SlowLeasingSource(LeasingSource):
+    """Leases at once, then takes 5 s to answer."""
+
+    type_name = "slow-leasing"
+
+    def fetch(self, requests, deadline):
+        import time
+        with Path(self.settings["ledger"]).open("a") as handle:
+            handle.write("lease\\n")
+        time.sleep(5)
+        return {}
+
+
 class SlowSource(Source):
     """A remote source that takes 0.6 s to answer."""
 
@@ -74,7 +87,8 @@ def plugin_env(tmp_path: Path) -> dict[str, str]:
           "Metadata-Version: 2.1\nName: keyrun-test-plugin\nVersion: 1.0\n")
     write(site / "keyrun_test_plugin-1.0.dist-info" / "entry_points.txt",
           "[keyrun.sources]\nleasing = keyrun_test_plugin:LeasingSource\n"
-          "slow = keyrun_test_plugin:SlowSource\n")
+          "slow = keyrun_test_plugin:SlowSource\n"
+          "slow-leasing = keyrun_test_plugin:SlowLeasingSource\n")
     return clean_env(tmp_path, PYTHONPATH=str(site), LEASING_TOKEN="tok-123")
 
 
@@ -185,3 +199,20 @@ def test_spinner_only_on_a_terminal(project: Path, plugin_env: dict[str, str]) -
     assert os.waitstatus_to_exitcode(status) == 0
     assert "fetching 1 keys from dyn…" in output.decode()
     assert output.endswith(b"\r\x1b[K")
+
+
+def test_sigterm_during_the_fetch_revokes_then_dies_of_it(project: Path,
+                                                          plugin_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    import time
+
+    config = project / "keyrun.toml"
+    config.write_text(config.read_text().replace('type = "leasing"', 'type = "slow-leasing"'))
+    process = subprocess.Popen([sys.executable, "-m", "keyrun", "--", "true"], cwd=project,
+                               env=plugin_env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "ledger").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == -signal.SIGTERM
+    assert ledger(tmp_path) == ["lease", "revoke"]

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from keyrun.errors import EXIT_KEYRUN_FAILED, EXIT_USAGE, KeyrunError, UsageError
+from keyrun.errors import EXIT_KEYRUN_FAILED, EXIT_USAGE, KeyrunError, Terminated, UsageError
 
 # Global options: (short, long, takes a value).
 GLOBAL_OPTIONS = (
@@ -161,6 +161,13 @@ def guarded(action: Callable[[], int]) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Terminated as exc:
+        import signal
+
+        sys.stderr.flush()
+        signal.signal(exc.number, signal.SIG_DFL)
+        os.kill(os.getpid(), exc.number)  # die of the signal we were sent, as shells expect
+        return 128 + exc.number
     except Exception as exc:
         if os.environ.get("KEYRUN_DEBUG") == "1":
             raise

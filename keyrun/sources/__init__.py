@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -40,13 +40,17 @@ class Option(NamedTuple):
 
 
 class Context(NamedTuple):
-    """What a source may know about the run it serves."""
+    """What a source may know about the run it serves.
+
+    ``warn`` prints a warning the way keyrun's own are printed (honouring ``-q`` and
+    masking); sources call it instead of writing to stderr."""
 
     project: str
     env: str
     root: Path
     environ: Mapping[str, str]
     interactive: bool = False
+    warn: Callable[[str], None] | None = None
 
 
 class Request(NamedTuple):
