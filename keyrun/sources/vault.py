@@ -273,7 +273,7 @@ class VaultSource(Source):
     def _warn_insecure(self, api: VaultApi) -> None:
         if api.tls.skip_verify and "insecure" not in self._warned:
             self._warned.add("insecure")
-            _warn(f"{self.name}: {api.tls.skip_variable} is true: the TLS certificate of "
+            self._warn(f"{self.name}: {api.tls.skip_variable} is true: the TLS certificate of "
                   f"{api.url} is not verified, so the token and secrets can be intercepted "
                   "(set VAULT_CACERT instead)")
 
@@ -623,14 +623,21 @@ class VaultSource(Source):
     def _abandon_leases(self) -> None:
         """Revoke at once what this fetch leased when none of it reaches the command."""
         for warning in self.release():
-            _warn(warning)
+            self._warn(warning)
 
     def _warn_once(self, tag: str, message: str) -> None:
         with self._lock:
             if tag in self._warned:
                 return
             self._warned.add(tag)
-        _warn(message)
+        self._warn(message)
+
+    def _warn(self, message: str) -> None:
+        """Through keyrun's reporter (``-q``, masking) when the core gave one."""
+        if self.context.warn is not None:
+            self.context.warn(message)
+        else:
+            print(f"keyrun: warning: {message}", file=sys.stderr, flush=True)
 
     # value-free
 
@@ -879,9 +886,3 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, SourceError):
         return exc.reason
     return str(exc)
-
-
-def _warn(message: str) -> None:
-    # The protocol has no warning channel for fetch and renewals; keyrun's own stderr
-    # format, so it reads like the core's warnings.
-    print(f"keyrun: warning: {message}", file=sys.stderr, flush=True)
