@@ -279,6 +279,16 @@ def report(name: str, times: list[float], found: set[tuple[str, int]],
           + (f"; missed providers: {', '.join(missed)}" if missed else ""))
 
 
+def print_by_provider(found: dict[str, set[tuple[str, int]]], planted: list[Planted]) -> None:
+    print("\n| provider | planted | " + " | ".join(found) + " |")
+    print("|---|---:|" + "---:|" * len(found))
+    for provider in [*AI_KEYS, *OTHER_KEYS]:
+        spots = [(p.path, p.line) for p in planted if p.provider == provider]
+        counts = " | ".join(str(sum(s in f for s in spots)) for f in found.values())
+        print(f"| {provider} | {len(spots)} | {counts} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=50)
@@ -305,6 +315,7 @@ def main() -> None:
             times["detect-secrets scan"].append(elapsed)
         for name in times:
             report(name, times[name], found[name], tree.planted)
+        print_by_provider(found, tree.planted)
         ratio = statistics.median(times["keyrun scan"]) / statistics.median(
             times["detect-secrets scan"])
         print(f"keyrun / detect-secrets wall time = {ratio:.3f}×")
