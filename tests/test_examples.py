@@ -48,8 +48,8 @@ def test_agent_example_runs(tmp_path: Path) -> None:
                            "what is keyrun?"], cwd=root, env=env, capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == ("agent: answering 'what is keyrun?' with a 20-character LLM key, a "
-                           "20-character embedding key and tools ['search']\n")
+    assert done.stdout == ("agent: answering 'what is keyrun?' with a 21-character LLM key, a "
+                           "21-character embedding key and tools ['search']\n")
 
 
 def test_docker_app_stops_on_sigterm(tmp_path: Path) -> None:
