@@ -613,3 +613,56 @@ def test_allow_comment_in_history(repo: Path, keys: list[str]) -> None:
     git(repo, "add", "a.py")
     git(repo, "commit", "-q", "-m", "one")
     assert _where(scan([], root=repo, mode="history").findings) == [("a.py", 2)]
+
+
+# The command line ---------------------------------------------------------------------
+
+def _cli(args: list[str], cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    from tests.helpers import clean_env, keyrun
+
+    return keyrun(["scan", *args], cwd=cwd, env=clean_env(tmp_path))
+
+
+def test_cli_exit_statuses_formats_and_no_full_secret(tmp_path: Path) -> None:
+    from tests.helpers import write
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    clean = _cli([], repo, tmp_path)
+    assert (clean.returncode, clean.stdout) == (0, "")
+    secret = "sk-proj-" + "Q7vR2mX9kL4pT8wZ1nB6cF3hJ5sD0gYa" + "Ue2Wq" + "T3Blbk" + "FJ" + "r8Kd0Lz"
+    write(repo / "config.py", f'OPENAI_KEY = "{secret}"\nSAFE = "sk-proj-xxxx"  # keyrun:allow\n')
+    found = _cli([], repo, tmp_path)
+    assert found.returncode == 1
+    assert found.stdout.startswith("config.py:1 openai-api-key sk-proj-…")
+    data = json.loads(_cli(["--format", "json"], repo, tmp_path).stdout)
+    assert [(f["path"], f["line"]) for f in data["findings"]] == [("config.py", 1)]
+    sarif = json.loads(_cli(["--format", "sarif"], repo, tmp_path).stdout)
+    assert sarif["version"] == "2.1.0"
+    for output in (found.stdout, found.stderr, json.dumps(data), json.dumps(sarif)):
+        assert secret not in output
+    staged = _cli(["--staged"], repo, tmp_path)
+    assert staged.returncode == 0  # nothing staged yet
+    subprocess.run(["git", "add", "config.py"], cwd=repo, check=True)
+    assert _cli(["--staged"], repo, tmp_path).returncode == 1
+    assert _cli(["--staged", "--history"], repo, tmp_path).returncode == 2
+    assert _cli(["--format", "xml"], repo, tmp_path).returncode == 2
+    assert _cli(["no-such-path"], repo, tmp_path).returncode == 125
+
+
+def test_cli_finds_the_profiles_own_values(tmp_path: Path) -> None:
+    from tests.helpers import write
+
+    root = tmp_path / "plain"
+    value = "plain-" + "value-" + "7c1e9a20b4"
+    write(root / "keyrun.toml", '[keys]\nTOKEN = {}\n[sources.local]\ntype = "dotenv"\n'
+          '[env.dev]\nsources = ["local"]\n')
+    write(root / ".env", f"TOKEN={value}\n")
+    write(root / "notes.txt", f"debug: token was {value}\n")
+    done = _cli([], root, tmp_path)
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        f"notes.txt:1 profile-value {done.stdout.split()[2]} [TOKEN]"]
+    assert ".env" not in done.stdout  # outside git, the source's own file is not a leak
+    assert value not in done.stdout + done.stderr

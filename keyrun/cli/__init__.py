@@ -31,7 +31,7 @@ RUN_FLAGS = {
     "--mask": "mask",
 }
 _HELP = {"-h", "--help", "--version", "--install-completion", "--show-completion"}
-COMMANDS = ("run", "list", "doctor", "set", "init", "log", "sources")
+COMMANDS = ("run", "list", "doctor", "set", "init", "log", "scan", "sources")
 
 
 def _global_option(arg: str) -> tuple[str, bool, str | None] | None:

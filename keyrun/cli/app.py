@@ -208,6 +208,30 @@ def log(
     return 0
 
 
+@app.command(epilog="Example: keyrun scan --staged   (in a pre-commit hook; keyrun scan "
+             "--history --format sarif > keyrun.sarif for code scanning)")
+def scan(
+    ctx: typer.Context,
+    paths: Annotated[list[str] | None, typer.Argument(
+        metavar="[PATH]...", help="Files or directories (default: the git work tree).")] = None,
+    staged: Annotated[bool, typer.Option("--staged", help="Scan what the next commit adds: "
+                      "the index, not the working copy.")] = False,
+    history: Annotated[bool, typer.Option("--history", help="Scan every commit (lines each "
+                       "one added), reporting the commit id.")] = False,
+    output: Annotated[str, typer.Option("--format", metavar="text|json|sarif",
+                      help="Output format.")] = "text",
+) -> int:
+    """Find leaked credentials: known key formats of AI and cloud providers, and the exact
+    values of this profile's keys. A line carrying `keyrun:allow` is skipped. Exit 1 when
+    something is found; previews are masked, the full secret is never printed."""
+    from keyrun.cli.commands import scan_command
+
+    if output not in ("text", "json", "sarif"):
+        raise UsageError(f"--format {output}: not a format", "formats: text, json, sarif")
+    return scan_command(_selection(ctx), paths or [], staged=staged, history=history,
+                        output=output)
+
+
 @app.command(epilog="Example: keyrun sources --json")
 def sources(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

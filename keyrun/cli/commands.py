@@ -212,3 +212,71 @@ def complete_keys(incomplete: str) -> list[str]:
     except KeyrunError:
         return []
     return [key.name for key in env.keys if key.name.startswith(incomplete)]
+
+
+def scan_command(selection: Selection, paths: list[str], *, staged: bool, history: bool,
+                 output: str) -> int:
+    """Leaked credentials: exit 0 clean, 1 findings, 125 when the scan cannot run."""
+    from pathlib import Path
+
+    from keyrun import scan as scanner
+
+    if staged and history:
+        raise UsageError("--staged and --history cannot be used together")
+    mode: scanner.Mode = "staged" if staged else "history" if history else "tree"
+    values = _profile_values(selection)
+    result = scanner.scan([Path(p) for p in paths], root=Path.cwd(), mode=mode, values=values)
+    if mode == "tree" and not paths and not _in_git_work_tree():
+        # Outside git nothing marks .env files as private: they are where secrets belong
+        # (doctor checks their permissions), not leaks.
+        result.findings = [f for f in result.findings if not _is_env_file(f.path)]
+    for skipped in result.skipped:
+        if not selection.quiet:
+            print(f"keyrun: warning: {skipped.path}: {skipped.reason}", file=sys.stderr)
+    render = {"text": scanner.render_text, "json": scanner.render_json,
+              "sarif": scanner.render_sarif}[output]
+    text = render(result.findings)
+    if text:
+        print(text.rstrip("\n"))
+    if output == "text" and not selection.quiet:
+        found = len(result.findings)
+        print(f"keyrun: scanned {result.scanned} {'texts' if mode == 'history' else 'files'}, "
+              f"{found} finding{'s' if found != 1 else ''}", file=sys.stderr)
+    return 1 if result.findings else 0
+
+
+def _profile_values(selection: Selection) -> dict[str, str]:
+    """The profile's own values, to find wherever they leaked; none when it cannot resolve
+    (scan still finds every known key format)."""
+    from keyrun.profile import open_profile
+    from keyrun.resolve import fetch_profile
+
+    try:
+        profile = open_profile(selection.env, config=selection.config,
+                               project=selection.project)
+        resolution = fetch_profile(profile)
+    except KeyrunError as exc:
+        if selection.verbose:
+            print(f"keyrun: not searching for the profile's values: {exc.message}",
+                  file=sys.stderr)
+        return {}
+    try:
+        return resolution.values()
+    finally:
+        resolution.release()
+
+
+def _in_git_work_tree() -> bool:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], capture_output=True,
+                              check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _is_env_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return (name == ".env" or name.startswith(".env.")) and name != ".env.example"
