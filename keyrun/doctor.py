@@ -255,8 +255,13 @@ class _Doctor:
             self.add("example-placeholders", "fail", f"{EXAMPLE_NAME} cannot be read: {exc}",
                      f"fix {EXAMPLE_NAME}")
             return
+        from keyrun.scan import scan_bytes
+
+        data = path.read_bytes()
+        flagged = {f.line for f in scan_bytes(data, EXAMPLE_NAME, resolution.values())}
         real = set(resolution.values().values())
-        leaked = [e.key for e in entries if e.value and (e.value in real or looks_real(e.value))]
+        leaked = [e.key for e in entries if e.value and (
+            e.line in flagged or e.value in real or looks_random(e.value))]
         if leaked:
             self.add("example-placeholders", "fail",
                      f"{EXAMPLE_NAME} holds what looks like a real value for: {', '.join(leaked)}",
@@ -383,21 +388,14 @@ class _Doctor:
             self.add("short-values", "pass", f"every value is at least {MIN_MASKABLE} characters")
 
 
-_PLACEHOLDER = re.compile(
-    r"(?i)^$|your|example|change.?me|placeholder|replace|xxx|todo|dummy|fake|sample|"
-    r"<[^>]*>|\$\{[^}]*\}|^\*+$|^\.+$|insert|put.?your|here$")
-_KNOWN_PREFIX = re.compile(
-    r"^(sk-|sk_live_|rk_live_|AIza|hf_|gsk_|r8_|pplx-|xai-|pcsk_|lsv2_|ghp_|gho_|ghs_|github_pat_|"
-    r"xox[abposr]-|AKIA|ASIA|dp\.(st|pt|sa|ct|scim|audit)\.|hvs\.|hvb\.|glpat-)")
+def looks_random(value: str) -> bool:
+    """A long, high-entropy value that is no placeholder: a key of a format no scan rule
+    knows. (Known formats and the profile's own values are found by ``keyrun.scan``.)"""
+    from keyrun.scan.rules import is_placeholder
 
-
-def looks_real(value: str) -> bool:
-    """Whether a ``.env.example`` value looks like a real secret rather than a placeholder."""
-    if _PLACEHOLDER.search(value):
+    if len(value) < 20 or value.isalpha() or is_placeholder(value.encode(), loose=True):
         return False
-    if _KNOWN_PREFIX.match(value) and len(value) >= 16:
-        return True
-    return len(value) >= 20 and _entropy(value) > 3.5 and not value.isalpha()
+    return _entropy(value) > 3.5
 
 
 def _entropy(value: str) -> float:
@@ -489,4 +487,4 @@ def _record(resolution: Resolution, environ: Mapping[str, str]) -> None:
         record_resolution(resolution, environ, action="doctor")
 
 
-__all__ = ["Check", "DoctorOptions", "Report", "diagnose", "known_envs", "looks_real"]
+__all__ = ["Check", "DoctorOptions", "Report", "diagnose", "known_envs", "looks_random"]

@@ -308,3 +308,16 @@ def test_shell_completion_of_environments_and_keys(project: Path, env: dict[str,
     assert complete("keyrun -e st") == ["staging"]
     assert complete("keyrun set OP") == ["OPENAI_API_KEY"]
     assert complete("keyrun run --only P") == ["PINECONE_API_KEY"]
+
+
+def test_doctor_example_placeholders(project: Path, env: dict[str, str]) -> None:
+    write(project / ".env.example", "A=your-openai-key-here-xxxxxxxx\nB=changeme\nC=<your key>\n"
+          "D=${SOME_VAR}\n")
+    assert checks(keyrun(["doctor", "--json"], cwd=project, env=env))[
+        "example-placeholders"]["status"] == "pass"
+    write(project / ".env.example", "A=your-key\nB=9f8e7d6c5b4a39281706f5e4d3c2b1a0Zq\n"
+          f"OPENAI_API_KEY={CANARY}\n")
+    found = checks(keyrun(["doctor", "--json"], cwd=project, env=env))["example-placeholders"]
+    assert found["status"] == "fail"
+    assert found["keys"] == ["B", "OPENAI_API_KEY"]
+    assert CANARY not in found["message"]
