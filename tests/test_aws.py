@@ -729,7 +729,7 @@ def test_cli_black_hole_ends_within_the_timeout(aws: AwsBackend, project: Path,
     assert done.returncode == 125, done.stderr
     assert "OPENAI_API_KEY: bundle: " in done.stderr
     assert "within the total deadline of 3s" in done.stderr
-    assert elapsed < 3 + 2.5, f"took {elapsed:.1f}s with timeout = 3s"
+    assert elapsed < 3 + 1.0, f"took {elapsed:.1f}s with timeout = 3s (start-up included)"
 
 
 def test_cli_list_doctor_and_set(aws: AwsBackend, project: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from keyrun.errors import ConfigError, KeyrunError, SourceError
 from keyrun.secret import Secret
 from keyrun.sources import (
+    Context,
     Deadline,
     Health,
     Item,
@@ -298,11 +299,11 @@ def validate_aws(settings: Mapping[str, Any], where: str) -> None:
                           "write it like https://secretsmanager.eu-west-1.amazonaws.com")
 
 
-def run_parallel(tasks: Sequence[Callable[[], T]], deadline: Deadline,
-                 on_timeout: Callable[[], SourceError]) -> list[T]:
+def run_parallel(tasks: Sequence[Callable[[], T]], api: AwsApi) -> list[T]:
     """Run ``tasks`` on up to ``_WORKERS`` daemon threads (a hung call must not hold up
-    keyrun's exit, nor outlast the deadline); results in order; the first exception is
-    re-raised."""
+    keyrun's exit, nor outlast ``api``'s deadline); results in order; the first exception
+    is re-raised."""
+    deadline = api.deadline
     results: list[Any] = [None] * len(tasks)
     errors: list[BaseException] = []
     pending = list(enumerate(tasks))
@@ -329,7 +330,7 @@ def run_parallel(tasks: Sequence[Callable[[], T]], deadline: Deadline,
     if errors:
         raise errors[0]
     if any(thread.is_alive() for thread in threads):
-        raise on_timeout()
+        raise api.source_error(AwsFailure("timeout", "timeout"))
     return results
 
 
@@ -396,7 +397,7 @@ class AwsSecretsManagerSource(Source):
         *AWS_OPTIONS,
     )
 
-    def __init__(self, name: str, settings: Mapping[str, Any], context: Any) -> None:
+    def __init__(self, name: str, settings: Mapping[str, Any], context: Context) -> None:
         super().__init__(name, settings, context)
         self._aws = AwsSession(self, "secretsmanager")
 
@@ -419,9 +420,6 @@ class AwsSecretsManagerSource(Source):
             where += f"#{request.field}"
         return where + (f"@{request.version}" if request.version else "")
 
-    def _timeout(self, deadline: Deadline) -> Callable[[], SourceError]:
-        return lambda: whole_source_error(self.name, AwsFailure("timeout", "timeout"), deadline)
-
     # reading
 
     def fetch(self, requests: Sequence[Request], deadline: Deadline) -> dict[str, Outcome]:
@@ -435,7 +433,7 @@ class AwsSecretsManagerSource(Source):
         tasks = [partial(self._read_pinned, api, *k) for k in pinned]
         tasks += [partial(self._read_batch, api, c) for c in chunked(plain, 20)]
         read: dict[tuple[str, str | None], Any] = {}
-        for part in run_parallel(tasks, deadline, self._timeout(deadline)):
+        for part in run_parallel(tasks, api):
             read.update(part)
         return {r.key: self._outcome(api, r, read.get(k)) for r, k in zip(requests, keys,
                                                                           strict=True)}
@@ -479,7 +477,7 @@ class AwsSecretsManagerSource(Source):
 
     def _read_each(self, api: AwsApi, ids: list[str]) -> dict[tuple[str, str | None], Any]:
         tasks = [partial(self._read_one, api, secret, None) for secret in ids]
-        results = run_parallel(tasks, api.deadline, self._timeout(api.deadline))
+        results = run_parallel(tasks, api)
         return {(secret, None): result for secret, result in zip(ids, results, strict=True)}
 
     def _outcome(self, api: AwsApi, request: Request, read: Any) -> Outcome:
@@ -521,7 +519,7 @@ class AwsSecretsManagerSource(Source):
         api = self._aws.api(deadline)
         ids = list(dict.fromkeys(self.secret_id(r) for r in requests))
         tasks = [partial(self._describe_one, api, secret) for secret in ids]
-        described = dict(zip(ids, run_parallel(tasks, deadline, self._timeout(deadline)),
+        described = dict(zip(ids, run_parallel(tasks, api),
                              strict=True))
         return {r.key: self._meta(r, described[self.secret_id(r)]) for r in requests}
 

@@ -36,7 +36,6 @@ from keyrun.sources.aws import (
     scrub,
     timestamp,
     validate_aws,
-    whole_source_error,
 )
 from keyrun.template import Template
 
@@ -142,9 +141,6 @@ class AwsSsmSource(Source):
                                     f"[sources.{self.name}] to read nested parameters")
         return None
 
-    def _timeout(self, deadline: Deadline) -> SourceError:
-        return whole_source_error(self.name, AwsFailure("timeout", "timeout"), deadline)
-
     # reading
 
     def fetch(self, requests: Sequence[Request], deadline: Deadline) -> dict[str, Outcome]:
@@ -161,7 +157,7 @@ class AwsSsmSource(Source):
         api = self._aws.api(deadline)
         tasks = [partial(self._get, api, chunk) for chunk in _pack(list(wanted.values()))]
         read: dict[Wanted, Any] = {}
-        for part in run_parallel(tasks, deadline, partial(self._timeout, deadline)):
+        for part in run_parallel(tasks, api):
             read.update(part)
         for request in requests:
             if request.key in wanted:
@@ -191,7 +187,7 @@ class AwsSsmSource(Source):
     def _get_each(self, api: AwsApi, chunk: list[Wanted]) -> dict[Wanted, Any]:
         tasks = [partial(self._get, api, [wanted]) for wanted in chunk]
         found: dict[Wanted, Any] = {}
-        for part in run_parallel(tasks, api.deadline, partial(self._timeout, api.deadline)):
+        for part in run_parallel(tasks, api):
             found.update(part)
         return found
 
@@ -224,7 +220,7 @@ class AwsSsmSource(Source):
         tasks = [partial(self._describe_chunk, api, chunk)
                  for chunk in chunked(distinct, _DESCRIBE_PER_CALL)]
         described: dict[str, dict[str, Any]] = {}
-        for part in run_parallel(tasks, deadline, partial(self._timeout, deadline)):
+        for part in run_parallel(tasks, api):
             described.update(part)
         return {r.key: _meta(r, described.get(names[r.key])) for r in requests
                 if r.key in names}
