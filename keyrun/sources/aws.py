@@ -367,13 +367,14 @@ class AwsSecretsManagerSource(Source):
     ``secret`` without ``{key}`` names ONE secret whose SecretString is a JSON object
     holding every key by name (the bundle); with ``{key}`` it names one secret per key,
     read with BatchGetSecretValue, 20 ids per call, the calls in parallel. A key's
-    ``field`` picks a field of a JSON value; ``version`` pins a version id or a staging
-    label (``AWSPREVIOUS``). SecretBinary must be UTF-8 text.
+    ``field`` picks a field of a JSON value; ``version`` pins a version id (a UUID) or
+    a staging label (``AWSPREVIOUS``). SecretBinary must be UTF-8 text.
 
     Authenticates with the standard boto3 chain (environment, ``profile`` or AWS_PROFILE,
     ~/.aws files, SSO, container and instance roles). Throttling and server errors are
     retried with jittered backoff inside keyrun's deadline. ``keyrun set`` rewrites a
-    bundle with a check that nobody changed it meanwhile, and creates a per-key secret if
+    bundle keeping its other keys, and refuses (restoring the other change) when another
+    version was written between its read and its write; a per-key secret is created if
     it does not exist. ``doctor`` and ``list`` use DescribeSecret (no values).
 
     .. code-block:: toml
