@@ -189,7 +189,8 @@ class _Job:
 
     def outcome(self, key: str) -> Outcome:
         if self.error is not None:
-            return Problem("error", str(self.error))
+            hint = f" — {self.error.hint}" if self.error.hint else ""
+            return Problem("error", f"{self.error}{hint}")
         return self.outcomes.get(key) or Problem.missing()
 
 
