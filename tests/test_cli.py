@@ -280,7 +280,7 @@ def test_version_and_help(project: Path, env: dict[str, str]) -> None:
     from keyrun import __version__
 
     assert keyrun(["--version"], cwd=project, env=env).stdout == f"keyrun {__version__}\n"
-    for command in ("run", "list", "doctor", "set", "init", "log"):
+    for command in ("run", "list", "doctor", "set", "init", "log", "scan", "sources"):
         done = keyrun([command, "--help"], cwd=project, env=env)
         assert done.returncode == 0
         assert "Example: keyrun" in done.stdout, command
