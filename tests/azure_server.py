@@ -110,7 +110,7 @@ class FakeKeyVault:
     def __init__(self, directory: Path) -> None:
         self.cert, self.key = make_certificate(directory)
         self.identity_header = secrets.token_hex(16)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # _send records under it, also from locked paths
         self.records: dict[str, Record] = {}
         self.tokens: dict[str, float] = {}
         self.seen: list[Seen] = []
@@ -134,6 +134,7 @@ class FakeKeyVault:
             self.deny_list = False
             self.deny_all = False
             self.identity_fails = False
+            self.reject_tokens = False  # answer 401 even to valid tokens
             self.failures: list[int] = []  # statuses for the next vault requests
             self.hang = 0.0  # seconds to stall each vault request
             self.token_requests = 0
@@ -277,6 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("PATCH")
 
     def _dispatch(self, method: str) -> None:
+        self.seen: Seen | None = None
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
@@ -286,9 +288,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._token(query)
             return
         authorized = self.vault.token_ok(self.headers.get("Authorization"))
-        status = self._vault(method, parts, query, body, authorized)
-        with self.vault.lock:
-            self.vault.seen.append(Seen(method, url.path, authorized, status))
+        self.seen = Seen(method, url.path, authorized, 0)
+        if authorized and self.vault.reject_tokens:
+            self._error(401, "Unauthorized", "AKV10032: Invalid issuer.")
+            return
+        self._vault(method, parts, query, body, authorized)
 
     def _token(self, query: dict[str, str]) -> None:
         if self.headers.get("X-IDENTITY-HEADER") != self.vault.identity_header:
@@ -419,6 +423,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: dict[str, Any],
               headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
+        seen = getattr(self, "seen", None)
+        if seen is not None:  # recorded before the answer leaves, so a test never races it
+            with self.vault.lock:
+                self.vault.seen.append(Seen(seen.method, seen.path, seen.authorized, status))
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))

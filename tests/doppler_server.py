@@ -38,7 +38,7 @@ class Seen:
 
 class FakeDoppler:
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # _send records under it, also from locked paths
         self.projects: dict[str, dict[str, dict[str, str]]] = {}
         self.grants: dict[str, Grant] = {}
         self.seen: list[Seen] = []
@@ -128,10 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        status = self._answer(method, url.path, query, body)
-        with self.doppler.lock:
-            self.doppler.seen.append(Seen(method, url.path, query,
-                                          self.headers.get("Authorization"), status))
+        self.seen = Seen(method, url.path, query, self.headers.get("Authorization"), 0)
+        self._answer(method, url.path, query, body)
 
     def _answer(self, method: str, path: str, query: dict[str, str], body: bytes) -> int:
         if self.doppler.hang:
@@ -221,6 +219,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, data: bytes, content_type: str,
               headers: dict[str, str] | None) -> int:
+        seen = self.seen  # recorded before the answer leaves, so a test never races it
+        with self.doppler.lock:
+            self.doppler.seen.append(Seen(seen.method, seen.path, seen.query,
+                                          seen.authorization, status))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

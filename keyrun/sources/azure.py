@@ -313,7 +313,7 @@ class AzureKeyVaultSource(Source):
                                                                              limit),
                     read_timeout=limit, retry_total=2)
                 self._client = secrets.SecretClient(
-                    self.vault_url, self._credential, retry_total=3, retry_backoff_factor=0.2,
+                    self.vault_url, self._credential, retry_total=2, retry_backoff_factor=0.2,
                     retry_backoff_max=2, connection_timeout=min(_CONNECT_TIMEOUT, limit),
                     read_timeout=limit)
             return self._client
@@ -371,6 +371,11 @@ class AzureKeyVaultSource(Source):
                                f"HTTP {status} {code or ''} {message}".rstrip(),
                                "try again later; if it persists, check the vault's health "
                                "in the Azure portal")
+        if isinstance(exc, errors.ServiceRequestTimeoutError | errors.ServiceResponseTimeoutError):
+            return SourceError(self.name, f"timed out: no answer from {self.vault_host} within "
+                               "the total deadline",
+                               "check that the vault is reachable; raise the deadline with "
+                               "timeout = \"60s\" in the environment's table")
         if isinstance(exc, errors.ServiceRequestError | errors.ServiceResponseError):
             reason = _first_line(str(exc)) or type(exc).__name__
             return SourceError(self.name, f"cannot reach {self.vault_url}: {reason}",
