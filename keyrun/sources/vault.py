@@ -593,7 +593,7 @@ class VaultSource(Source):
                       leases: list[_Lease], deadline: Deadline) -> list[str]:
         try:
             api.call("POST", "auth/token/revoke-self", deadline, token=token.token)
-            return []
+            return self._await_revocation(api, leases, deadline)
         except (VaultHttpError, SourceError) as exc:
             first = _reason(exc)
         parent = self._credential
@@ -608,6 +608,31 @@ class VaultSource(Source):
         return [f"{self.name}: could not revoke the token holding this run's leases "
                 f"({first}); the credentials from {paths} stay valid until it expires "
                 "(revoke them with: vault lease revoke -prefix PATH)"]
+
+    def _await_revocation(self, api: VaultApi, leases: list[_Lease], deadline: Deadline
+                          ) -> list[str]:
+        """Vault revokes a token's leases in the background after revoke-self answers;
+        wait (looking them up with the parent token) until each is gone, so that the
+        credential is dead by the time keyrun exits."""
+        parent = self._credential
+        if parent is None:
+            return []
+        pending = [lease for lease in leases]
+        while pending and not deadline.expired():
+            try:
+                api.call("PUT", "sys/leases/lookup", deadline, token=parent.token,
+                         body={"lease_id": pending[0].id})
+            except VaultHttpError as exc:
+                if exc.status != 400:
+                    return []  # not allowed to look: revoke-self was accepted, trust it
+                pending.pop(0)  # "invalid lease": revoked
+                continue
+            except SourceError:
+                return []
+            time.sleep(0.05)
+        paths = ", ".join(sorted({lease.path for lease in pending}))
+        return [f"{self.name}: Vault had not yet revoked the leases on {paths} when keyrun "
+                "exited; it revokes them in the background"] if pending else []
 
     def _revoke_lease(self, api: VaultApi, token: Credential, lease: _Lease,
                       deadline: Deadline) -> list[str]:
