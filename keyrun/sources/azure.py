@@ -222,7 +222,7 @@ class AzureKeyVaultSource(Source):
                     if latest is None:
                         latest = self._latest_properties(client, deadline)
                     props = latest.get(name.lower())
-                found[request.key] = _meta(props)
+                found[request.key] = _meta(props, bundle=not self.per_key)
         except errors.AzureError as exc:
             raise self._whole(exc, "list secrets of") from None
         return found
@@ -416,12 +416,13 @@ def _unusable(props: Any, name: str, host: str) -> str | None:
     return None
 
 
-def _meta(props: Any) -> Meta:
+def _meta(props: Any, bundle: bool) -> Meta:
     if props is None:
         return Meta(exists=False)
     note = None if props.enabled is not False else "disabled"
-    return Meta(exists=True, version=props.version, updated=props.updated_on,
-                expires=props.expires_on, note=note)
+    # a bundle's metadata says nothing, value-free, about whether it holds this key
+    return Meta(exists=None if bundle else True, version=props.version,
+                updated=props.updated_on, expires=props.expires_on, note=note)
 
 
 def _error_detail(exc: Exception) -> tuple[str | None, str]:
