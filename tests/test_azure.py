@@ -408,6 +408,13 @@ def test_write_into_a_bundle_keeps_the_others(vault: FakeKeyVault) -> None:
     assert vault.records["proj-dev"].versions[-1].content_type == "application/json"
 
 
+def test_write_refuses_a_field(vault: FakeKeyVault) -> None:
+    source = make(vault.url)
+    with pytest.raises(SourceError, match="is field 'url' of a JSON value at 127.0.0.1"):
+        source.write(Request("DB_URL", "DB", field="url"), Secret("x"), Deadline(5))
+    assert vault.seen == []
+
+
 def test_write_denied(vault: FakeKeyVault) -> None:
     vault.denied.add("new-key")
     with pytest.raises(SourceError) as caught:

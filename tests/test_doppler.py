@@ -306,6 +306,12 @@ def test_write_updates_one_secret(doppler: FakeDoppler) -> None:
     assert (seen.method, seen.path) == ("POST", "/v3/configs/config/secrets")
 
 
+def test_write_refuses_a_field(doppler: FakeDoppler) -> None:
+    with pytest.raises(SourceError, match="is field 'url' of a JSON value at doppler:proj/dev#DB"):
+        source_for(doppler).write(Request("DB_URL", "DB", field="url"), Secret("x"), Deadline(5))
+    assert doppler.requests() == []
+
+
 def test_write_with_a_read_only_token(doppler: FakeDoppler) -> None:
     doppler.grant("dp.st.read-only", ("proj", "dev"), write=False)
     with pytest.raises(SourceError) as caught:

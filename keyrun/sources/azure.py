@@ -267,6 +267,11 @@ class AzureKeyVaultSource(Source):
         if not NAME_RULE.match(name):
             raise SourceError(self.name, f"{request.key}: {self._bad_name(name)}",
                               "give the key a valid backend name with name = \"…\"")
+        if request.field is not None:
+            raise SourceError(self.name, f"{request.key} is field {request.field!r} of a JSON "
+                              f"value at {self.locate(request)}; keyrun set would replace "
+                              "the whole value",
+                              "update that field in the vault itself (az keyvault secret set)")
         client = self._sdk(deadline)
         try:
             if self.per_key:

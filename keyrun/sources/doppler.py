@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import random
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +21,7 @@ from keyrun.sources import (
     Source,
     import_sdk,
 )
+from keyrun.sources._retry import pause_before_retry
 from keyrun.sources._values import pick_field
 from keyrun.template import Template
 
@@ -35,7 +33,6 @@ KEYRING_DEFAULT_USER = "default"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 _CONNECT_TIMEOUT = 5.0
 _CONNECT_ATTEMPTS = 3
-_BACKOFF_CAP = 2.0
 
 
 class DopplerSource(Source):
@@ -173,6 +170,11 @@ class DopplerSource(Source):
     # writing
 
     def write(self, request: Request, value: Secret, deadline: Deadline) -> str:
+        if request.field is not None:
+            raise SourceError(self.name, f"{request.key} is field {request.field!r} of a JSON "
+                              f"value at {self.locate(request)}; keyrun set would replace "
+                              "the whole value",
+                              "update that field in Doppler itself (doppler secrets set)")
         body = {"project": self.project, "config": self.config,
                 "secrets": {request.name: value.reveal()}}
         self._call("POST", "/v3/configs/config/secrets", deadline, json_body=body,
@@ -250,14 +252,7 @@ class DopplerSource(Source):
 
     def _pause(self, attempt: int, retry_after: str | None, deadline: Deadline) -> bool:
         """Sleep before the next attempt; False when that would pass the deadline."""
-        delay = min(_BACKOFF_CAP, 0.1 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-        if retry_after is not None:
-            with contextlib.suppress(ValueError):
-                delay = max(0.0, float(retry_after))
-        if delay + 0.05 >= deadline.remaining():
-            return False
-        time.sleep(delay)
-        return True
+        return pause_before_retry(attempt, deadline, retry_after=retry_after, margin=0.05)
 
     def _remaining(self, deadline: Deadline) -> float:
         remaining = deadline.remaining()
