@@ -189,7 +189,7 @@ def _collisions(profile: Profile) -> list[NameProblem]:
         seen: dict[str, Request] = {}
         for request in profile.requests_for(name):
             where = source.locate(request)
-            first = seen.setdefault(where, request)
+            first = seen.setdefault(source.identity(request), request)
             if first is request:
                 continue
             mapped = any(r.name != profile.spec(r.key).backend_name for r in (first, request))

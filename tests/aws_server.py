@@ -234,6 +234,7 @@ class FaultProxy:
         body = request.rfile.read(length) if length else b""
         operation = (request.headers.get("X-Amz-Target") or "").rpartition(".")[2]
         call = Call(operation, _json(body), time.monotonic())
+        request.keyrun_call = call  # type: ignore[attr-defined]
         with self.lock:
             self.calls.append(call)
             rule = next((r for r in self.rules if r.matches(operation, body)), None)
@@ -251,7 +252,7 @@ class FaultProxy:
                 return
             self._forward(request, body)
         finally:
-            call.ended = time.monotonic()
+            call.ended = call.ended or time.monotonic()
 
     def _forward(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
         upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
@@ -270,6 +271,9 @@ class FaultProxy:
     @staticmethod
     def _send(request: BaseHTTPRequestHandler, status: int, headers: dict[str, str],
               data: bytes) -> None:
+        call = getattr(request, "keyrun_call", None)
+        if call is not None:  # ended before the answer leaves, so a test never races it
+            call.ended = time.monotonic()
         request.send_response(status)
         headers = {"Content-Type": "application/x-amz-json-1.1", **headers}
         for name, value in headers.items():

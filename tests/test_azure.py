@@ -638,3 +638,15 @@ def test_cli_doctor_expired_secret_fails(tmp_path: Path, vault: FakeKeyVault) ->
     assert "secret OPENAI-API-KEY in " in missing["message"]
     assert "expired on" in missing["message"]
     assert_no_leak(CANARY, done.stdout, done.stderr)
+
+
+def test_cli_names_differing_in_case_collide(tmp_path: Path, vault: FakeKeyVault) -> None:
+    vault.put("API-KEY", CANARY)
+    root = project_dir(tmp_path, vault, extra_keys='API_KEY = {}\napi_key = {}')
+    env = cli_env(tmp_path, vault)
+    doctor = keyrun(["doctor", "--json", "-e", "dev"], cwd=root, env=env)
+    names = {c["id"]: c for c in json.loads(doctor.stdout)["checks"]}["names"]
+    assert names["status"] == "fail"
+    assert f"API_KEY and api_key both map to 127.0.0.1:{vault.port}/api-key in azure" in (
+        names["message"])
+    assert_no_leak(CANARY, doctor.stdout, doctor.stderr)

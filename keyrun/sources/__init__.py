@@ -176,6 +176,11 @@ class Source(ABC):
         """Where the key lives, for humans: ``.env``, ``support-bot/dev#OPENAI_API_KEY``…"""
         return request.name
 
+    def identity(self, request: Request) -> str:
+        """What the backend treats as the same item: two keys with one identity collide
+        (``doctor``'s ``names`` check). ``locate`` unless the backend folds case."""
+        return self.locate(request)
+
     @abstractmethod
     def fetch(self, requests: Sequence[Request], deadline: Deadline) -> Mapping[str, Outcome]:
         """Read every requested key at once, keyed by ``Request.key``.

@@ -11,10 +11,8 @@ daemon-thread pool for parallel calls.
 from __future__ import annotations
 
 import json
-import random
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from keyrun.sources import (
     Source,
     import_sdk,
 )
+from keyrun.sources._retry import pause_before_retry
 from keyrun.sources._values import as_text, decode_text, field_of, pick_field
 from keyrun.template import Template
 
@@ -53,7 +52,6 @@ AWS_OPTIONS = (
 
 _WORKERS = 16  # parallel calls per fetch; also the size of botocore's connection pool
 _MARGIN = 0.25  # seconds kept back so a timeout is reported by the source, not the core
-_BACKOFF_BASE, _BACKOFF_CAP = 0.1, 2.0
 _MAX_ATTEMPTS = {"throttled": 12, "server": 6, "unreachable": 3}
 
 _THROTTLING = {
@@ -212,10 +210,8 @@ class AwsApi:
             failure.attempts = attempt
             if not failure.retryable or attempt >= _MAX_ATTEMPTS[failure.kind]:
                 raise failure
-            pause = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
-            if pause + 0.1 >= self.deadline.remaining():
+            if not pause_before_retry(attempt, self.deadline):
                 raise failure
-            time.sleep(pause)
 
     def source_error(self, failure: AwsFailure) -> SourceError:
         return whole_source_error(self.source, failure, self.deadline, self.endpoint)

@@ -135,6 +135,13 @@ class AzureKeyVaultSource(Source):
             where += f"@{request.version}"
         return where if self.per_key else f"{where}#{request.name}"
 
+    def identity(self, request: Request) -> str:
+        # Key Vault names are case-insensitive: api-key and API-KEY are one secret.
+        where = f"{self.vault_host}/{self.secret_name(request)}".lower()
+        if request.version:
+            where += f"@{request.version}"
+        return where if self.per_key else f"{where}#{request.name}"
+
     def token_env_vars(self) -> tuple[str, ...]:
         return ()
 

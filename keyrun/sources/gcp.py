@@ -5,11 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import os
-import random
 import re
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -30,6 +28,7 @@ from keyrun.sources import (
     Source,
     import_sdk,
 )
+from keyrun.sources._retry import pause_before_retry
 from keyrun.sources._values import as_text, field_of, pick_field
 from keyrun.template import PLACEHOLDERS
 
@@ -44,7 +43,6 @@ _STATE = re.compile(r"versions/([^\]/\s]+)\]? is in (\w+) state")
 _SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 _PARALLEL = 16  # concurrent RPCs per fetch, multiplexed over one HTTP/2 connection
 _MARGIN = 0.25  # seconds kept back so that a timeout is reported by the source, not the core
-_BACKOFF_BASE, _BACKOFF_CAP = 0.1, 2.0
 _MAX_ATTEMPTS = {"unavailable": 4, "exhausted": 8, "internal": 3}
 _WHOLE_SOURCE = {"no-credentials", "unauthenticated", "token", "unreachable", "timeout",
                  "api-disabled"}
@@ -670,10 +668,8 @@ class GcpApi:
                 raise self.source._source_error(failure, self.deadline) from None
             if failure.kind not in _MAX_ATTEMPTS or attempt >= _MAX_ATTEMPTS[failure.kind]:
                 raise failure
-            pause = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
-            if pause + 0.1 >= self.deadline.remaining() - _MARGIN:
+            if not pause_before_retry(attempt, self.deadline, margin=0.1 + _MARGIN):
                 raise failure
-            time.sleep(pause)
 
     def parallel(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
         """Run ``tasks`` on up to ``_PARALLEL`` daemon threads (a hung call must not hold up

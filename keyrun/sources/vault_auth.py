@@ -9,9 +9,7 @@ OpenBao's ``BAO_*`` spellings are read where the ``VAULT_*`` one is unset.
 
 from __future__ import annotations
 
-import random
 import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,6 +17,7 @@ from typing import Any, NamedTuple
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
 from keyrun.sources import Deadline
+from keyrun.sources._retry import pause_before_retry
 
 DEFAULT_ADDR = "https://127.0.0.1:8200"  # the Vault CLI's default
 KUBERNETES_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 (a path)
@@ -27,7 +26,6 @@ _RETRIED = frozenset({412, 429, 500, 502, 503, 504})
 _CONNECT_TIMEOUT = 5.0
 _CONNECT_ATTEMPTS = 3
 _SERVER_ERROR_ATTEMPTS = 4
-_BACKOFF_CAP = 2.0
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")  # Go's strconv.ParseBool, as the CLI parses
 _FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
@@ -244,13 +242,7 @@ def _error_lines(error: str) -> list[str]:
 
 def _backoff(attempt: int, deadline: Deadline, retry_after: str | None = None) -> bool:
     """Sleep before the next attempt; False when the deadline does not leave room for it."""
-    delay = min(_BACKOFF_CAP, 0.1 * 2 ** (attempt - 1)) * (0.75 + random.random() / 2)
-    if retry_after and retry_after.isdigit():
-        delay = max(delay, float(retry_after))
-    if deadline.remaining() < delay + 0.2:
-        return False
-    time.sleep(delay)
-    return True
+    return pause_before_retry(attempt, deadline, retry_after=retry_after, margin=0.2)
 
 
 def _json(response: Any) -> dict[str, Any]:
