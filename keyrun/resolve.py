@@ -9,6 +9,7 @@ to a lower source and runs with a value the user did not mean (fail closed).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -169,10 +170,14 @@ class _Job:
             self.outcomes = self.source.fetch(self.requests, self.deadline)
         except KeyrunError as exc:
             self.error = exc
-        except Exception as exc:  # a bug or an SDK surprise: name it, without its locals
-            self.error = SourceError(self.source.name, f"unexpected {type(exc).__name__}: {exc}",
+        except Exception as exc:  # a bug or an SDK surprise: its type only, since its text
+            # may quote what it choked on (a value); KEYRUN_DEBUG=1 shows the traceback
+            self.error = SourceError(self.source.name, f"unexpected {type(exc).__name__}",
                                      "run with KEYRUN_DEBUG=1 for a traceback and report it")
-            self.error.__cause__ = exc
+            if os.environ.get("KEYRUN_DEBUG") == "1":
+                import traceback
+
+                traceback.print_exception(exc)
         finally:
             self.elapsed = time.monotonic() - started
 

@@ -67,6 +67,15 @@ class SlowLeasingSource(LeasingSource):
         return {}
 
 
+class BuggySource(Source):
+    """Fails with an exception whose text quotes a value, as int("<value>") would."""
+
+    type_name = "buggy"
+
+    def fetch(self, requests, deadline):
+        int("kr-canary-" + "5e1f0c2a9d7b4386")
+
+
 class SlowSource(Source):
     """A remote source that takes 0.6 s to answer."""
 
@@ -88,6 +97,7 @@ def plugin_env(tmp_path: Path) -> dict[str, str]:
     write(site / "keyrun_test_plugin-1.0.dist-info" / "entry_points.txt",
           "[keyrun.sources]\nleasing = keyrun_test_plugin:LeasingSource\n"
           "slow = keyrun_test_plugin:SlowSource\n"
+          "buggy = keyrun_test_plugin:BuggySource\n"
           "slow-leasing = keyrun_test_plugin:SlowLeasingSource\n")
     return clean_env(tmp_path, PYTHONPATH=str(site), LEASING_TOKEN="tok-123")
 
@@ -216,3 +226,18 @@ def test_sigterm_during_the_fetch_revokes_then_dies_of_it(project: Path,
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == -signal.SIGTERM
     assert ledger(tmp_path) == ["lease", "revoke"]
+
+
+def test_an_unexpected_exception_never_prints_its_text(project: Path, plugin_env: dict[str, str]
+                                                       ) -> None:
+    from tests.helpers import CANARY
+
+    config = project / "keyrun.toml"
+    config.write_text(config.read_text().replace('type = "leasing"', 'type = "buggy"')
+                      .replace("ledger = ", "# ledger = "))
+    for args in (["--", "true"], ["list"], ["doctor"]):
+        done = keyrun(args, cwd=project, env=plugin_env)
+        assert "unexpected ValueError" in done.stdout + done.stderr, args
+        assert CANARY not in done.stdout + done.stderr, args
+    debug = keyrun(["--", "true"], cwd=project, env=dict(plugin_env, KEYRUN_DEBUG="1"))
+    assert CANARY in debug.stderr  # only when the user asks for the traceback
