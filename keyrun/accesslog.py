@@ -27,6 +27,24 @@ def log_path(environ: Mapping[str, str]) -> Path | None:
     return Path(state).expanduser() / "keyrun" / "access.log"
 
 
+def _user() -> str:
+    """The account running keyrun, from the password database rather than ``$USER``,
+    which any caller can set (the uid when the account has no entry, as in containers)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _directory() -> str | None:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
+
+
 def record(
     environ: Mapping[str, str],
     *,
@@ -43,9 +61,9 @@ def record(
         return None
     entry: dict[str, Any] = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "user": environ.get("USER") or environ.get("LOGNAME") or str(os.getuid()),
+        "user": _user(),
         "host": os.uname().nodename,
-        "directory": os.getcwd(),
+        "directory": _directory(),
         "action": action,
         "project": project,
         "env": env,

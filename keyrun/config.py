@@ -34,7 +34,7 @@ ENV_OPTIONS = (
     "mask",
     "keys",
 )
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 class KeySpec(NamedTuple):
@@ -132,12 +132,25 @@ def load_config(
     explicit: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    cwd = cwd or Path.cwd()
+    cwd = cwd or current_directory()
     environ = os.environ if environ is None else environ
     path = find_config(cwd, explicit, environ)
     if path is None:
         return zero_config(cwd)
-    return parse_config(path, path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not valid UTF-8 text (byte {exc.start})",
+                          "save keyrun.toml as UTF-8") from None
+    return parse_config(path, text)
+
+
+def current_directory() -> Path:
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise ConfigError("the current directory no longer exists",
+                          "cd to an existing directory and run keyrun again") from None
 
 
 def parse_config(path: Path, text: str) -> Config:
@@ -359,7 +372,10 @@ def _duration(data: Mapping[str, Any], key: str, where: _Locator, table: tuple[s
     if value is None:
         return None
     seconds = parse_duration(value) if isinstance(value, str) else None
-    if seconds is None or seconds <= 0:
+    if seconds is not None and seconds <= 0:
+        raise ConfigError(f"{where(table, key)}: {value!r} must be longer than zero",
+                          f'write it as {key} = "30s" (units: s, m, h, d, w)')
+    if seconds is None:
         raise ConfigError(f"{where(table, key)}: {value!r} is not a duration",
                           f'write it as {key} = "30s" (units: s, m, h, d, w)')
     return seconds
@@ -401,7 +417,7 @@ def choose_env(config: Config, requested: str | None, environ: Mapping[str, str]
     """``-e``, else ``$KEYRUN_ENV``, else ``default_env`` (else the only environment)."""
     name = requested or environ.get("KEYRUN_ENV") or config.default_env
     if config.path is None:
-        return name or DEFAULT_ZERO_CONFIG_ENV
+        return _zero_config_env(config, name)
     if name is None:
         if len(config.envs) == 1:
             return next(iter(config.envs))
@@ -515,6 +531,20 @@ def zero_config_envs(root: Path) -> list[str]:
         if path.is_file() and path.name[len(".env."):] not in _NOT_ENVS
     }
     return sorted(names | {DEFAULT_ZERO_CONFIG_ENV})
+
+
+def _zero_config_env(config: Config, name: str | None) -> str:
+    """Without keyrun.toml an environment is a ``.env.<env>`` file; only the default one
+    may rest on ``.env`` alone, so a mistyped ``-e prodution`` fails instead of quietly
+    running with the development values."""
+    if name is None or name == DEFAULT_ZERO_CONFIG_ENV:
+        return DEFAULT_ZERO_CONFIG_ENV
+    known = zero_config_envs(config.root)
+    if name in known:
+        return name
+    why = (f"{EXAMPLE_NAME} holds placeholders, not an environment" if name in _NOT_ENVS
+           else f"there is no keyrun.toml and no .env.{name} in {config.root}")
+    raise ConfigError(f"unknown environment {name!r}: {why}", _env_hint(name, known))
 
 
 def zero_config_sources(root: Path, env: str) -> dict[str, SourceSpec]:

@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from dotenv.parser import parse_stream
-from dotenv.variables import parse_variables
+from dotenv.variables import Variable, parse_variables
 
 from keyrun.errors import ConfigError
 
 _VALUE_START = re.compile(r"\s*(?:export\s+)?(?:'[^']+'|[^=#\s]+)\s*=[^\S\r\n]*(.?)")
 _NEWLINE = re.compile(r"\r\n|\n|\r")
-_LOOKS_LIKE_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=")
+# NAME=value on a line of its own; not a base64 line ending in "=" padding (PEM keys).
+_LOOKS_LIKE_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=(?!=|\s*$)")
 
 
 class Entry(NamedTuple):
@@ -78,16 +79,28 @@ def _reject_swallowed_lines(written: str, quote: str, path: str, line: int) -> N
             )
 
 
-def resolve_values(entries: list[Entry], environ: Mapping[str, str]) -> dict[str, str | None]:
+def resolve_values(entries: list[Entry], environ: Mapping[str, str],
+                   path: str = ".env") -> dict[str, str | None]:
     """Values with ``${VAR}`` expanded (from earlier lines, then the environment),
-    except inside single quotes, where text is literal."""
+    except inside single quotes, where text is literal. A reference to a variable that
+    is set nowhere is an error, not an empty string (fail closed); ``${VAR:-}`` is the
+    way to say that empty is fine."""
     values: dict[str, str | None] = {}
     for entry in entries:
         if entry.value is None or entry.quote == "'" or "${" not in entry.value:
             values[entry.key] = entry.value
             continue
         scope = {**environ, **{k: v for k, v in values.items() if v is not None}}
-        values[entry.key] = "".join(atom.resolve(scope) for atom in parse_variables(entry.value))
+        atoms = list(parse_variables(entry.value))
+        for atom in atoms:
+            if isinstance(atom, Variable) and atom.default is None and atom.name not in scope:
+                raise ConfigError(
+                    f"{entry.key} refers to ${{{atom.name}}}, which is set neither earlier "
+                    "in the file nor in the environment",
+                    f"define {atom.name} first, write ${{{atom.name}:-}} for an empty "
+                    "default, or quote the value with ' to keep it literal",
+                    path=path, line=entry.line)
+        values[entry.key] = "".join(atom.resolve(scope) for atom in atoms)
     return values
 
 
@@ -114,4 +127,6 @@ def replace_assignment(text: str, entries: list[Entry], key: str, value: str) ->
         prefix = "" if text == "" or text.endswith("\n") else "\n"
         return f"{text}{prefix}{assignment}\n"
     last = matches[-1]
+    if re.match(r"export\s", text[last.start : last.end]):
+        assignment = f"export {assignment}"  # a file that is also sourced by a shell
     return text[: last.start] + assignment + text[last.end :]

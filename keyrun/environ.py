@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from keyrun.errors import ResolutionError
 
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would let a final newline in
 
 # One NAME=value string larger than this makes execve fail with E2BIG (MAX_ARG_STRLEN).
 MAX_ASSIGNMENT_BYTES = 131072
@@ -109,8 +109,27 @@ def check_exec_values(keys: Mapping[str, str]) -> None:
         )
 
 
+# Key names that say "credential", and a URL with a password in it.
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASS|PWD|CREDENTIAL|AUTH|PRIVATE|DSN|COOKIE|"
+                          r"SESSION|SIGNING|SALT|CERT", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]+@")
+
+
+def looks_secret(name: str, value: str, minimum: int = 6) -> bool:
+    """Whether the argv guard watches this key: its name says credential, or its value
+    looks like one (a password in a URL, or a long token mixing letters and digits).
+    Plain settings (``APP_ENV=production``, ``DB_USER=postgres``) may appear in argv."""
+    if len(value) < minimum:
+        return False
+    if _SECRET_NAME.search(name) or _URL_PASSWORD.search(value):
+        return True
+    return (len(value) >= 16 and "://" not in value and not any(c.isspace() for c in value)
+            and any(c.isdigit() for c in value) and any(c.isalpha() for c in value))
+
+
 def secrets_in_argv(argv: Iterable[str], keys: Mapping[str, str], minimum: int = 6) -> list[str]:
-    """Names of keys whose value appears literally in the command's arguments."""
+    """Names of secret-looking keys whose value appears literally in the command's
+    arguments."""
     args = list(argv)
     return [name for name, value in keys.items()
-            if len(value) >= minimum and any(value in arg for arg in args)]
+            if looks_secret(name, value, minimum) and any(value in arg for arg in args)]

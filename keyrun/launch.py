@@ -12,12 +12,42 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
-from keyrun.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, LaunchError
+from keyrun.errors import EXIT_KEYRUN_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, LaunchError
 
 # Signals whose disposition Python changes at start-up and exec would pass on.
 _PYTHON_IGNORED = ("SIGPIPE", "SIGXFSZ")
+
+# Standard streams the caller closed (``keyrun -- cmd <&-``): open on /dev/null while
+# keyrun runs, closed again for the command.
+CLOSED_STDIO: list[int] = []
+
+
+def open_missing_stdio() -> None:
+    """Give keyrun a stdin, stdout and stderr even when the caller closed one, and
+    remember which, so the command starts with the same ones closed, as under env(1)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+            CLOSED_STDIO.append(fd)
+    if CLOSED_STDIO:
+        if sys.stdin is None:
+            sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as keyrun
+        if sys.stdout is None:
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+        if sys.stderr is None:
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+
+
+def close_actions(keep: Sequence[int] = ()) -> list[tuple[int, ...]]:
+    """posix_spawn file actions that close again what the caller had closed."""
+    return [(os.POSIX_SPAWN_CLOSE, fd) for fd in CLOSED_STDIO if fd not in keep]
 
 
 def restore_signals() -> None:
@@ -54,18 +84,53 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
     """Replace keyrun with the command. Returns only by raising LaunchError."""
     program = find_program(argv[0], env)
     restore_signals()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd in CLOSED_STDIO:
+        os.close(fd)
     try:
-        os.execve(program, list(argv), dict(env))
+        try:
+            os.execve(program, list(argv), dict(env))
+        except OSError as exc:
+            if exc.errno != errno.ENOEXEC:
+                raise
+            os.execve(*as_shell_script(program, argv), dict(env))
     except OSError as exc:
-        raise _launch_error(argv[0], exc) from None
+        raise _launch_error(argv[0], exc, program, env) from None
 
 
-def _launch_error(program: str, exc: OSError) -> LaunchError:
+def as_shell_script(program: str, argv: Sequence[str]) -> tuple[str, list[str]]:
+    """An executable file without a ``#!`` line is a shell script, as execvp and env(1)
+    treat it."""
+    return "/bin/sh", ["/bin/sh", program, *argv[1:]]
+
+
+def spawn(program: str, argv: Sequence[str], env: Mapping[str, str], **options: Any) -> int:
+    """os.posix_spawn, with execvp's fallback for a script without ``#!``."""
+    try:
+        return os.posix_spawn(program, list(argv), dict(env), **options)
+    except OSError as exc:
+        if exc.errno != errno.ENOEXEC:
+            raise
+        shell, shell_argv = as_shell_script(program, argv)
+        return os.posix_spawn(shell, shell_argv, dict(env), **options)
+
+
+def _launch_error(program: str, exc: OSError, path: str | None = None,
+                  env: Mapping[str, str] | None = None) -> LaunchError:
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        if path is not None and os.path.exists(path):
+            return LaunchError(f"{program}: the interpreter its #! line names was not found",
+                               EXIT_NOT_FOUND, f"check the first line of {path}")
         return LaunchError(f"{program}: no such file", EXIT_NOT_FOUND)
     if exc.errno == errno.E2BIG:
-        return LaunchError(f"{program}: the environment and arguments are too large for exec",
-                           EXIT_NOT_EXECUTABLE, "pass fewer or smaller keys (--only KEY)")
+        largest = sorted(env or {}, key=lambda name: -len(env[name]) if env else 0)[:3]
+        sizes = ", ".join(f"{name} ({len(name) + len((env or {})[name].encode()) + 2} bytes)"
+                          for name in largest)
+        return LaunchError(
+            f"{program}: the environment and arguments together are too large for exec"
+            + (f"; the largest variables: {sizes}" if sizes else ""),
+            EXIT_KEYRUN_FAILED, "pass fewer or smaller keys (--only KEY), or --clean-env")
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     return LaunchError(f"{program}: cannot execute: {reason}", EXIT_NOT_EXECUTABLE,
                        "check that the file is executable (chmod +x) and is a program")
@@ -120,11 +185,12 @@ def supervise(argv: Sequence[str], env: Mapping[str, str], supervisor: Superviso
     defaults = watched | {getattr(signal, name) for name in _PYTHON_IGNORED}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
-        pid = os.posix_spawn(program, list(argv), dict(env), setsigmask=(), setsigdef=defaults)
+        pid = spawn(program, argv, env, setsigmask=(), setsigdef=defaults,
+                    file_actions=close_actions())
     except OSError as exc:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
         supervisor.release()
-        raise _launch_error(argv[0], exc) from None
+        raise _launch_error(argv[0], exc, program, env) from None
     try:
         status = _wait(pid, watched, supervisor)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -106,15 +107,13 @@ def resolve_profile(
     specs = source_specs(config, env.name)
     sources = {name: make_source(specs[name].type, name, specs[name].settings,
                                  specs[name].where, context) for name in used}
-    keys = list(env.keys)
-    if config.path is None:
-        keys = keys or _discovered_keys(sources, env)
-        if not sources and not keys:
-            raise ConfigError(
-                f"nothing to load: no {CONFIG_NAME} in {config.root} or its parents, "
-                f"and no .env or .env.{env.name} file here",
-                "run `keyrun init` to create keyrun.toml, or create a .env file",
-            )
+    keys = list(env.keys) or _discovered_keys(sources, env, context)
+    if config.path is None and not sources and not keys:
+        raise ConfigError(
+            f"nothing to load: no {CONFIG_NAME} in {config.root} or its parents, "
+            f"and no .env or .env.{env.name} file here",
+            "run `keyrun init` to create keyrun.toml, or create a .env file",
+        )
     bindings = tuple(Binding(k, (k.source,) if k.source else env.sources) for k in keys)
     bindings = _select(bindings, only, env.name)
     profile = Profile(config, project_name, env, bindings, sources)
@@ -129,12 +128,26 @@ def make_source(type_name: str, name: str, settings: Mapping[str, object], where
     return cls(name, check_settings(cls, name, settings, where), context)
 
 
-def _discovered_keys(sources: Mapping[str, Source], env: Environment) -> list[KeySpec]:
+def _discovered_keys(sources: Mapping[str, Source], env: Environment,
+                     context: Context) -> list[KeySpec]:
+    """No keys declared (no ``[keys]``, no ``.env.example``): whatever the sources hold,
+    for those that can list their names. Nothing declared them, so a reserved or invalid
+    name among them is left out with a warning rather than stopping everything."""
     deadline = Deadline(env.timeout)
     names: dict[str, None] = {}
     for source in sources.values():
         names.update(dict.fromkeys(source.names(deadline) or ()))
-    return [KeySpec(name=name) for name in names]
+    keys = []
+    warn = context.warn or (lambda message: print(f"keyrun: warning: {message}", file=sys.stderr))
+    for name in names:
+        if not NAME.match(name):
+            warn(f"{name!r} is not a valid environment variable name; left out")
+        elif is_reserved(name) and name not in env.allow_reserved:
+            warn(f"{name} is a reserved name; left out (to pass it, declare it in "
+                 "keyrun.toml's [keys] and list it in allow_reserved)")
+        else:
+            keys.append(KeySpec(name=name))
+    return keys
 
 
 def _select(bindings: tuple[Binding, ...], only: Sequence[str], env: str) -> tuple[Binding, ...]:
@@ -186,10 +199,12 @@ def _collisions(profile: Profile) -> list[NameProblem]:
     alias; made so by a source's name mapping (Azure's ``_`` → ``-``) it never is."""
     problems = []
     for name, source in profile.sources.items():
-        seen: dict[str, Request] = {}
+        seen: dict[tuple[str, str | None, str | None], Request] = {}
         for request in profile.requests_for(name):
             where = source.locate(request)
-            first = seen.setdefault(source.identity(request), request)
+            # Different fields or versions of one item are different values.
+            identity = (source.identity(request), request.field, request.version)
+            first = seen.setdefault(identity, request)
             if first is request:
                 continue
             mapped = any(r.name != profile.spec(r.key).backend_name for r in (first, request))

@@ -45,9 +45,12 @@ from keyrun.launch import (
     Supervisor,
     _exit_like,
     _launch_error,
+    as_shell_script,
+    close_actions,
     find_program,
     make_undumpable,
     restore_signals,
+    spawn,
 )
 from keyrun.mask import Masker, MaskSet
 
@@ -90,7 +93,7 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
         signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
         keeper.release()
         if isinstance(exc, OSError):
-            raise _launch_error(argv[0], exc) from None
+            raise _launch_error(argv[0], exc, program, env) from None
         raise
     raw = _RawMode(0) if child.keyboard else None
     try:
@@ -130,7 +133,8 @@ def _spawn(program: str, argv: Sequence[str], env: Mapping[str, str],
 
 def _spawn_with_pipes(program: str, argv: Sequence[str], env: Mapping[str, str],
                       defaults: set[int]) -> _Child:
-    outputs, write_ends, actions = [], [], []
+    outputs, write_ends = [], []
+    actions = close_actions(keep=(1, 2))
     for target in (1, 2):
         read_end, write_end = os.pipe()
         _enlarge_pipe(read_end)
@@ -138,7 +142,7 @@ def _spawn_with_pipes(program: str, argv: Sequence[str], env: Mapping[str, str],
         write_ends.append(write_end)
         actions.append((os.POSIX_SPAWN_DUP2, write_end, target))
     try:
-        pid = os.posix_spawn(program, list(argv), dict(env), file_actions=actions,
+        pid = spawn(program, argv, env, file_actions=actions,
                              setsigmask=(), setsigdef=defaults)
     except OSError:
         for fd, _target in outputs:
@@ -196,7 +200,12 @@ def _exec_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str],
         if stderr is not None:
             os.dup2(stderr, 2)
         restore_signals()
-        os.execve(program, list(argv), dict(env))
+        try:
+            os.execve(program, list(argv), dict(env))
+        except OSError as exc:
+            if exc.errno != errno.ENOEXEC:
+                raise
+            os.execve(*as_shell_script(program, argv), dict(env))
     except OSError as exc:
         os.write(report, str(exc.errno or errno.EIO).encode())
     except BaseException:

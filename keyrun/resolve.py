@@ -98,10 +98,11 @@ class Resolution:
             failure = self.failures.get(result.source or "")
             if failure is not None and not isinstance(failure, SourceError):
                 raise failure  # a configuration error in a source says it best itself
-        raise ResolutionError(
-            describe_problems(self.profile, problems),
-            _hint(self.profile, problems, self.failures),
-        )
+        message = describe_problems(self.profile, problems)
+        hint = _hint(self.profile, problems, self.failures)
+        if hint in message:  # a source's own hint, already quoted with its error
+            hint = f"then check everything with: keyrun doctor -e {self.profile.env.name}"
+        raise ResolutionError(message, hint)
 
 
 def release_all(profile: Profile) -> list[str]:

@@ -61,6 +61,10 @@ class Reporter:
         if not self.quiet:
             self._print(f"keyrun: {message}")
 
+    def always(self, message: str) -> None:
+        """What even -q must not hide (SPEC §5: a nested switch says so)."""
+        self._print(f"keyrun: {message}")
+
     def detail(self, message: str) -> None:
         if self.verbose:
             self._print(f"keyrun: {message}")
@@ -142,7 +146,7 @@ def accesslog_record(resolution: Resolution, environ: Mapping[str, str], *, acti
 def _note_nesting(profile: Profile, environ: Mapping[str, str], report: Reporter) -> None:
     outer = environ.get("KEYRUN_PROFILE")
     if outer and outer != profile.label:
-        report.note(f"nested inside keyrun profile {outer}; this command gets {profile.label}")
+        report.always(f"nested inside keyrun profile {outer}; this command gets {profile.label}")
 
 
 def prepare(

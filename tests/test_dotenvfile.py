@@ -53,7 +53,7 @@ def test_line_numbers_count_blank_lines() -> None:
 def test_replace_keeps_everything_else() -> None:
     text = "# keep me\nA=1\nexport B=old # comment\nC='x'\n"
     updated = replace_assignment(text, parse_dotenv(text, ".env"), "B", "new")
-    assert updated == "# keep me\nA=1\nB='new'\nC='x'\n"
+    assert updated == "# keep me\nA=1\nexport B='new'\nC='x'\n"  # still exported
     appended = replace_assignment(text.rstrip("\n"), parse_dotenv(text, ".env"), "D", "d")
     assert appended == "# keep me\nA=1\nexport B=old # comment\nC='x'\nD='d'\n"
 

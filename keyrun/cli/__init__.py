@@ -7,6 +7,7 @@ command (and ``--help``) goes through the Typer app in ``keyrun.cli.app``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -49,6 +50,9 @@ def _global_option(arg: str) -> tuple[str, bool, str | None] | None:
 def normalize(args: Sequence[str]) -> list[str]:
     """Move global options written after the command name in front of it, and turn
     ``keyrun [opts] -- cmd`` into ``keyrun [opts] run -- cmd``."""
+    head = args[: args.index("--")] if "--" in args else args
+    if "--version" in head and not _starts_run_command(head):
+        return ["--version"]  # before or after the command name, as the other globals
     globals_: list[str] = []
     rest: list[str] = []
     i = 0
@@ -59,7 +63,10 @@ def normalize(args: Sequence[str]) -> list[str]:
         option = _global_option(arg)
         if option is None:
             rest.append(arg)
-        elif option[1] and option[2] is None and i + 1 < len(args):
+        elif option[1] and option[2] is None:
+            if i + 1 >= len(args) or args[i + 1] == "--":
+                raise UsageError(f"option {option[0]} needs a value",
+                                 "e.g. keyrun list -e staging")
             globals_ += [option[0], args[i + 1]]
             i += 1
         else:
@@ -69,6 +76,14 @@ def normalize(args: Sequence[str]) -> list[str]:
     if tail[:1] == ["--"] and _only_run_options(rest):
         rest = ["run", *rest]
     return [*globals_, *rest, *tail]
+
+
+def _starts_run_command(head: Sequence[str]) -> bool:
+    """``keyrun run prog --version``: the flag belongs to prog."""
+    if "run" not in head:
+        return False
+    after = head[head.index("run") + 1 :]
+    return any(not word.startswith("-") for word in after[: after.index("--version")])
 
 
 def _only_run_options(words: list[str]) -> bool:
@@ -126,7 +141,9 @@ def fast_run(args: list[str]) -> int:
         arg = args.pop(0)
         if arg in RUN_FLAGS:
             flags[RUN_FLAGS[arg]] = True
-        elif arg == "--only" and args:
+        elif arg == "--only":
+            if not args or args[0] == "--":
+                raise UsageError("option --only needs a value", "e.g. --only OPENAI_API_KEY")
             only.append(args.pop(0))
         elif arg.startswith("--only="):
             only.append(arg[len("--only="):])
@@ -160,20 +177,30 @@ def guarded(action: Callable[[], int]) -> int:
         report_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
-    except Terminated as exc:
         import signal
 
-        sys.stderr.flush()
-        signal.signal(exc.number, signal.SIG_DFL)
-        os.kill(os.getpid(), exc.number)  # die of the signal we were sent, as shells expect
-        return 128 + exc.number
+        return _die_of(signal.SIGINT)
+    except Terminated as exc:
+        return _die_of(exc.number)
     except Exception as exc:
         if os.environ.get("KEYRUN_DEBUG") == "1":
             raise
         print(f"keyrun: internal error: {type(exc).__name__} (run with KEYRUN_DEBUG=1 for "
               "details, and please report it)", file=sys.stderr)
         return EXIT_KEYRUN_FAILED
+
+
+def _die_of(number: int) -> int:
+    """Die of the signal we were sent, as shells expect (a loop stops on Ctrl-C only when
+    its command died of SIGINT, not when it exited 130)."""
+    import signal
+
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+    os.kill(os.getpid(), number)
+    return 128 + number
 
 
 def report_error(exc: KeyrunError) -> None:
@@ -201,9 +228,13 @@ def _check_command(args: list[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    args = normalize(sys.argv[1:] if argv is None else argv)
-    code = guarded(lambda: _dispatch(args))
-    sys.stdout.flush()
+    from keyrun.launch import open_missing_stdio
+
+    open_missing_stdio()
+    args = sys.argv[1:] if argv is None else list(argv)
+    code = guarded(lambda: _dispatch(normalize(args)))
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
     sys.exit(code)
 
 

@@ -83,7 +83,7 @@ class DotenvSource(Source):
         text, info = read
         entries = parse_dotenv(text, str(self.path))
         changed = datetime.fromtimestamp(info.st_mtime, tz=UTC)
-        return resolve_values(entries, self.context.environ), changed
+        return resolve_values(entries, self.context.environ, str(self.path)), changed
 
     def fetch(self, requests: Sequence[Request], deadline: Deadline) -> dict[str, Outcome]:
         loaded = self._values()
@@ -144,7 +144,9 @@ class DotenvSource(Source):
 
 def _replace_file(path: Path, text: str, mode: int) -> None:
     """Write beside the file and rename over it, so a crash never leaves half a file."""
-    partial = path.with_name(f".{path.name}.keyrun-{os.getpid()}")
+    # ".env.keyrun-PID.tmp": still matched by the ".env.*" that keyrun init ignores.
+    partial = path.with_name(f"{path.name}.keyrun-{os.getpid()}.tmp")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -738,9 +738,9 @@ def parse_bundle(text: str, where: str) -> dict[str, Any] | str:
         return data if isinstance(data, dict) else f"{where} is not a JSON object"
     try:
         entries = parse_dotenv(text, where)
+        return dict(resolve_values(entries, {}, where))
     except ConfigError as exc:
         return f"{where} is neither a JSON object nor dotenv text ({exc.message})"
-    return dict(resolve_values(entries, {}))
 
 
 def update_bundle(text: str, name: str, value: str, where: str, *,

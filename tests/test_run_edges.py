@@ -1,0 +1,241 @@
+"""Edge cases of `run` and the configuration found by an independent review: closed
+standard streams, scripts without ``#!``, strict ``.env`` details, zero-config mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+
+PY = sys.executable
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    write(root / "keyrun.toml", """
+project = "bot"
+default_env = "dev"
+
+[keys]
+OPENAI_API_KEY = {}
+
+[sources.local]
+type = "dotenv"
+path = ".env"
+
+[env.dev]
+sources = ["local"]
+""")
+    write(root / ".env", f"OPENAI_API_KEY={CANARY}\n")
+    return root
+
+
+@pytest.mark.parametrize("redirect", ["<&-", ">&-", "2>&-"])
+def test_a_closed_standard_stream_stays_closed_for_the_command(
+        project: Path, env: dict[str, str], redirect: str) -> None:
+    # The command notes which of its fds 0-2 are open, before it opens its report file.
+    report = project / "fds.txt"
+    probe = ('r=""; for fd in 0 1 2; do [ -e /proc/$$/fd/$fd ] && r="$r $fd"; done; '
+             f'echo "$r" > {report}')
+    line = f"{PY} -m keyrun -q -- sh -c '{probe}' {redirect}"
+    done = subprocess.run(["sh", "-c", line], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    closed = {"<&-": "0", ">&-": "1", "2>&-": "2"}[redirect]
+    assert closed not in report.read_text().split()
+    assert len(report.read_text().split()) == 2
+    assert "Traceback" not in done.stderr
+    assert "internal error" not in done.stderr
+
+
+def test_a_pem_key_with_padding_lines_is_a_closed_quote(project: Path,
+                                                         env: dict[str, str]) -> None:
+    pem = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
+           "KrUQrHW5Z5HoOA==\n-----END PRIVATE KEY-----")
+    write(project / ".env", f"OPENAI_API_KEY='{pem}'\n")
+    code = "import os, sys; sys.exit(0 if os.environ['OPENAI_API_KEY'].count(chr(10)) == 3 else 9)"
+    done = keyrun(["--", PY, "-c", code], cwd=project, env=env)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_unclosed_quote_is_still_caught(project: Path, env: dict[str, str]) -> None:
+    write(project / ".env", "OPENAI_API_KEY='abc\nOTHER=1\nLAST='\n")
+    done = keyrun(["--", "true"], cwd=project, env=env)
+    assert done.returncode == 125
+    assert ".env:1: the quote opened here is not closed" in done.stderr
+
+
+def test_a_reference_to_an_unset_variable_fails_closed(project: Path,
+                                                        env: dict[str, str]) -> None:
+    write(project / ".env", "OPENAI_API_KEY=${NOT_SET_ANYWHERE}\n")
+    done = keyrun(["--", "true"], cwd=project, env=env)
+    assert done.returncode == 125
+    assert "OPENAI_API_KEY refers to ${NOT_SET_ANYWHERE}" in done.stderr
+    assert "${NOT_SET_ANYWHERE:-}" in done.stderr
+    write(project / ".env", "OPENAI_API_KEY=${NOT_SET_ANYWHERE:-}\n")
+    done = keyrun(["--", PY, "-c", "import os; assert os.environ['OPENAI_API_KEY'] == ''"],
+                  cwd=project, env=env)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_name_with_a_trailing_newline_is_not_valid(project: Path, env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    write(config, config.read_text().replace("OPENAI_API_KEY = {}",
+                                             '"OPENAI_API_KEY\\n" = { name = "OPENAI_API_KEY" }'))
+    done = keyrun(["--", "true"], cwd=project, env=env)
+    assert done.returncode == 125
+    assert "not a valid environment variable name" in done.stderr
+
+
+def test_argv_guard_watches_secrets_not_plain_settings(project: Path,
+                                                       env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    write(config, config.read_text().replace("OPENAI_API_KEY = {}",
+                                             "OPENAI_API_KEY = {}\nDB_USER = {}\nAPP_ENV = {}"))
+    write(project / ".env", f"OPENAI_API_KEY={CANARY}\nDB_USER=postgres\nAPP_ENV=production\n")
+    plain = keyrun(["--", "echo", "psql", "-U", "postgres", "production-notes.md"],
+                   cwd=project, env=env)
+    assert plain.returncode == 0, plain.stderr
+    secret = keyrun(["--", "echo", f"--key={CANARY}"], cwd=project, env=env)
+    assert secret.returncode == 125
+    assert "OPENAI_API_KEY appears in the command's arguments" in secret.stderr
+    assert_no_leak(CANARY, secret.stdout, secret.stderr)
+
+
+def test_a_script_without_shebang_runs_with_sh(project: Path, env: dict[str, str]) -> None:
+    script = project / "plain"
+    write(script, 'echo "ran $1"\n')
+    script.chmod(0o755)
+    done = keyrun(["--", "./plain", "x"], cwd=project, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ran x\n"
+
+
+def test_a_missing_interpreter_is_127_and_says_so(project: Path, env: dict[str, str]) -> None:
+    script = project / "broken"
+    write(script, "#!/nonexistent/interpreter\necho x\n")
+    script.chmod(0o755)
+    done = keyrun(["--", "./broken"], cwd=project, env=env)
+    assert done.returncode == 127
+    assert "the interpreter its #! line names was not found" in done.stderr
+
+
+def test_a_nested_switch_is_announced_even_when_quiet(project: Path, env: dict[str, str]) -> None:
+    inner = f"{PY} -m keyrun -q -e dev -- true"
+    done = keyrun(["-q", "--", "sh", "-c", inner], cwd=project,
+                  env=dict(env, KEYRUN_PROFILE="bot/staging"))
+    assert done.returncode == 0, done.stderr
+    assert "nested inside keyrun profile" in done.stderr
+
+
+def test_environment_too_large_in_total_is_125_naming_the_largest(
+        project: Path, env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    keys = "\n".join(f"K{i} = {{}}" for i in range(30))
+    write(config, config.read_text().replace("OPENAI_API_KEY = {}", keys))
+    write(project / ".env", "".join(f"K{i}={'x' * (100_000 + i)}\n" for i in range(30)))
+    done = keyrun(["--", "true"], cwd=project, env=env)
+    assert done.returncode == 125
+    assert "too large for exec; the largest variables: K29" in done.stderr
+
+
+def test_usage_mistakes(project: Path, env: dict[str, str]) -> None:
+    only = keyrun(["run", "--only"], cwd=project, env=env)
+    assert only.returncode == 2
+    assert "--only needs a value" in only.stderr
+    missing = keyrun(["list", "-e"], cwd=project, env=env)
+    assert missing.returncode == 2
+    assert "--env needs a value" in missing.stderr
+    version = keyrun(["list", "--version"], cwd=project, env=env)
+    assert version.returncode == 0
+    assert version.stdout.startswith("keyrun ")
+
+
+def test_a_zero_duration_says_why(project: Path, env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    write(config, config.read_text().replace('sources = ["local"]',
+                                             'sources = ["local"]\ntimeout = "0s"'))
+    done = keyrun(["--", "true"], cwd=project, env=env)
+    assert done.returncode == 125
+    assert "'0s' must be longer than zero" in done.stderr
+
+
+def test_access_log_user_is_the_account_not_USER(project: Path, env: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    done = keyrun(["--", "true"], cwd=project, env=dict(env, USER="someone-else"))
+    assert done.returncode == 0, done.stderr
+    entry = json.loads((tmp_path / "access.log").read_text().splitlines()[-1])
+    assert entry["user"] == pwd.getpwuid(os.getuid()).pw_name
+
+
+def test_zero_config_refuses_unknown_environments(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "bare"
+    write(root / ".env", f"OPENAI_API_KEY={CANARY}\n")
+    write(root / ".env.example", "OPENAI_API_KEY=sk-your-key-here\n")
+    write(root / ".env.staging", "OPENAI_API_KEY=sk-staging-000000\n")
+    typo = keyrun(["-e", "stagng", "--", "true"], cwd=root, env=env)
+    assert typo.returncode == 125
+    assert "did you mean 'staging'" in typo.stderr
+    example = keyrun(["-e", "example", "list"], cwd=root, env=env)
+    assert example.returncode == 125
+    assert ".env.example holds placeholders" in example.stderr
+    staging = keyrun(["-e", "staging", "--", PY, "-c",
+                      "import os; print(os.environ['OPENAI_API_KEY'])"], cwd=root, env=env)
+    assert staging.stdout == "sk-staging-000000\n"
+
+
+def test_reserved_names_found_in_files_are_left_out_with_a_warning(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "bare"
+    write(root / ".env", "PYTHONPATH=/somewhere\nA_SETTING=value-1\n")
+    listing = keyrun(["list"], cwd=root, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "PYTHONPATH is a reserved name; left out" in listing.stderr
+    done = keyrun(["--", PY, "-c", "import os; print(os.environ.get('PYTHONPATH'), "
+                   "os.environ['A_SETTING'])"], cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "None value-1\n"
+
+
+def test_a_config_without_keys_takes_what_its_sources_hold(project: Path,
+                                                           env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    write(config, config.read_text().replace("[keys]\nOPENAI_API_KEY = {}\n", ""))
+    write(project / ".env", "FIRST=one-value\nSECOND=two-value\n")
+    done = keyrun(["--", PY, "-c", "import os; print(os.environ['FIRST'], os.environ['SECOND'])"],
+                  cwd=project, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "one-value two-value\n"
+
+
+def test_set_creates_the_folder_and_keeps_export(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "p"
+    write(root / "keyrun.toml", """
+[keys]
+A = {}
+[sources.local]
+type = "dotenv"
+path = "secrets/.env"
+[env.dev]
+sources = ["local"]
+""")
+    done = keyrun(["set", "A"], cwd=root, env=env, input="first-value")
+    assert done.returncode == 0, done.stderr
+    assert (root / "secrets").stat().st_mode & 0o077 == 0
+    write(root / "secrets" / ".env", "export A=old\n")
+    done = keyrun(["set", "A"], cwd=root, env=env, input="second-value")
+    assert done.returncode == 0, done.stderr
+    assert (root / "secrets" / ".env").read_text() == "export A='second-value'\n"
