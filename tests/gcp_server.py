@@ -86,6 +86,10 @@ class Backend:
             self.delay = 0.0  # seconds each call waits before answering
             self.interleave: list[tuple[str, bytes]] = []  # versions someone else adds first
             self.reject_tokens = False
+            # Google words FAILED_PRECONDITION in more than one way: "is in DESTROYED
+            # state." and "is not in ENABLED state." have both been seen
+            self.not_enabled_text = "is in {state} state."
+            self.metadata_denied = False  # secretAccessor only: Get*/List* are denied
             self.calls: list[tuple[str, str]] = []
             self.tokens: list[dict[str, Any]] = []
 
@@ -144,6 +148,10 @@ class Backend:
 
     def _parse(self, name: str, permission: str) -> tuple[str, str | None]:
         match = _NAME.match(name)
+        if self.metadata_denied and permission.endswith((".get", ".list")):
+            raise Abort(grpc.StatusCode.PERMISSION_DENIED,
+                        f"Permission '{permission}' denied for resource '{name}' "
+                        "(or it may not exist).")
         if not match:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid resource name [{name}].")
         project, secret_id, version = match.groups()
@@ -188,8 +196,9 @@ class Backend:
             version = self._version(secret_id, wanted or "latest")
             name = f"projects/{PROJECT_NUMBER}/secrets/{secret_id}/versions/{version.number}"
             if version.state != "ENABLED":
+                text = self.not_enabled_text.format(state=version.state)
                 raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
-                            f"Secret Version [{name}] is in {version.state} state.")
+                            f"Secret Version [{name}] {text}")
             crc = crc32c(version.data) ^ (1 if secret_id in self.corrupt else 0)
             return types.AccessSecretVersionResponse(
                 name=name, payload=types.SecretPayload(data=version.data, data_crc32c=crc))

@@ -203,6 +203,58 @@ def test_a_destroyed_version(gcp: FakeSecretManager) -> None:
         "or pin an enabled one with version = \"N\"")
 
 
+def test_the_state_comes_from_get_secret_version_not_the_error_text(
+        gcp: FakeSecretManager) -> None:
+    gcp.backend.not_enabled_text = "is not in ENABLED state."
+    gcp.backend.put("dev-GONE", "gone-value-0001")
+    gcp.backend.put("dev-GONE", "gone-value-0002")
+    gcp.backend.set_state("dev-GONE", 2, "DESTROYED")
+    gcp.backend.put("dev-OFF", "off-value-0001")
+    gcp.backend.put("dev-OFF", CANARY, state="DISABLED")
+    got = fetch(make(gcp), "GONE", "OFF", Request("PINNED", "OFF", version="2"))
+    assert problem(got["GONE"], "error") == (
+        "gcp: version 2 of secret 'dev-GONE' in project 'keyrun-test' is destroyed — "
+        "\"latest\" is the newest version even when it is destroyed: add a new version with "
+        "keyrun set, or pin an enabled one with version = \"N\"")
+    assert problem(got["OFF"], "error") == (
+        "gcp: version 2 of secret 'dev-OFF' in project 'keyrun-test' is disabled — \"latest\" "
+        "is the newest version even when it is disabled: enable it (gcloud secrets versions "
+        "enable 2 --secret=dev-OFF --project=keyrun-test), add a new version with keyrun set, "
+        "or pin an enabled one with version = \"N\"")
+    assert problem(got["PINNED"], "error") == (
+        "gcp: version 2 of secret 'dev-OFF' in project 'keyrun-test' is disabled — enable it "
+        "(gcloud secrets versions enable 2 --secret=dev-OFF --project=keyrun-test) or pin "
+        "another version")
+    assert CANARY not in str(got)
+
+
+def test_an_unknown_state_is_worded_neutrally(gcp: FakeSecretManager) -> None:
+    gcp.backend.not_enabled_text = "is not in ENABLED state."
+    gcp.backend.metadata_denied = True  # GetSecretVersion is denied: the state stays unknown
+    gcp.backend.put("dev-KEY", "key-value-0001", state="DESTROYED")
+    got = fetch(make(gcp), "KEY", Request("PINNED", "KEY", version="1"))
+    assert problem(got["KEY"], "error") == (
+        "gcp: the latest version of secret 'dev-KEY' in project 'keyrun-test' is not enabled "
+        "(disabled or destroyed) — \"latest\" is the newest version even when it is not "
+        "enabled: gcloud secrets versions list dev-KEY --project=keyrun-test shows its number "
+        "and state; enable it if it is disabled, add a new version with keyrun set, or pin an "
+        "enabled one with version = \"N\"")
+    assert problem(got["PINNED"], "error") == (
+        "gcp: version 1 of secret 'dev-KEY' in project 'keyrun-test' is not enabled (disabled "
+        "or destroyed) — enable it if it is disabled (gcloud secrets versions enable 1 "
+        "--secret=dev-KEY --project=keyrun-test), or pin another version")
+
+
+def test_the_state_lookup_keeps_to_the_deadline(gcp: FakeSecretManager) -> None:
+    gcp.backend.put("dev-KEY", "key-value-0001", state="DISABLED")
+    gcp.backend.delay = 0.7  # the read answers; the lookup after it cannot
+    started = time.monotonic()
+    got = fetch(make(gcp), "KEY", deadline=1.2)
+    gcp.backend.delay = 0
+    assert time.monotonic() - started < 1.2
+    assert "is not enabled (disabled or destroyed)" in problem(got["KEY"], "error")
+
+
 def test_a_bad_version_pin_is_refused_without_a_call(gcp: FakeSecretManager) -> None:
     got = fetch(make(gcp), Request("KEY", "KEY", version="v/1"))
     assert problem(got["KEY"], "error") == ("gcp: version 'v/1' of secret 'dev-KEY' is neither "
@@ -471,6 +523,18 @@ def test_describe_reads_metadata_only(gcp: FakeSecretManager) -> None:
     assert meta["ABSENT"].exists is False
 
 
+def test_describe_says_when_metadata_is_denied(gcp: FakeSecretManager) -> None:
+    gcp.backend.put("dev-KEY", CANARY)
+    gcp.backend.metadata_denied = True
+    meta = make(gcp).describe([Request("KEY", "KEY")], Deadline(10))["KEY"]
+    assert meta.updated is None
+    assert meta.note == (
+        "metadata calls were denied (secretmanager.secrets.get: Permission "
+        "'secretmanager.secrets.get' denied for resource 'projects/keyrun-test/secrets/dev-KEY' "
+        "(or it may not exist).), so the age is unknown — grant roles/secretmanager.viewer to "
+        f"{gcp.backend.client_email}")
+
+
 def test_check_is_value_free(gcp: FakeSecretManager) -> None:
     assert make(gcp).check(Deadline(5)).detail == ("project 'keyrun-test': reachable and "
                                                    "authenticated")
@@ -515,8 +579,18 @@ def test_write_into_bundles_keeps_their_format(gcp: FakeSecretManager) -> None:
     assert where == "projects/keyrun-test/secrets/bot-dev#B (version 4)"
     assert gcp.backend.value("bot-dev").decode() == f"# keys\nA=a-0001\n{format_assignment('B', 'b 0003')}\n"
     gcp.backend.set_state("bot-dev", 4, "DISABLED")
-    with pytest.raises(SourceError, match="cannot read the latest one: version 4 of secret"):
+    gcp.backend.not_enabled_text = "is not in ENABLED state."
+    with pytest.raises(SourceError, match="cannot read the latest one: version 4 of secret") \
+            as caught:
         source.write(Request("C", "C"), Secret("c-0001"), Deadline(10))
+    assert caught.value.hint == ("enable it first: gcloud secrets versions enable 4 "
+                                 "--secret=bot-dev --project=keyrun-test")
+    gcp.backend.set_state("bot-dev", 4, "DESTROYED")
+    with pytest.raises(SourceError, match="cannot read the latest one: version 4 of secret "
+                                          "'bot-dev' in project 'keyrun-test' is destroyed$") \
+            as caught:
+        source.write(Request("C", "C"), Secret("c-0001"), Deadline(10))
+    assert (caught.value.hint or "").startswith("its keys are gone")
 
 
 def test_write_says_when_another_version_slipped_in(gcp: FakeSecretManager) -> None:

@@ -39,7 +39,6 @@ _NOT_IN_ID = re.compile(r"[^A-Za-z0-9_-]")
 _VERSION = re.compile(r"^(?:latest|[1-9][0-9]*|[A-Za-z][A-Za-z0-9_-]{0,62})$")
 _RESOURCE = re.compile(r"^projects/([^/]+)/secrets/([^/]+)$")
 _ENDPOINT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
-_STATE = re.compile(r"versions/([^\]/\s]+)\]? is in (\w+) state")
 _SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 _PARALLEL = 16  # concurrent RPCs per fetch, multiplexed over one HTTP/2 connection
 _MARGIN = 0.25  # seconds kept back so that a timeout is reported by the source, not the core
@@ -97,6 +96,8 @@ class GcpFailure(Exception):
         self.code = code
         self.detail = detail
         self.attempts = attempts
+        self.state: str | None = None  # of a version that is not enabled, when known
+        self.number: str | None = None  # the version "latest" resolved to, when known
 
     @property
     def whole_source(self) -> bool:
@@ -311,6 +312,8 @@ class GcpSecretManagerSource(Source):
         try:
             return api.call("access_secret_version", name=target.version_path)
         except GcpFailure as failure:
+            if failure.kind == "disabled":
+                _learn_state(api, target, failure)
             return failure
 
     def _outcomes(self, target: Target, requests: list[Request], got: Any
@@ -357,11 +360,12 @@ class GcpSecretManagerSource(Source):
                                      f"(roles/secretmanager.secretAccessor) to "
                                      f"{self._principal()}")
         if kind == "disabled":
-            return Problem("error", f"{self.name}: {_unusable(target, failure.detail)}")
+            return Problem("error", f"{self.name}: {_unusable(target, failure)}")
         if kind in _MAX_ATTEMPTS:
+            tries = "1 attempt" if failure.attempts == 1 else f"{failure.attempts} attempts"
             return Problem("error", f"{self.name}: Secret Manager kept answering "
                                     f"{failure.reason} while {verb} {target} "
-                                    f"({failure.attempts} attempts) — try again")
+                                    f"({tries}) — try again")
         if kind == "corrupt":
             return Problem("error", f"{self.name}: {verb} {target} failed its checksum "
                                     f"({failure.detail}) — try again")
@@ -402,12 +406,14 @@ class GcpSecretManagerSource(Source):
     def _meta(self, target: Target, secret: Any, version: Any) -> Meta:
         if isinstance(secret, GcpFailure):
             exists = False if secret.kind == "missing" else None
-            return Meta(exists=exists, note=f"GetSecret failed: {secret.reason}")
+            return Meta(exists=exists, note=self._meta_note(secret, "GetSecret",
+                                                            "secretmanager.secrets.get"))
         expires, due = _secret_times(secret)
         if isinstance(version, GcpFailure):
             exists = False if version.kind == "missing" else None
             return Meta(exists=exists, expires=expires, next_rotation=due,
-                        note=f"GetSecretVersion failed: {version.reason}")
+                        note=self._meta_note(version, "GetSecretVersion",
+                                             "secretmanager.versions.get"))
         state = _state_name(version)
         enabled = state == "ENABLED"
         notes = [] if enabled else [f"version {_number(version)} is {state}"]
@@ -423,6 +429,14 @@ class GcpSecretManagerSource(Source):
             deleted=_time(version, "destroy_time"),
             note="; ".join(notes) or None,
         )
+
+    def _meta_note(self, failure: GcpFailure, call: str, permission: str) -> str:
+        """Why metadata is unknown. An identity that may read values (secretAccessor) but
+        not metadata is common: that says "denied" and the role to grant, for doctor."""
+        if failure.kind == "denied":
+            return (f"metadata calls were denied ({permission}: {failure.detail}), so the age "
+                    f"is unknown — grant roles/secretmanager.viewer to {self._principal()}")
+        return f"{call} failed: {failure.reason}"
 
     def check(self, deadline: Deadline) -> Health:
         api = self._api(deadline)
@@ -556,10 +570,8 @@ class GcpSecretManagerSource(Source):
         if failure.kind == "disabled" and not self.per_key:
             return SourceError(self.name, f"keyrun set adds a version of {target} holding every "
                                f"key, but cannot read the latest one: "
-                               f"{_unusable(target, failure.detail).split(' — ')[0]}",
-                               f"enable it first: gcloud secrets versions enable "
-                               f"{_state_version(target, failure.detail)} "
-                               f"--secret={target.secret} --project={target.project}")
+                               f"{_unusable(target, failure).split(' — ')[0]}",
+                               _bundle_fix(target, failure))
         if failure.kind == "denied":
             return SourceError(self.name, f"permission denied on {target} ({failure.detail})",
                                f"grant {permission} (roles/secretmanager.secretVersionAdder, "
@@ -771,11 +783,6 @@ def update_bundle(text: str, name: str, value: str, where: str, *,
 # messages and metadata
 
 
-def _state_version(target: Target, detail: str) -> str:
-    match = _STATE.search(detail)
-    return match.group(1) if match else target.version
-
-
 def _from_bundle(request: Request, target: Target, bundle: dict[str, Any] | str
                  ) -> str | Problem:
     if isinstance(bundle, str):
@@ -794,12 +801,35 @@ def _from_bundle(request: Request, target: Target, bundle: dict[str, Any] | str
     return pick_field(request.key, as_text(value), request.field, where)
 
 
-def _unusable(target: Target, detail: str) -> str:
-    match = _STATE.search(detail)
-    number, state = _state_version(target, detail), match.group(2) if match else "disabled"
-    state = state.lower()
+def _learn_state(api: GcpApi, target: Target, failure: GcpFailure) -> None:
+    """FAILED_PRECONDITION's text varies ("is in DESTROYED state", "is not in ENABLED
+    state"), so GetSecretVersion tells the state, and the number "latest" stands for.
+    Without secretmanager.versions.get (an accessor-only identity) both stay unknown."""
+    try:
+        version = api.call("get_secret_version", name=target.version_path)
+    except (GcpFailure, KeyrunError):
+        return
+    state = _state_name(version)
+    if state in ("DISABLED", "DESTROYED"):
+        failure.state, failure.number = state.lower(), _number(version) or None
+
+
+def _unusable(target: Target, failure: GcpFailure) -> str:
+    """Why a version cannot be read, and what to do: from its state when known."""
+    number, state = failure.number or target.version, failure.state
+    which = ("the latest version" if number == "latest" else f"version {number}")
+    where = f"{which} of secret {target.secret!r} in project {target.project!r}"
     enable = (f"gcloud secrets versions enable {number} --secret={target.secret} "
               f"--project={target.project}")
+    if state is None:
+        listing = f"gcloud secrets versions list {target.secret} --project={target.project}"
+        if target.version == "latest":
+            fix = ("\"latest\" is the newest version even when it is not enabled: "
+                   f"{listing} shows its number and state; enable it if it is disabled, add "
+                   "a new version with keyrun set, or pin an enabled one with version = \"N\"")
+        else:
+            fix = f"enable it if it is disabled ({enable}), or pin another version"
+        return f"{where} is not enabled (disabled or destroyed) — {fix}"
     if target.version == "latest":
         fix = (f"\"latest\" is the newest version even when it is {state}: "
                + (f"enable it ({enable}), " if state == "disabled" else "")
@@ -809,8 +839,21 @@ def _unusable(target: Target, detail: str) -> str:
         fix = f"enable it ({enable}) or pin another version"
     else:
         fix = "its value is gone: pin another version, or add one with keyrun set"
-    return (f"version {number} of secret {target.secret!r} in project {target.project!r} "
-            f"is {state} — {fix}")
+    return f"{where} is {state} — {fix}"
+
+
+def _bundle_fix(target: Target, failure: GcpFailure) -> str:
+    """What to do before keyrun set can add to a bundle whose latest version is unusable."""
+    project = f"--project={target.project}"
+    if failure.state == "disabled":
+        return (f"enable it first: gcloud secrets versions enable {failure.number or 'N'} "
+                f"--secret={target.secret} {project}")
+    if failure.state == "destroyed":
+        return ("its keys are gone, and a version holding only this key would hide that: add "
+                f"a complete version by hand (gcloud secrets versions add {target.secret} "
+                f"{project} --data-file=FILE)")
+    return (f"gcloud secrets versions list {target.secret} {project} shows its state: "
+            "enable it if it is disabled, else add a complete version by hand")
 
 
 def _secret_times(secret: Any) -> tuple[datetime | None, datetime | None]:
