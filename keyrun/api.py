@@ -1,13 +1,32 @@
-"""``keyrun.load`` and ``keyrun.inject``: the profile inside a Python process (SPEC §6)."""
+"""``keyrun.load``, ``keyrun.inject`` and ``keyrun.release``: the profile inside a Python
+process (SPEC §6).
+
+A profile whose sources lease credentials (Vault's dynamic secrets) keeps them alive
+for as long as the process needs them, as ``keyrun run`` does for its command: a daemon
+thread renews the leases at about half their TTL, and they are revoked when the
+interpreter exits, or earlier by :func:`release`. A process killed by a signal it does
+not handle (SIGKILL, or SIGTERM without a handler) cannot revoke them; they then expire
+at their TTL.
+"""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
-from collections.abc import Sequence
+import sys
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from keyrun.environ import build_environment
-from keyrun.run import Reporter, RunOptions, Selection, resolve_for_command
+from keyrun.environ import build_environment, check_exec_values
+from keyrun.errors import KeyrunError, ResolutionError
+from keyrun.profile import Profile, open_profile
+from keyrun.resolve import Resolution, fetch_profile, release_all
+from keyrun.run import LeaseKeeper, Reporter, Selection, accesslog_record, releasing_on_failure
+
+ALLOW_MISSING = "allow_missing=True"  # how a caller of load/inject spells --allow-missing
+_JOIN_SECONDS = 10.0  # how long release waits for a renewal already under way
 
 
 def load(
@@ -18,10 +37,10 @@ def load(
     only: Sequence[str] = (),
     allow_missing: bool = False,
 ) -> dict[str, str]:
-    selection = Selection(env=env, project=project, config=None if config is None else str(config))
-    options = RunOptions(only=tuple(only), allow_missing=allow_missing)
-    resolution = resolve_for_command(selection, options, os.environ, Reporter(selection),
-                                     action="load")
+    """Resolve the profile and return every key's value, as ``run`` would inject them."""
+    with noting_hints():
+        resolution = resolve(env, config=config, project=project, only=only,
+                             allow_missing=allow_missing, action="load")
     return resolution.values()
 
 
@@ -34,15 +53,186 @@ def inject(
     allow_missing: bool = False,
     preserve_env: bool = False,
 ) -> list[str]:
+    """Resolve the profile and set its keys in ``os.environ``; return the names set."""
+    with noting_hints():
+        resolution = resolve(env, config=config, project=project, only=only,
+                             allow_missing=allow_missing, action="inject", for_environ=True)
+    return set_environ(resolution, preserve_env=preserve_env)
+
+
+def release() -> None:
+    """Revoke the leases of every profile this process loaded, now rather than at exit.
+    Values loaded before stop working; warnings go to stderr as keyrun's own do."""
+    with _LOCK:
+        held = [h for h in _HELD if h.pid == os.getpid()]
+        _HELD.clear()
+        _LOADED.clear()
+    for holding in held:
+        holding.release()
+
+
+def release_resolution(resolution: Resolution) -> None:
+    """Revoke the leases of one resolution made by :func:`resolve` (the pytest plugin's,
+    at the end of its session), leaving those of other callers alone."""
+    with _LOCK:
+        held = [h for h in _HELD if h.keeper.resolution is resolution]
+        for holding in held:
+            _HELD.remove(holding)
+    for holding in held:
+        if holding.pid == os.getpid():
+            holding.release()
+
+
+def resolve(
+    env: str | None = None,
+    *,
+    config: str | Path | None = None,
+    project: str | None = None,
+    only: Sequence[str] = (),
+    allow_missing: bool = False,
+    action: str,
+    cwd: Path | None = None,
+    for_environ: bool = False,
+    allow_missing_spelling: str = ALLOW_MISSING,
+) -> Resolution:
+    """Resolve, fetch and check the profile, fail closed; write the access log; keep its
+    leases alive until :func:`release` or exit. ``for_environ`` refuses what
+    ``os.environ`` cannot carry and what would make every process it starts fail (E2BIG).
+    ``allow_missing_spelling`` is how the caller's user spells ``--allow-missing``."""
     selection = Selection(env=env, project=project, config=None if config is None else str(config))
-    options = RunOptions(only=tuple(only), allow_missing=allow_missing)
-    resolution = resolve_for_command(selection, options, os.environ, Reporter(selection),
-                                     action="inject")
+    report = Reporter(selection)
+    profile = open_profile(env, config=selection.config, project=project, only=only,
+                           environ=os.environ, cwd=cwd, warn=report.warn,
+                           interactive=sys.stdin is not None and sys.stdin.isatty())
+    _note_nesting(profile, report)
+    resolution = _fetch(profile, report)
+    with releasing_on_failure(resolution, report):
+        _check(resolution, allow_missing, allow_missing_spelling)
+        for result in resolution.results.values():
+            if result.status == "optional":
+                report.warn(f"{result.key} is optional and missing; loading without it")
+            elif result.status == "missing":
+                report.warn(f"{result.key} is missing; loading without it "
+                            f"({allow_missing_spelling})")
+        if for_environ:
+            check_exec_values(resolution.values())
+    accesslog_record(resolution, os.environ, action=action, command=None, report=report)
+    if resolution.leased:
+        _hold(resolution, report)
+    return resolution
+
+
+def set_environ(resolution: Resolution, *, preserve_env: bool) -> list[str]:
+    """Put the resolved keys in ``os.environ`` with ``run``'s precedence; return the names
+    set (those ``preserve_env`` kept are left out)."""
     values = resolution.values()
-    child = build_environment(os.environ, values, profile_label=resolution.profile.label,
+    label = resolution.profile.label
+    child = build_environment(os.environ, values, profile_label=label,
                               preserve_env=preserve_env)
     names = [name for name in values if name not in child.preserved]
     for name in names:
         os.environ[name] = values[name]
-    os.environ["KEYRUN_PROFILE"] = resolution.profile.label
+    os.environ["KEYRUN_PROFILE"] = label
     return names
+
+
+def load_once(
+    env: str | None = None,
+    *,
+    config: str | Path | None = None,
+    project: str | None = None,
+    only: Sequence[str] = (),
+    allow_missing: bool = False,
+) -> dict[str, str]:
+    """:func:`load`, once per process for the same arguments (and the same directory and
+    ``KEYRUN_ENV`` / ``KEYRUN_CONFIG``): for callers that run often, such as a settings
+    class instantiated per request, which must not make a new lease each time."""
+    key = (env, None if config is None else str(config), project, tuple(only), allow_missing,
+           os.getcwd(), os.environ.get("KEYRUN_ENV"), os.environ.get("KEYRUN_CONFIG"))
+    with _LOCK:
+        cached = _LOADED.get(key)
+    if cached is not None:
+        return dict(cached)
+    values = load(env, config=config, project=project, only=only, allow_missing=allow_missing)
+    with _LOCK:
+        _LOADED.setdefault(key, values)
+    return dict(values)
+
+
+@contextlib.contextmanager
+def noting_hints() -> Iterator[None]:
+    """A keyrun error raised to Python code shows its hint in the traceback too (the CLI
+    prints hints itself; a script or a notebook shows only the traceback)."""
+    try:
+        yield
+    except KeyrunError as exc:
+        if exc.hint and f"hint: {exc.hint}" not in getattr(exc, "__notes__", ()):
+            exc.add_note(f"hint: {exc.hint}")
+        raise
+
+
+def _fetch(profile: Profile, report: Reporter) -> Resolution:
+    try:
+        return fetch_profile(profile)
+    except BaseException:  # interrupted (Ctrl-C in a notebook): revoke what was leased
+        for warning in release_all(profile):
+            report.warn(warning)
+        raise
+
+
+def _check(resolution: Resolution, allow_missing: bool, spelling: str) -> None:
+    """``Resolution.check``, its hint naming the caller's spelling of allow-missing."""
+    try:
+        resolution.check(allow_missing=allow_missing)
+    except ResolutionError as exc:
+        missing = [r.key for r in resolution.problems(allow_missing) if r.status == "missing"]
+        if not missing:
+            raise
+        more = " (and the same for each key above)" if len(missing) > 1 else ""
+        them = "them" if len(missing) > 1 else "it"
+        hint = (f"set it with: keyrun set {missing[0]} -e {resolution.profile.env.name}{more}; "
+                f"or load without {them}: {spelling}")
+        raise ResolutionError(exc.message, hint) from None
+
+
+def _note_nesting(profile: Profile, report: Reporter) -> None:
+    outer = os.environ.get("KEYRUN_PROFILE")
+    if outer and outer != profile.label:
+        report.note(f"inside keyrun profile {outer}; loading {profile.label}")
+
+
+class _Holding:
+    """One resolution's leases, renewed by a daemon thread until released."""
+
+    def __init__(self, resolution: Resolution, report: Reporter) -> None:
+        self.keeper = LeaseKeeper(resolution, report)
+        self.pid = os.getpid()  # a forked child must not revoke its parent's leases
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._renew, name="keyrun:renew", daemon=True)
+        self.thread.start()
+
+    def _renew(self) -> None:
+        delay = self.keeper.first_renewal()
+        while delay is not None and not self.stopped.wait(delay):
+            delay = self.keeper.renew()
+
+    def release(self) -> None:
+        self.stopped.set()
+        self.thread.join(_JOIN_SECONDS)
+        self.keeper.release()
+
+
+_LOCK = threading.Lock()
+_HELD: list[_Holding] = []
+_LOADED: dict[tuple[object, ...], dict[str, str]] = {}
+_registered = False
+
+
+def _hold(resolution: Resolution, report: Reporter) -> None:
+    global _registered
+    holding = _Holding(resolution, report)
+    with _LOCK:
+        _HELD.append(holding)
+        if not _registered:
+            atexit.register(release)
+            _registered = True
