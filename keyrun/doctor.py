@@ -5,25 +5,28 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from keyrun.config import EXAMPLE_NAME, Config, choose_env, load_config
 from keyrun.dotenvfile import parse_dotenv
 from keyrun.durations import format_age
 from keyrun.errors import ConfigError, KeyrunError
 from keyrun.profile import Profile, make_source, name_problems, resolve_profile
-from keyrun.resolve import Resolution, fetch_profile
-from keyrun.sources import Context, Deadline, Health
+from keyrun.resolve import KeyResult, Resolution, fetch_profile
+from keyrun.sources import Context, Deadline, Item, Meta
 from keyrun.sources.dotenv import DotenvSource
 
 CheckStatus = Literal["pass", "warn", "fail", "unknown"]
+T = TypeVar("T")
 MIN_MASKABLE = 6  # SPEC §5: shorter values are not masked (keyrun.mask.MIN_LENGTH)
 EXPIRY_WARNING = 7 * 86400
 
@@ -37,8 +40,13 @@ class Check:
     keys: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "message": self.message,
-                "fix": self.fix, "keys": list(self.keys)}
+        """SPEC §4a allows pass, warn and fail: "unknown" (doctor could not tell) is a
+        warning there, marked ``"unknown": true``."""
+        found: dict[str, Any] = {"id": self.id, "status": self.status, "message": self.message,
+                                 "fix": self.fix, "keys": list(self.keys)}
+        if self.status == "unknown":
+            found.update(status="warn", unknown=True)
+        return found
 
 
 @dataclass
@@ -48,7 +56,7 @@ class Report:
     checks: list[Check] = field(default_factory=list)
 
     def ok(self, strict: bool = False) -> bool:
-        bad = ("fail", "warn") if strict else ("fail",)
+        bad = ("fail", "warn", "unknown") if strict else ("fail",)
         return not any(check.status in bad for check in self.checks)
 
     def as_json(self, strict: bool = False) -> dict[str, Any]:
@@ -66,12 +74,36 @@ class DoctorOptions:
 
 def diagnose(options: DoctorOptions, environ: Mapping[str, str] | None = None,
              cwd: Path | None = None) -> Report:
-    """Run every check for one environment. Raises ConfigError (exit 125) only when
-    doctor cannot run at all: keyrun.toml does not parse, or the environment is unknown."""
+    """Run every check for one environment, within the environment's ``timeout``: the
+    sources check and the fetches of this and every other environment (for
+    ``shared-values``) run at once, under one deadline. Raises ConfigError (exit 125) only
+    when doctor cannot run at all: keyrun.toml does not parse, or the environment is unknown."""
     environ = os.environ if environ is None else environ
     config = load_config(cwd, options.config, environ)
     env = choose_env(config, options.env, environ)
-    return _Doctor(config, env, options, environ).run()
+    fetches = _Fetches(config, options.project, environ)
+    try:
+        return _Doctor(config, env, options, environ, fetches).run()
+    finally:
+        fetches.close()
+
+
+def diagnose_all(options: DoctorOptions, environ: Mapping[str, str] | None = None,
+                 cwd: Path | None = None) -> list[Report]:
+    """Every environment, checked at once: each environment is fetched once, under its own
+    deadline, and its values serve every other environment's ``shared-values`` check, so
+    the whole run takes about the longest ``timeout``, not their sum."""
+    environ = os.environ if environ is None else environ
+    config = load_config(cwd, options.config, environ)
+    fetches = _Fetches(config, options.project, environ)
+    try:
+        for env in config.env_names():
+            fetches.start(env, None, exhaustive=True)
+        doctors = [_Doctor(config, env, options, environ, fetches)
+                   for env in config.env_names()]
+        return _run_all(doctors)
+    finally:
+        fetches.close()
 
 
 def known_envs(options: DoctorOptions, environ: Mapping[str, str] | None = None) -> list[str]:
@@ -79,13 +111,77 @@ def known_envs(options: DoctorOptions, environ: Mapping[str, str] | None = None)
     return load_config(None, options.config, environ).env_names()
 
 
+class _Fetch:
+    """One environment's values, fetched in a daemon thread."""
+
+    def __init__(self, job: Callable[[], Resolution]) -> None:
+        self.resolution: Resolution | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(job,), daemon=True)
+        self._thread.start()
+
+    def _run(self, job: Callable[[], Resolution]) -> None:
+        try:
+            self.resolution = job()
+        except BaseException as exc:  # handed to whoever waits for the result
+            self.error = exc
+
+    def result(self) -> Resolution:
+        resolution = self.finished()
+        if resolution is None:
+            assert self.error is not None
+            raise self.error
+        return resolution
+
+    def finished(self) -> Resolution | None:
+        self._thread.join()  # fetch_profile itself ends by its deadline
+        return self.resolution
+
+
+class _Fetches:
+    """Every environment doctor reads, each fetched once, all at once; logged (SPEC §5:
+    every resolution appends a line) and released together at the end."""
+
+    def __init__(self, config: Config, project: str | None,
+                 environ: Mapping[str, str]) -> None:
+        self.config = config
+        self.project = project
+        self.environ = environ
+        self._started: dict[str, _Fetch] = {}
+        self._lock = threading.Lock()
+
+    def start(self, env: str, deadline: Deadline | None, *, exhaustive: bool) -> _Fetch:
+        """Start fetching ``env`` (under ``deadline``, else its own ``timeout``) unless
+        it already is."""
+        with self._lock:
+            if env not in self._started:
+                self._started[env] = _Fetch(partial(self._fetch, env, deadline, exhaustive))
+            return self._started[env]
+
+    def _fetch(self, env: str, deadline: Deadline | None, exhaustive: bool) -> Resolution:
+        profile = resolve_profile(self.config, env, project=self.project,
+                                  environ=self.environ, strict=False)
+        return fetch_profile(profile, deadline or Deadline(profile.env.timeout),
+                             exhaustive=exhaustive)
+
+    def close(self) -> None:
+        with self._lock:
+            started = list(self._started.values())
+        for fetch in started:
+            resolution = fetch.finished()
+            if resolution is not None:  # a failed fetch was reported to whoever waited for it
+                resolution.release()
+                _record(resolution, self.environ)
+
+
 class _Doctor:
     def __init__(self, config: Config, env: str, options: DoctorOptions,
-                 environ: Mapping[str, str]) -> None:
+                 environ: Mapping[str, str], fetches: _Fetches) -> None:
         self.config = config
         self.env = env
         self.options = options
         self.environ = environ
+        self.fetches = fetches
         self.report = Report(env, options.project or config.project)
 
     def add(self, check_id: str, status: CheckStatus, message: str, fix: str | None = None,
@@ -96,22 +192,36 @@ class _Doctor:
         profile = self.check_config()
         if profile is None:
             return self.report
-        healthy = self.check_sources(profile)
-        resolution = fetch_profile(profile, exhaustive=True)
-        try:
-            self.check_missing(resolution, healthy)
-            self.check_gitignore(profile)
-            self.check_permissions(profile)
-            self.check_example(resolution)
-            self.check_shared(resolution)
-            self.check_rotation(profile, resolution)
-            self.check_shadowed(resolution)
-            self.check_names(profile)
-            self.check_short(resolution)
-        finally:
-            resolution.release()
-        _record(resolution, self.environ)
+        # one deadline for everything that waits on a backend, all started at once, so
+        # that a dead endpoint costs the timeout once, not once per phase
+        deadline = Deadline(profile.env.timeout)
+        own = self.fetches.start(self.env, deadline, exhaustive=True)
+        for other in self.other_envs():
+            self.fetches.start(other, deadline, exhaustive=False)
+        timed_out = self.check_sources(profile, deadline)
+        resolution = own.result()
+        self.check_missing(resolution)
+        self.check_gitignore(profile)
+        self.check_permissions(profile)
+        self.check_example(resolution)
+        self.check_shared(resolution)
+        self.check_rotation(resolution, deadline, timed_out)
+        self.check_shadowed(resolution)
+        self.check_names(profile)
+        self.check_short(resolution)
         return self.report
+
+    def other_envs(self) -> list[str]:
+        return [name for name in self.config.env_names() if name != self.env]
+
+    def set_command(self, key: str) -> str:
+        """``keyrun set`` for ``key`` with the -c and -p this doctor was given."""
+        words = ["keyrun", "set", key, "-e", self.env]
+        if self.options.config:
+            words += ["-c", str(self.options.config)]
+        if self.options.project:
+            words += ["-p", self.options.project]
+        return shlex.join(words)
 
     # 1. config
     def check_config(self) -> Profile | None:
@@ -138,21 +248,20 @@ class _Doctor:
         return profile
 
     # 3. sources
-    def check_sources(self, profile: Profile) -> set[str]:
-        deadline = Deadline(profile.env.timeout)
-        checks = {name: (lambda s=source: s.check(deadline))
+    def check_sources(self, profile: Profile, deadline: Deadline) -> set[str]:
+        """Return the sources that did not answer in time (later phases skip them)."""
+        checks = {name: partial(source.check, deadline)
                   for name, source in profile.sources.items()}
         results = _parallel(checks, deadline)
-        healthy: set[str] = set()
         lines, failed, warned = [], [], []
-        for name, (outcome, elapsed) in results.items():
-            took = f"{elapsed * 1000:.0f} ms"
-            if isinstance(outcome, Health):
-                healthy.add(name)
-                lines.append(f"{name}: {outcome.detail} ({took})")
-                warned += [f"{name}: {warning}" for warning in outcome.warnings]
+        for name, outcome in results.items():
+            took = f"{outcome.elapsed * 1000:.0f} ms"
+            if outcome.value is not None:
+                lines.append(f"{name}: {outcome.value.detail} ({took})")
+                warned += [f"{name}: {warning}" for warning in outcome.value.warnings]
             else:
-                failed.append(outcome if outcome.startswith(f"{name}: ") else f"{name}: {outcome}")
+                problem = outcome.problem
+                failed.append(problem if problem.startswith(f"{name}: ") else f"{name}: {problem}")
         if not profile.sources:
             self.add("sources", "warn", "the environment has no sources",
                      "create a .env file, or run `keyrun init`")
@@ -163,27 +272,37 @@ class _Doctor:
             self.add("sources", "warn", "; ".join(warned + lines))
         else:
             self.add("sources", "pass", "; ".join(lines))
-        return healthy
+        return {name for name, outcome in results.items() if outcome.timed_out}
 
     # 2. missing-keys
-    def check_missing(self, resolution: Resolution, healthy: set[str]) -> None:
+    def check_missing(self, resolution: Resolution) -> None:
         profile = resolution.profile
         bad = resolution.problems()
-        optional = [r.key for r in resolution.results.values() if r.status == "optional"]
         if not bad:
+            optional = [r.key for r in resolution.results.values() if r.status == "optional"]
             note = f"; optional and missing: {', '.join(optional)}" if optional else ""
-            self.add("missing-keys", "pass",
-                     f"all {len(resolution.results)} required keys resolve{note}")
+            required = sum(not b.optional for b in profile.bindings)
+            self.add("missing-keys", "pass", _all_resolve(required) + note)
             return
         from keyrun.resolve import describe_problems
 
-        missing = [r.key for r in bad if r.status == "missing"]
-        fix = (f"keyrun set {missing[0]} -e {profile.env.name}" if missing else
-               "fix the failing source, then run keyrun doctor again")
-        if len(missing) > 1:
-            fix += " (then the same for " + ", ".join(missing[1:]) + ")"
         message = describe_problems(profile, bad).split("\n", 1)[1].replace("\n", ";")
-        self.add("missing-keys", "fail", " ".join(message.split()), fix, [r.key for r in bad])
+        self.add("missing-keys", "fail", " ".join(message.split()), self.missing_fix(bad),
+                 [r.key for r in bad])
+
+    def missing_fix(self, bad: Sequence[KeyResult]) -> str:
+        missing = [r for r in bad if r.status == "missing"]
+        settable = [r.key for r in missing if r.binding.spec.field is None]
+        fixes = []
+        if settable:
+            fixes.append(self.set_command(settable[0]) + (
+                f" (then the same for {', '.join(settable[1:])})" if len(settable) > 1 else ""))
+        for result in missing:
+            if result.binding.spec.field is not None:
+                fixes.append(_field_fix(result))
+        if len(missing) < len(bad) or not fixes:
+            fixes.append("fix the failing source, then run keyrun doctor again")
+        return "; ".join(fixes)
 
     # 4. gitignore
     def check_gitignore(self, profile: Profile) -> None:
@@ -274,20 +393,25 @@ class _Doctor:
     # 7. shared-values
     def check_shared(self, resolution: Resolution) -> None:
         mine = {k: v for k, v in resolution.values().items() if len(v) >= MIN_MASKABLE}
-        others = [name for name in self.config.env_names() if name != self.env]
+        others = self.other_envs()
         shared: dict[str, list[str]] = {}
-        unreadable: list[str] = []
+        unreadable: list[str] = []  # wholly
+        partly: list[str] = []
         for other in others:
             try:
-                theirs = _other_env_values(self.config, other, self.options.project,
-                                           self.environ)
+                theirs = self.fetches.start(other, None, exhaustive=False).result()
             except KeyrunError:
                 unreadable.append(other)
                 continue
+            values = theirs.values()
+            if theirs.failures:
+                (partly if values else unreadable).append(other)
             for key, value in mine.items():
-                if theirs.get(key) == value:
+                if values.get(key) == value:
                     shared.setdefault(key, []).append(other)
         note = f" (could not read {', '.join(unreadable)})" if unreadable else ""
+        if partly:
+            note += f" (could not read every key of {', '.join(partly)})"
         if shared:
             detail = "; ".join(f"{key} equals {', '.join(envs)}" for key, envs in shared.items())
             self.add("shared-values", "warn", f"same value in another environment: {detail}{note}",
@@ -301,53 +425,45 @@ class _Doctor:
                      f"no value shared with {compared or 'any readable environment'}{note}")
 
     # 8. rotation
-    def check_rotation(self, profile: Profile, resolution: Resolution) -> None:
-        now = datetime.now(UTC)
-        limit = profile.env.rotate_after
-        meta = resolution.metadata()
-        expired, expiring, old, unknown, overdue = [], [], [], [], []
-        for key, (source, item) in resolution.items().items():
-            info = meta.get(key)
-            if info is not None and info.deleted is not None:
-                expired.append(f"{key} ({source}, scheduled for deletion on "
-                               f"{info.deleted:%Y-%m-%d})")
-            if info is not None and info.next_rotation is not None and info.next_rotation < now:
-                overdue.append(f"{key} ({source}, due {info.next_rotation:%Y-%m-%d})")
-            expires = item.expires or (info.expires if info else None)
-            updated = item.updated or (info.updated if info else None)
-            if expires is not None:
-                left = (expires - now).total_seconds()
-                if left <= 0:
-                    expired.append(f"{key} ({source}, expired {format_age(-left)} ago)")
-                elif left < EXPIRY_WARNING:
-                    expiring.append(f"{key} ({source}, expires in {format_age(left)})")
-            if limit is None:
-                continue
-            if updated is None:
-                unknown.append(f"{key} ({source})")
-            elif (now - updated).total_seconds() > limit:
-                old.append(f"{key} ({source}, {format_age((now - updated).total_seconds())} old)")
-        env = profile.env.name
-        if expired:
-            self.add("rotation", "fail", f"expired: {', '.join(expired)}",
-                     f"rotate them: keyrun set KEY -e {env}", [k.split(" ")[0] for k in expired])
-        elif expiring or old or overdue:
-            parts = ([f"expiring soon: {', '.join(expiring)}"] if expiring else []) + (
-                [f"older than rotate_after ({format_age(limit or 0)}): {', '.join(old)}"]
-                if old else []) + ([f"rotation overdue: {', '.join(overdue)}"] if overdue else [])
-            self.add("rotation", "warn", "; ".join(parts),
-                     f"rotate them: keyrun set KEY -e {env}",
-                     list(dict.fromkeys(k.split(" ")[0] for k in expiring + old + overdue)))
-        elif unknown:
-            self.add("rotation", "unknown",
-                     "unknown: the source does not record when these changed: "
-                     f"{', '.join(unknown)}",
-                     "keep keys whose age matters in a source that records it (a file, or a "
-                     "cloud secret store)", [k.split(" ")[0] for k in unknown])
+    def check_rotation(self, resolution: Resolution, deadline: Deadline,
+                       skip: set[str]) -> None:
+        """Every key is accounted for: a key whose age or expiry could not be learnt is
+        reported as unknown (with why), never counted as rotated."""
+        meta, unread = _metadata(resolution, deadline, skip)
+        found = _rotation_findings(resolution, meta, unread, datetime.now(UTC))
+        limit = resolution.profile.env.rotate_after
+        parts = [f"{title}: {', '.join(text for _, text in found[kind])}"
+                 for kind, title in _rotation_titles(limit) if found[kind]]
+        parts += [f"unknown: {text}" for text in dict.fromkeys(t for _, t in found["unread"])]
+        if found["unchecked"]:
+            total = sum(r.status != "optional" for r in resolution.results.values())
+            unchecked = [key for key, _ in found["unchecked"]]
+            parts.append(f"{len(unchecked)} of {total} keys not checked, since they did not "
+                         f"resolve (see missing-keys): {', '.join(unchecked)}")
+        keys = list(dict.fromkeys(key for kind in found for key, _ in found[kind]))
+        env = resolution.profile.env.name
+        if parts:
+            status: CheckStatus = ("fail" if found["expired"] else "warn"
+                                   if any(found[k] for k in _ROTATE) else "unknown")
+            self.add("rotation", status, "; ".join(parts), self.rotation_fix(found), keys)
         elif limit is None:
             self.add("rotation", "pass", f"no rotate_after set for {env}; nothing has expired")
         else:
             self.add("rotation", "pass", f"every key changed within {format_age(limit)}")
+
+    def rotation_fix(self, found: Mapping[str, Sequence[tuple[str, str]]]) -> str:
+        fixes = []
+        if any(found[kind] for kind in _ROTATE):
+            fixes.append(f"rotate them: {self.set_command('KEY')}")
+        if found["ageless"]:
+            fixes.append("keep keys whose age matters in a source that records it (a file, "
+                         "or a cloud secret store)")
+        if found["unread"]:
+            fixes.append("let keyrun read the secrets' metadata, not only their values (the "
+                         "sources check names a missing permission)")
+        if found["unchecked"]:
+            fixes.append("fix what missing-keys reports, then run keyrun doctor again")
+        return "; ".join(fixes)
 
     # 9. shadowed
     def check_shadowed(self, resolution: Resolution) -> None:
@@ -412,20 +528,29 @@ def _config_summary(config: Config, profile: Profile) -> str:
     return f"{where}: environment {profile.env.name} reads {sources}; {len(profile.bindings)} keys"
 
 
-def _parallel(jobs: Mapping[str, Callable[[], Health]], deadline: Deadline
-              ) -> dict[str, tuple[Health | str, float]]:
-    results: dict[str, tuple[Health | str, float]] = {}
+class _Outcome(NamedTuple):
+    value: Any  # what the job returned; None when it failed
+    problem: str
+    elapsed: float
+    timed_out: bool = False
 
-    def work(name: str, job: Callable[[], Health]) -> None:
+
+def _parallel(jobs: Mapping[str, Callable[[], T]], deadline: Deadline) -> dict[str, _Outcome]:
+    """Run the jobs at once; a job still running at the deadline is reported as timed out
+    (its daemon thread is left behind, not waited for)."""
+    results: dict[str, _Outcome] = {}
+
+    def work(name: str, job: Callable[[], T]) -> None:
         started = time.monotonic()
+        value, problem = None, ""
         try:
-            outcome: Health | str = job()
+            value = job()
         except KeyrunError as exc:
-            outcome = exc.message + (f" — {exc.hint}" if exc.hint else "")
+            problem = exc.message + (f" — {exc.hint}" if exc.hint else "")
         except Exception as exc:
             # the type only: an unexpected exception's text may quote what it choked on
-            outcome = f"unexpected {type(exc).__name__} (KEYRUN_DEBUG=1 shows it)"
-        results[name] = (outcome, time.monotonic() - started)
+            problem = f"unexpected {type(exc).__name__} (KEYRUN_DEBUG=1 shows it)"
+        results[name] = _Outcome(value, problem, time.monotonic() - started)
 
     threads = [threading.Thread(target=work, args=(n, j), daemon=True) for n, j in jobs.items()]
     for thread in threads:
@@ -433,8 +558,155 @@ def _parallel(jobs: Mapping[str, Callable[[], Health]], deadline: Deadline
     for thread in threads:
         thread.join(deadline.remaining())
     for name in jobs:
-        results.setdefault(name, (f"timed out after {deadline.seconds:g}s", deadline.seconds))
+        results.setdefault(name, _Outcome(None, f"timed out after {deadline.seconds:g}s",
+                                          deadline.seconds, timed_out=True))
     return {name: results[name] for name in jobs}
+
+
+def _run_all(doctors: Sequence[_Doctor]) -> list[Report]:
+    """Each doctor in its own thread; each ends by its own deadline."""
+    reports: dict[str, Report] = {}
+    errors: list[BaseException] = []
+
+    def work(doctor: _Doctor) -> None:
+        try:
+            reports[doctor.env] = doctor.run()
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(d,), daemon=True) for d in doctors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [reports[doctor.env] for doctor in doctors]
+
+
+def _metadata(resolution: Resolution, deadline: Deadline, skip: set[str]
+              ) -> tuple[dict[str, Meta], dict[str, str]]:
+    """Value-free metadata of every key a source answered for — read, or refused one by
+    one (an expired or disabled secret) — under the doctor's deadline; sources that
+    failed or did not answer in time are not asked again. Returns the metadata by key
+    and, by source, why it could not be read."""
+    profile = resolution.profile
+    jobs: dict[str, Callable[[], Mapping[str, Meta]]] = {}
+    for name, source in profile.sources.items():
+        if name in skip or name in resolution.failures:
+            continue
+        bindings = [r.binding for r in resolution.results.values()
+                    if r.source == name and r.status in ("ok", "error")]
+        if bindings:
+            jobs[name] = partial(source.describe, profile.requests_for(name, bindings), deadline)
+    found: dict[str, Meta] = {}
+    unread: dict[str, str] = {}
+    for name, outcome in _parallel(jobs, deadline).items():
+        if outcome.value is None:
+            unread[name] = outcome.problem
+        else:
+            found.update(outcome.value)
+    return found, unread
+
+
+_ROTATE = ("expired", "expiring", "old", "overdue")
+
+
+def _rotation_titles(limit: float | None) -> list[tuple[str, str]]:
+    return [("expired", "expired"), ("expiring", "expiring soon"),
+            ("old", f"older than rotate_after ({format_age(limit or 0)})"),
+            ("overdue", "rotation overdue"),
+            ("ageless", "unknown: the source does not record when these changed")]
+
+
+def _rotation_findings(resolution: Resolution, meta: Mapping[str, Meta],
+                       unread: Mapping[str, str], now: datetime
+                       ) -> dict[str, list[tuple[str, str]]]:
+    """By kind, (key, what to say) for every key that is not known to be fine."""
+    found: dict[str, list[tuple[str, str]]] = {
+        kind: [] for kind in (*_ROTATE, "ageless", "unread", "unchecked")}
+    limit = resolution.profile.env.rotate_after
+    cannot: dict[tuple[str, str], list[str]] = {}
+    for key, result in resolution.results.items():
+        source, info = result.source or "", meta.get(key)
+        if result.item is None:
+            gone = _gone(key, source, info, now) if info is not None else None
+            if gone:
+                found["expired"].append((key, gone))
+            elif result.status != "optional":
+                found["unchecked"].append((key, key))
+            continue
+        for kind, text in _item_findings(key, source, result.item, info, limit, now):
+            found[kind].append((key, text))
+        item_updated = result.item.updated or (info.updated if info else None)
+        if limit is None or item_updated is not None:
+            continue
+        if not resolution.profile.sources[source].records_age:
+            found["ageless"].append((key, f"{key} ({source})"))
+        else:
+            why = unread.get(source) or (info.note if info and info.note else
+                                         "the source did not say")
+            cannot.setdefault((source, why), []).append(key)
+    for (source, why), keys in cannot.items():
+        text = f"the age of {', '.join(keys)} ({source}) could not be read: {why}"
+        found["unread"] += [(key, text) for key in keys]
+    return found
+
+
+def _gone(key: str, source: str, info: Meta, now: datetime) -> str | None:
+    """Why a key that did not resolve is past rotating, where its metadata says."""
+    if info.deleted is not None:
+        return _deleted(key, source, info.deleted)
+    if info.expires is not None and info.expires <= now:
+        return _expired(key, source, (now - info.expires).total_seconds())
+    return None
+
+
+def _deleted(key: str, source: str, when: datetime) -> str:
+    done = when <= datetime.now(UTC)
+    return f"{key} ({source}, {'deleted' if done else 'scheduled for deletion'} on {when:%Y-%m-%d})"
+
+
+def _expired(key: str, source: str, ago: float) -> str:
+    return f"{key} ({source}, expired {format_age(ago)} ago)"
+
+
+def _item_findings(key: str, source: str, item: Item, info: Meta | None, limit: float | None,
+                   now: datetime) -> list[tuple[str, str]]:
+    found = []
+    if info is not None and info.deleted is not None:
+        found.append(("expired", _deleted(key, source, info.deleted)))
+    if info is not None and info.next_rotation is not None and info.next_rotation < now:
+        found.append(("overdue", f"{key} ({source}, due {info.next_rotation:%Y-%m-%d})"))
+    expires = item.expires or (info.expires if info else None)
+    if expires is not None:
+        left = (expires - now).total_seconds()
+        if left <= 0:
+            found.append(("expired", _expired(key, source, -left)))
+        elif left < EXPIRY_WARNING:
+            found.append(("expiring", f"{key} ({source}, expires in {format_age(left)})"))
+    updated = item.updated or (info.updated if info else None)
+    age = (now - updated).total_seconds() if updated is not None else None
+    if limit is not None and age is not None and age > limit:
+        found.append(("old", f"{key} ({source}, {format_age(age)} old)"))
+    return found
+
+
+def _all_resolve(required: int) -> str:
+    if required == 0:
+        return "no key is required"
+    return "the one required key resolves" if required == 1 else (
+        f"all {required} required keys resolve")
+
+
+def _field_fix(result: KeyResult) -> str:
+    """``keyrun set`` writes whole values: a key read from one field of a JSON value is
+    added to that value with the backend's own tools."""
+    binding = result.binding
+    where = binding.candidates[0] if binding.candidates else "its source"
+    return (f"{binding.key} is the field {binding.spec.field!r} of a JSON value in {where}: "
+            "add that field to the value with the backend's own tools (keyrun set writes "
+            "whole values only)")
 
 
 def _dotenv_files(profile: Profile) -> list[Path]:
@@ -471,16 +743,6 @@ def _git_output(root: Path, *args: str) -> str:
     return done.stdout
 
 
-def _other_env_values(config: Config, env: str, project: str | None,
-                      environ: Mapping[str, str]) -> dict[str, str]:
-    profile = resolve_profile(config, env, project=project, environ=environ, strict=False)
-    resolution = fetch_profile(profile)
-    try:
-        return resolution.values()
-    finally:
-        resolution.release()
-
-
 def _record(resolution: Resolution, environ: Mapping[str, str]) -> None:
     from keyrun.accesslog import record_resolution
 
@@ -488,4 +750,5 @@ def _record(resolution: Resolution, environ: Mapping[str, str]) -> None:
         record_resolution(resolution, environ, action="doctor")
 
 
-__all__ = ["Check", "DoctorOptions", "Report", "diagnose", "known_envs", "looks_random"]
+__all__ = ["Check", "DoctorOptions", "Report", "diagnose", "diagnose_all", "known_envs",
+           "looks_random"]

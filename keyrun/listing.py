@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +40,56 @@ class Row:
         }
 
 
+Listed = tuple[str, str, list[Row]]  # project, environment, rows
+
+
+def list_env(env: str | None, *, config: str | None = None, project: str | None = None,
+             environ: Mapping[str, str] | None = None) -> Listed:
+    """Fetch one environment (under its ``timeout``), log the resolution, and list it."""
+    from keyrun.accesslog import record_resolution
+    from keyrun.profile import open_profile
+    from keyrun.resolve import fetch_profile
+
+    environ = os.environ if environ is None else environ
+    profile = open_profile(env, config=config, project=project, environ=environ)
+    resolution = fetch_profile(profile)
+    try:
+        rows = list_rows(resolution)
+    finally:
+        resolution.release()
+    with contextlib.suppress(OSError):
+        record_resolution(resolution, environ, action="list")
+    return profile.project, profile.env.name, rows
+
+
+def list_all_envs(*, config: str | None = None, project: str | None = None,
+                  environ: Mapping[str, str] | None = None) -> dict[str, Listed]:
+    """Every environment, fetched at once: the whole listing takes about the longest
+    ``timeout``, not their sum (a dead endpoint shared by every environment)."""
+    from keyrun.config import load_config
+
+    environ = os.environ if environ is None else environ
+    names = load_config(None, config, environ).env_names()
+    listed: dict[str, Listed] = {}
+    errors: dict[str, BaseException] = {}
+
+    def work(name: str) -> None:
+        try:
+            listed[name] = list_env(name, config=config, project=project, environ=environ)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors[name] = exc
+
+    threads = [threading.Thread(target=work, args=(name,), daemon=True) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()  # each fetch ends by its own deadline
+    for name in names:
+        if name in errors:
+            raise errors[name]
+    return {name: listed[name] for name in names}
+
+
 def list_rows(resolution: Resolution) -> list[Row]:
     """One row per key; where a fetch did not say when a key changed and its source can
     tell without reading it, the age comes from the source's metadata."""
@@ -61,9 +115,24 @@ def _row(resolution: Resolution, result: KeyResult, meta: Meta | None) -> Row:
         source=source,
         location=location,
         status=result.status,
-        preview=(preview(item.value.reveal()) or None) if item else None,
+        preview=(one_line(preview(item.value.reveal())) or None) if item else None,
         version=(item.version or (meta.version if meta else None)) if item else None,
         updated=(item.updated or (meta.updated if meta else None)) if item else None,
         error=error,
         description=binding.spec.description,
     )
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped (``\\n``), so a
+    preview of a multi-line value (a PEM key) keeps the table on one line per key."""
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    if ch in named:
+        return named[ch]
+    code = ord(ch)
+    return (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+            else f"\\U{code:08x}")
