@@ -118,15 +118,33 @@ def release_all(profile: Profile) -> list[str]:
 
 
 def describe_problems(profile: Profile, problems: Sequence[KeyResult]) -> str:
-    lines = [f"cannot run with {profile.label}:"]
+    """A line per key; many keys that failed the same way (a whole source down) share
+    one line instead of repeating it for each."""
+    grouped: dict[str, list[str]] = {}
     for result in problems:
-        lines.append(f"  {result.key}: {_reason(profile, result)}")
+        grouped.setdefault(_reason(profile, result), []).append(result.key)
+    lines = [f"cannot run with {profile.label}:"]
+    for reason, keys in grouped.items():
+        if len(keys) <= GROUP_OVER:
+            lines += [f"  {key}: {reason}" for key in keys]
+            continue
+        lines.append(f"  {', '.join(keys[:GROUP_OVER])} and {len(keys) - GROUP_OVER} more "
+                     f"keys: {reason}")
     return "\n".join(lines)
+
+
+GROUP_OVER = 3  # keys failing alike before their lines are folded into one
 
 
 def _reason(profile: Profile, result: KeyResult) -> str:
     if result.status == "error":
-        return result.reasons[-1][1].message if result.reasons else "error"
+        message = result.reasons[-1][1].message if result.reasons else "error"
+        # Sources often name the key first; the line already starts with it.
+        source = result.reasons[-1][0] if result.reasons else ""
+        for prefix, keep in ((f"{result.key}: ", ""), (f"{source}: {result.key}: ", f"{source}: ")):
+            if message.startswith(prefix):
+                message = keep + message[len(prefix):]
+        return message
     why = dict(result.reasons)
     looked = []
     for name in result.binding.candidates:
@@ -146,6 +164,11 @@ def _hint(profile: Profile, problems: Sequence[KeyResult],
         return hints[0] if hints else (
             "fix the source named above, then run `keyrun doctor -e " + env + "`")
     first = missing[0]
+    pinned = [r.key for r in problems if r.status == "missing" and r.binding.spec.version]
+    if pinned:
+        return (f"{', '.join(pinned)} pin{'s' if len(pinned) == 1 else ''} a version the "
+                "backend does not have: check its version = \"…\" in keyrun.toml "
+                "(keyrun set writes a new current version, not that one)")
     return (f"set it with: keyrun set {first} -e {env}" +
             (" (and the same for each key above)" if len(missing) > 1 else "") +
             "; or run with --allow-missing")

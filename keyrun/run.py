@@ -210,6 +210,9 @@ def run_command(argv: Sequence[str], selection: Selection, options: RunOptions,
     sys.stdout.flush()
     sys.stderr.flush()
     keeper = LeaseKeeper(resolution, report) if resolution.leased else None
+    if keeper is None:
+        for warning in resolution.release():  # nothing leased; a login token is done with
+            report.warn(warning)
     if options.mask or resolution.profile.env.mask:
         from keyrun.mask import MaskSet
         from keyrun.relay import relay

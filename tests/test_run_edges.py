@@ -239,3 +239,35 @@ sources = ["local"]
     done = keyrun(["set", "A"], cwd=root, env=env, input="second-value")
     assert done.returncode == 0, done.stderr
     assert (root / "secrets" / ".env").read_text() == "export A='second-value'\n"
+
+
+def test_scan_cannot_run_with_an_unknown_environment(project: Path, env: dict[str, str]) -> None:
+    write(project / "notes.txt", f"leaked: {CANARY}\n")
+    found = keyrun(["scan", "notes.txt"], cwd=project, env=env)
+    assert found.returncode == 1, found.stderr
+    assert "profile-value" in found.stdout
+    assert_no_leak(CANARY, found.stdout, found.stderr)
+    unknown = keyrun(["-e", "nope", "scan", "notes.txt"], cwd=project, env=env)
+    assert unknown.returncode == 125
+    assert "unknown environment 'nope'" in unknown.stderr
+
+
+def test_scan_says_which_values_it_could_not_read(project: Path, env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    write(config, config.read_text() + '\n[sources.kc]\ntype = "keyring"\n'
+          '[env.other]\nsources = ["kc"]\n')
+    write(project / "notes.txt", "nothing here\n")
+    done = keyrun(["-e", "other", "scan", "notes.txt"], cwd=project,
+                  env=dict(env, PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring"))
+    assert done.returncode == 0, done.stderr
+    assert "could not read OPENAI_API_KEY, so their values are not searched for" in done.stderr
+
+
+def test_many_keys_failing_alike_share_one_line(project: Path, env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    keys = "\n".join(f"MISSING_{i} = {{}}" for i in range(8))
+    write(config, config.read_text().replace("OPENAI_API_KEY = {}", f"OPENAI_API_KEY = {{}}\n{keys}"))
+    done = keyrun(["--", "true"], cwd=project, env=env)
+    assert done.returncode == 125
+    assert "MISSING_0, MISSING_1, MISSING_2 and 5 more keys: missing from local" in done.stderr
+    assert done.stderr.count("missing from local") == 1

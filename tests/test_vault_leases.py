@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from keyrun.errors import SourceError
 from keyrun.sources import Context, Deadline, Item, Problem, Request, check_settings
 from keyrun.sources.vault import VaultSource
 from tests.helpers import clean_env, keyrun, write
@@ -212,8 +213,20 @@ def test_token_that_may_not_create_children(openbao: OpenBao, database: Any,
     assert source.release() == []
     assert not redis_server.user_exists(user)
     plain = database.auth.token.create(policies=["creds-only"], ttl="1h")["auth"]
+    before = set(redis_server.users())
     source = make(openbao, tmp_path, plain["client_token"])
+    with pytest.raises(SourceError, match="may neither create a child token"):
+        source.fetch(credentials(name), Deadline(20))
+    assert set(redis_server.users()) == before  # refused before anything was made
+    warned: list[str] = []
+    context = Context("proj", "dev", tmp_path, {"VAULT_TOKEN": plain["client_token"],
+                                               "HOME": str(tmp_path)}, warn=warned.append)
+    settings = {"url": openbao.url, "mount": "database", "path": "creds/{key}",
+                "unrevocable_leases": "warn"}
+    source = VaultSource("vault", check_settings(VaultSource, "vault", settings, "[s]"), context)
     user = items(source, credentials(name))["REDIS_USER"].value.reveal()
+    assert len(warned) == 1
+    assert "would outlive it; they stay valid until their TTL ends" in warned[0]
     warnings = source.release()
     assert warnings == [f"vault: could not revoke the lease on database/creds/{name} "
                         "(permission denied); it stays valid until it expires (revoke it "
@@ -454,3 +467,46 @@ def test_cli_failure_after_fetching_revokes(openbao: OpenBao, database: Any,
     done = keyrun(["--", "no-such-command-keyrun"], cwd=root, env=env)
     assert done.returncode == 127
     assert set(redis_server.users()) == before
+
+
+def test_cli_login_token_is_revoked_when_nothing_is_leased(openbao: OpenBao, database: Any,
+                                                            tmp_path: Path) -> None:
+    """An AppRole login made for a run (or `list`) is not left valid for its whole TTL."""
+    database.secrets.kv.v2.create_or_update_secret("login-demo/dev", secret={"A": "a-value-1"},
+                                                   mount_point="secret")
+    database.sys.create_or_update_policy(name="login-demo", policy=(
+        'path "secret/data/login-demo/*" { capabilities = ["read"] }\n'
+        'path "sys/internal/ui/mounts/*" { capabilities = ["read"] }'))
+    if "approle/" not in database.sys.list_auth_methods()["data"]:
+        database.sys.enable_auth_method("approle")
+    database.auth.approle.create_or_update_approle("login-demo", token_policies=["login-demo"])
+    role_id = database.auth.approle.read_role_id("login-demo")["data"]["role_id"]
+    secret_id = database.auth.approle.generate_secret_id("login-demo")["data"]["secret_id"]
+    root = tmp_path / "login"
+    write(root / "keyrun.toml", f"""
+project = "login-demo"
+[keys]
+A = {{}}
+[sources.vault]
+type = "vault"
+url = "{openbao.url}"
+auth = {{ method = "approle", role_id = "{role_id}", secret_id_env = "SID" }}
+[env.dev]
+sources = ["vault"]
+""")
+    env = clean_env(tmp_path, SID=secret_id)
+
+    def login_tokens() -> int:
+        accessors = database.list("auth/token/accessors")["data"]["keys"]
+        return sum(1 for accessor in accessors
+                   if database.auth.token.lookup_accessor(accessor)["data"]["path"]
+                   .startswith("auth/approle/login"))
+
+    before = login_tokens()
+    done = keyrun(["--", sys.executable, "-c", "import os; print(os.environ['A'])"],
+                  cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "a-value-1\n"
+    listed = keyrun(["list"], cwd=root, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert login_tokens() == before

@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from keyrun.cli import render
 from keyrun.durations import format_age
@@ -29,7 +30,8 @@ def _list_env(selection: Selection, env: str | None) -> tuple[str, str, list[Row
     try:
         rows = list_rows(resolution)
     finally:
-        resolution.release()
+        for warning in resolution.release():
+            print(f"keyrun: warning: {warning}", file=sys.stderr)
     with contextlib.suppress(OSError):
         record_resolution(resolution, os.environ, action="list")
     return profile.project, profile.env.name, rows
@@ -240,7 +242,8 @@ def scan_command(selection: Selection, paths: list[str], *, staged: bool, histor
         print(text.rstrip("\n"))
     if output == "text" and not selection.quiet:
         found = len(result.findings)
-        print(f"keyrun: scanned {result.scanned} {'texts' if mode == 'history' else 'files'}, "
+        unit = "text" if mode == "history" else "file"
+        print(f"keyrun: scanned {result.scanned} {unit}{'s' if result.scanned != 1 else ''}, "
               f"{found} finding{'s' if found != 1 else ''}", file=sys.stderr)
     return 1 if result.findings else 0
 
@@ -248,22 +251,42 @@ def scan_command(selection: Selection, paths: list[str], *, staged: bool, histor
 def _profile_values(selection: Selection) -> dict[str, str]:
     """The profile's own values, to find wherever they leaked; none when it cannot resolve
     (scan still finds every known key format)."""
+    from keyrun.config import find_config
+    from keyrun.errors import ConfigError, MissingSdkError
     from keyrun.profile import open_profile
     from keyrun.resolve import fetch_profile
+
+    def note(message: str) -> None:
+        if not selection.quiet:
+            print(f"keyrun: warning: {message}", file=sys.stderr)
 
     try:
         profile = open_profile(selection.env, config=selection.config,
                                project=selection.project)
         resolution = fetch_profile(profile)
+    except MissingSdkError as exc:  # pre-commit's own venv has no cloud extras
+        note(f"not searching for the profile's values: {exc.message}")
+        return {}
+    except (ConfigError, UsageError):
+        # An invalid keyrun.toml or unknown environment: scan cannot do its whole job
+        # (125). Without any keyrun.toml there is simply no profile to search for.
+        if selection.config is None and find_config(
+                Path.cwd(), None, os.environ) is None:
+            return {}
+        raise
     except KeyrunError as exc:
-        if selection.verbose:
-            print(f"keyrun: not searching for the profile's values: {exc.message}",
-                  file=sys.stderr)
+        note(f"not searching for the profile's values: {exc.message}")
         return {}
     try:
+        unread = [key for key, result in resolution.results.items()
+                  if result.status == "error"]
+        if unread:
+            note(f"could not read {', '.join(unread)}, so their values are not searched "
+                 "for (keyrun list says why)")
         return resolution.values()
     finally:
-        resolution.release()
+        for warning in resolution.release():
+            note(warning)
 
 
 def _in_git_work_tree() -> bool:

@@ -181,6 +181,10 @@ class VaultSource(Source):
                "at half of it while the command runs", default="5m", example="5m"),
         Option("child_token_max_ttl", "explicit max TTL of that child token: a run's leases "
                "end by then", default="24h", example="24h"),
+        Option("unrevocable_leases", "when the token may neither create a child token nor "
+               "revoke leases, so a run's credentials would outlive it: refuse to run "
+               "(default), or warn and run", default="refuse", choices=("refuse", "warn"),
+               example="refuse"),
     )
 
     def __init__(self, name: str, settings: Mapping[str, Any], context: Context) -> None:
@@ -493,6 +497,8 @@ class VaultSource(Source):
             if exc.status not in (400, 403):
                 raise SourceError(self.name, f"cannot create a child token for leased "
                                   f"secrets: {exc.detail}") from None
+            if not parent.owned and not self._may_revoke_leases(api, parent, deadline):
+                self._unrevocable(parent)
             with self._lock:  # leases are then revoked one by one (or with the login token)
                 self._lease_token, self._child = parent, False
             return parent
@@ -503,6 +509,32 @@ class VaultSource(Source):
             self._lease_token, self._child = child, True
             self._child_accessor = str(auth.get("accessor") or "") or None
         return child
+
+    def _may_revoke_leases(self, api: VaultApi, token: Credential, deadline: Deadline) -> bool:
+        """Whether the token may call sys/leases/revoke (asked of sys/capabilities-self,
+        which the default policy allows)."""
+        try:
+            answer = api.call("POST", "sys/capabilities-self", deadline, token=token.token,
+                              body={"paths": ["sys/leases/revoke"]})
+        except VaultHttpError:
+            return False
+        data = answer.get("data") if isinstance(answer.get("data"), dict) else answer
+        capabilities = data.get("sys/leases/revoke") or data.get("capabilities") or []
+        return bool({"update", "sudo", "root"} & set(capabilities))
+
+    def _unrevocable(self, parent: Credential) -> None:
+        message = (f"the token from {parent.origin} may neither create a child token "
+                   "(auth/token/create) nor revoke leases (sys/leases/revoke), so the "
+                   "credentials made for this run would outlive it")
+        if self.settings.get("unrevocable_leases") == "warn":
+            self._warn_once("unrevocable", f"{self.name}: {message}; they stay valid until "
+                            "their TTL ends (unrevocable_leases = \"warn\")")
+            return
+        raise SourceError(
+            self.name, message,
+            "grant the token update on auth/token/create or sys/leases/revoke, log in with "
+            "an auth method (keyrun then revokes its login token), or set "
+            'unrevocable_leases = "warn" in the source')
 
     def _own_policies(self, api: VaultApi, parent: Credential, deadline: Deadline) -> list[str]:
         try:
@@ -579,15 +611,32 @@ class VaultSource(Source):
             leases = list(self._leases.values())
             self._lease_token, self._child, self._child_accessor = None, False, None
             self._leases = {}
-        if token is None or self._api is None:
+        if self._api is None:
             return []
         deadline = Deadline(_RELEASE_SECONDS)
+        if token is None:
+            return self._revoke_login(self._api, deadline)
         if token is self._credential and token.owned:
             self._credential = None  # the login token is revoked with the leases
         if child or token.owned:
-            return self._revoke_token(self._api, token, accessor, leases, deadline)
-        return [w for lease in leases
-                for w in self._revoke_lease(self._api, token, lease, deadline)]
+            warnings = self._revoke_token(self._api, token, accessor, leases, deadline)
+        else:
+            warnings = [w for lease in leases
+                        for w in self._revoke_lease(self._api, token, lease, deadline)]
+        return warnings + self._revoke_login(self._api, deadline)
+
+    def _revoke_login(self, api: VaultApi, deadline: Deadline) -> list[str]:
+        """A token keyrun logged in for (AppRole, userpass…) is not needed once the values
+        are read: revoke it rather than leave it valid for its whole TTL."""
+        login, self._credential = self._credential, None
+        if login is None or not login.owned:
+            return []
+        try:
+            api.call("POST", "auth/token/revoke-self", deadline, token=login.token)
+        except (VaultHttpError, SourceError) as exc:
+            return [f"{self.name}: could not revoke the token keyrun logged in with "
+                    f"({_reason(exc)}); it stays valid until its TTL ends"]
+        return []
 
     def _revoke_token(self, api: VaultApi, token: Credential, accessor: str | None,
                       leases: list[_Lease], deadline: Deadline) -> list[str]:
