@@ -9,6 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import clean_env, write
+from tests.vault_server import (
+    ROOT_TOKEN,
+    OpenBao,
+    Redis,
+    configure_redis_engine,
+    openbao_fixture,  # noqa: F401 (a fixture)
+    redis_server_fixture,  # noqa: F401 (a fixture)
+)
 
 TESTS = '''
 import os
@@ -74,3 +82,112 @@ print("after:", os.environ.get("OPENAI_API_KEY"), "code:", int(code))
     done = subprocess.run([sys.executable, "probe.py"], cwd=project, env=clean_env(tmp_path),
                           capture_output=True, text=True, check=False, timeout=120)
     assert done.stdout.splitlines()[-1] == "after: None code: 0", done.stdout + done.stderr
+
+
+def test_config_is_found_from_the_rootdir_not_the_current_directory(project: Path,
+                                                                    tmp_path: Path) -> None:
+    write(project / "pytest.ini", "[pytest]\n")
+    write(project / "sub" / "keyrun.toml", "[keys]\nDECOY = {}\n")  # not the session's
+    done = pytest_in(project / "sub", tmp_path, "--keyrun-env", "staging", "../test_app.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_command_line_config_is_relative_to_the_current_directory(project: Path,
+                                                                  tmp_path: Path) -> None:
+    write(project / "pytest.ini", "[pytest]\n")
+    conf = project / "sub" / "conf"
+    conf.mkdir(parents=True)
+    (project / "keyrun.toml").rename(conf / "keyrun.toml")
+    (project / ".env.staging").rename(conf / ".env.staging")
+    done = pytest_in(project / "sub", tmp_path, "--keyrun-env", "staging",
+                     "--keyrun-config", "conf/keyrun.toml", "../test_app.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    missing = pytest_in(project, tmp_path, "--keyrun-env", "staging",
+                        "--keyrun-config", "conf/keyrun.toml")
+    assert missing.returncode == 4
+    assert missing.stderr.splitlines()[:2] == [
+        f"ERROR: keyrun: {project}/conf/keyrun.toml: no such configuration file "
+        "(named by --keyrun-config)",
+        f"  hint: check the path (relative to {project}), or run `keyrun init` there"]
+
+
+def test_ini_config_is_relative_to_the_ini_file(project: Path, tmp_path: Path) -> None:
+    conf = project / "conf"
+    conf.mkdir()
+    (project / "keyrun.toml").rename(conf / "keyrun.toml")
+    (project / ".env.staging").rename(conf / ".env.staging")
+    write(project / "pytest.ini", "[pytest]\nkeyrun_env = staging\nkeyrun_config = conf/keyrun.toml\n")
+    (project / "tests").mkdir()
+    (project / "test_app.py").rename(project / "tests" / "test_app.py")
+    done = pytest_in(project, tmp_path, "--rootdir", "tests", "tests")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_keyrun_profile_names_project_and_env(project: Path, tmp_path: Path) -> None:
+    write(project / "test_app.py", TESTS + '''
+def test_profile():
+    assert os.environ["KEYRUN_PROFILE"] == "app/staging"
+''')
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--keyrun-env", "staging"], cwd=project,
+                          env=clean_env(tmp_path, KEYRUN_PROFILE="other/dev"),
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_messages_name_the_plugins_own_options(project: Path, tmp_path: Path) -> None:
+    done = pytest_in(project, tmp_path, "--keyrun-env", "dev")
+    assert done.returncode == 4
+    assert ("  hint: set it with: keyrun set OPENAI_API_KEY -e dev; or load without it: "
+            "--keyrun-allow-missing") in done.stderr.splitlines()
+    write(project / "test_app.py", "def test_nothing():\n    pass\n")
+    allowed = pytest_in(project, tmp_path, "--keyrun-env", "dev", "--keyrun-allow-missing")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert ("keyrun: warning: OPENAI_API_KEY is missing; loading without it "
+            "(--keyrun-allow-missing)") in allowed.stderr
+
+
+def test_leases_are_revoked_when_the_session_ends(openbao: OpenBao, redis_server: Redis,
+                                                  tmp_path: Path) -> None:
+    configure_redis_engine(openbao, redis_server, role="plugin")
+    root = tmp_path / "dyn"
+    write(root / "keyrun.toml", f"""
+[keys]
+REDIS_USER = {{ name = "plugin", field = "username" }}
+REDIS_PASSWORD = {{ name = "plugin", field = "password" }}
+[sources.vault]
+type = "vault"
+url = "{openbao.url}"
+mount = "database"
+path = "creds/{{key}}"
+[env.dev]
+sources = ["vault"]
+""")
+    write(root / "test_user.py", '''
+import os
+
+def test_user(keyrun_secrets):
+    print("USER", os.environ["REDIS_USER"])
+''')
+    write(root / "probe.py", '''
+import sys
+import pytest
+code = pytest.main(["-q", "-s", "-p", "no:cacheprovider", "--keyrun-env", "dev", "test_user.py"])
+print("session over", int(code), flush=True)
+sys.stdin.readline()
+''')
+    process = subprocess.Popen([sys.executable, "probe.py"], cwd=root,
+                               env=clean_env(tmp_path, VAULT_TOKEN=ROOT_TOKEN),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    try:
+        lines = []
+        while not (line := process.stdout.readline()).startswith("session over"):
+            assert line, process.stderr.read() if process.stderr else ""
+            lines.append(line)
+        assert line == "session over 0\n"
+        user = next(line.split()[-1] for line in lines if "USER " in line)
+        assert not redis_server.user_exists(user)  # revoked by the session, not by the exit
+    finally:
+        process.communicate("\n", timeout=60)
