@@ -223,6 +223,37 @@ def test_by_path_and_recursive(aws: AwsBackend) -> None:
     assert value(deep["DB"]) == "postgres://u@h/db"
     as_name = fetch(make(aws, name="/{project}/{env}"), "API_KEY")
     assert value(as_name["API_KEY"]) == "api-1"
+    deadline = Deadline(10)
+    assert make(aws, path="/{project}/{env}").names(deadline) == ["API_KEY"]
+    assert make(aws, path="/{project}/{env}", recursive=True).names(deadline) == [
+        "API_KEY", "db/url"]
+    assert make(aws).names(deadline) is None  # one parameter per key: nothing to list
+    assert aws.proxy.operations("GetParametersByPath") == []  # listing reads no value
+
+
+def test_cli_a_path_without_declared_keys_reads_every_parameter(
+        aws: AwsBackend, tmp_path: Path) -> None:
+    put(aws, "/bot/prod/FIRST_KEY", "first-value")
+    put(aws, "/bot/prod/SECOND_KEY", "second-value")
+    put(aws, "/bot/prod/nested/x", "nested-value")
+    root = tmp_path / "bot"
+    write(root / "keyrun.toml", """
+project = "bot"
+[sources.tree]
+type = "aws-ssm"
+region = "us-east-1"
+path = "/{project}/{env}"
+recursive = true
+[env.prod]
+sources = ["tree"]
+""")
+    env = clean_env(tmp_path, **aws.env())
+    done = keyrun(["-e", "prod", "--", sys.executable, "-c",
+                   "import os; print(os.environ['FIRST_KEY'], os.environ['SECOND_KEY'])"],
+                  cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "first-value second-value\n"
+    assert "'nested/x' is not a valid environment variable name; left out" in done.stderr
 
 
 # --- errors ---------------------------------------------------------------------------

@@ -209,6 +209,30 @@ class AwsSsmSource(Source):
         return Item(Secret(value), version=None if version is None else str(version),
                     updated=timestamp(read.get("LastModifiedDate")))
 
+    def names(self, deadline: Deadline) -> list[str] | None:
+        """With a path: every parameter under it, named relative to it (value-free:
+        DescribeParameters with a Path filter). Per-key names cannot be listed."""
+        if not self.by_path:
+            return None
+        api = self._aws.api(deadline)
+        base = self.base_path or "/"
+        option = "Recursive" if self.settings.get("recursive") else "OneLevel"
+        params: dict[str, Any] = {"MaxResults": 50, "ParameterFilters": [
+            {"Key": "Path", "Option": option, "Values": [base]}]}
+        found: list[str] = []
+        while True:
+            try:
+                page = api.call("DescribeParameters", **params)
+            except AwsFailure as failure:
+                raise api.source_error(failure) from None
+            for parameter in page.get("Parameters", []):
+                name = str(parameter.get("Name", ""))
+                if name.startswith(base.rstrip("/") + "/"):
+                    found.append(name[len(base.rstrip("/")) + 1 :])
+            if not page.get("NextToken"):
+                return sorted(found)
+            params["NextToken"] = page["NextToken"]
+
     # metadata
 
     def describe(self, requests: Sequence[Request], deadline: Deadline) -> dict[str, Meta]:
