@@ -1,58 +1,104 @@
 """The IPython/Jupyter extension: ``%load_ext keyrun``, then ``%keyrun staging``.
 
     %keyrun staging              inject the staging profile into os.environ; print the names
+    %keyrun -e staging           the same
     %keyrun                      the default environment
-    %keyrun --list [ENV]         where each key comes from and whether it resolves (no values)
-    %keyrun -c path/keyrun.toml staging
+    %keyrun --list [ENV]         where each key comes from and whether it resolves (no values);
+                                 without ENV, the environment injected last
+    %keyrun -c path/keyrun.toml -p PROJECT --preserve-env --allow-missing staging
 
 Notebooks cannot be wrapped by ``keyrun run``; this gives them the same profile with the
 same precedence (profile values override what the kernel inherited). Values are never
-printed.
+printed. A failure raises IPython's UsageError, so the cell fails and "Run All" stops
+there. Leased credentials (Vault's dynamic secrets) are renewed while the kernel lives
+and revoked when it exits (``keyrun.release()`` revokes them earlier).
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 from keyrun.errors import KeyrunError
 
+USAGE = ("%keyrun [ENV | -e ENV] [--list] [-c CONFIG] [-p PROJECT] [--preserve-env] "
+         "[--allow-missing]")
+
+
+class Injected(NamedTuple):
+    """The profile ``%keyrun`` injected last, which ``%keyrun --list`` shows by default."""
+
+    env: str
+    config: str | None
+    project: str | None
+
+
+_last: list[Injected] = []
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _fail(f"keyrun: {message}\nusage: {USAGE}")
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="%keyrun", add_help=False)
+    parser = _Parser(prog="%keyrun", add_help=False)
     parser.add_argument("env", nargs="?")
+    parser.add_argument("-e", "--env", dest="env_option")
     parser.add_argument("--list", action="store_true", dest="show")
     parser.add_argument("-c", "--config")
     parser.add_argument("-p", "--project")
     parser.add_argument("--preserve-env", action="store_true")
+    parser.add_argument("--allow-missing", action="store_true")
     return parser
+
+
+def _fail(message: str) -> NoReturn:
+    from IPython.core.error import UsageError
+
+    raise UsageError(message)
 
 
 def keyrun_magic(line: str) -> None:
     try:
         args = _parser().parse_args(shlex.split(line))
-    except SystemExit:
-        print("usage: %keyrun [ENV] [--list] [-c CONFIG] [-p PROJECT] [--preserve-env]")
-        return
+    except ValueError as exc:  # shlex: an unterminated quote
+        _fail(f"keyrun: {exc}\nusage: {USAGE}")
+    if args.env and args.env_option and args.env != args.env_option:
+        _fail(f"keyrun: two environments named: {args.env} and -e {args.env_option}\n"
+              f"usage: {USAGE}")
+    env = args.env or args.env_option
     try:
         if args.show:
-            _show(args.env, args.config, args.project)
+            _show(*_listed(env, args.config, args.project))
         else:
-            _inject(args.env, args.config, args.project, args.preserve_env)
+            _inject(env, args.config, args.project, args.preserve_env, args.allow_missing)
     except KeyrunError as exc:
         hint = f"\n  hint: {exc.hint}" if exc.hint else ""
-        print(f"keyrun: error: {exc.message}{hint}")
+        _fail(f"keyrun: {exc.message}{hint}")
 
 
-def _inject(env: str | None, config: str | None, project: str | None, preserve: bool) -> None:
-    import os
+def _listed(env: str | None, config: str | None, project: str | None
+            ) -> tuple[str | None, str | None, str | None]:
+    """What ``--list`` shows: what it names, else the profile injected last."""
+    if env is not None or not _last or config not in (None, _last[-1].config):
+        return env, config, project
+    last = _last[-1]
+    return last.env, last.config, project or last.project
 
-    from keyrun.api import inject
 
-    names = inject(env, config=config, project=project, preserve_env=preserve)
-    profile = os.environ.get("KEYRUN_PROFILE", "")
-    print(f"keyrun: {profile}: set {', '.join(names) if names else 'no keys'}")
+def _inject(env: str | None, config: str | None, project: str | None, preserve: bool,
+            allow_missing: bool) -> None:
+    from keyrun.api import resolve, set_environ
+
+    spelling = " ".join(["%keyrun --allow-missing", *([env] if env else [])])
+    resolution = resolve(env, config=config, project=project, allow_missing=allow_missing,
+                         action="inject", for_environ=True, allow_missing_spelling=spelling)
+    names = set_environ(resolution, preserve_env=preserve)
+    _last[:] = [Injected(resolution.profile.env.name, config, project)]
+    label = resolution.profile.label
+    print(f"keyrun: {label}: set {', '.join(names) if names else 'no keys'}")
 
 
 def _show(env: str | None, config: str | None, project: str | None) -> None:
