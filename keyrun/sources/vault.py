@@ -518,7 +518,7 @@ class VaultSource(Source):
                               body={"paths": ["sys/leases/revoke"]})
         except VaultHttpError:
             return False
-        data = answer.get("data") if isinstance(answer.get("data"), dict) else answer
+        data = answer["data"] if isinstance(answer.get("data"), dict) else answer
         capabilities = data.get("sys/leases/revoke") or data.get("capabilities") or []
         return bool({"update", "sudo", "root"} & set(capabilities))
 
