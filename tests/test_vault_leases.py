@@ -510,3 +510,36 @@ sources = ["vault"]
     listed = keyrun(["list"], cwd=root, env=env)
     assert listed.returncode == 0, listed.stderr
     assert login_tokens() == before
+
+
+def test_cli_the_shipped_vault_example_works(openbao: OpenBao, database: Any,
+                                             redis_server: Redis, tmp_path: Path) -> None:
+    """examples/sources/vault.toml as written, pointed at the test server."""
+    example = Path(__file__).parent.parent / "examples" / "sources" / "vault.toml"
+    text = example.read_text().replace("https://vault.example.com:8200", openbao.url)
+    root = tmp_path / "example"
+    write(root / "keyrun.toml", text)
+    database.secrets.kv.v2.create_or_update_secret(
+        "support-bot/production", secret={"OPENAI_API_KEY": "sk-example-0000"},
+        mount_point="secret")
+    database.secrets.database.create_role(name="support-bot", db_name="redis",
+                                          creation_statements=['["~*", "+@read"]'],
+                                          default_ttl="1m", max_ttl="10m")
+    database.sys.create_or_update_policy(name="support-bot", policy=(
+        'path "secret/data/support-bot/*" { capabilities = ["read"] }\n'
+        'path "database/creds/support-bot" { capabilities = ["read"] }\n'
+        'path "auth/token/create" { capabilities = ["update"] }\n'
+        'path "sys/internal/ui/mounts/*" { capabilities = ["read"] }'))
+    if "approle/" not in database.sys.list_auth_methods()["data"]:
+        database.sys.enable_auth_method("approle")
+    database.auth.approle.create_or_update_approle("support-bot", token_policies=["support-bot"])
+    role_id = database.auth.approle.read_role_id("support-bot")["data"]["role_id"]
+    secret_id = database.auth.approle.generate_secret_id("support-bot")["data"]["secret_id"]
+    env = clean_env(tmp_path, VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id)
+    before = set(redis_server.users())
+    code = ("import os; print(os.environ['OPENAI_API_KEY'], "
+            "os.environ['DB_USER'].startswith('V_'), bool(os.environ['DB_PASSWORD']))")
+    done = keyrun(["--", sys.executable, "-c", code], cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "sk-example-0000 True True\n"
+    assert set(redis_server.users()) == before  # revoked at exit
