@@ -18,8 +18,11 @@ Placed before ``env_settings`` it gives ``keyrun run``'s precedence (the profile
 overrides an inherited variable); placed after it, ``--preserve-env``'s. Field names map to
 keys exactly as pydantic-settings maps them to environment variables (``env_prefix``, case
 sensitivity, aliases, nested delimiters), because this is its environment source reading
-the profile instead of ``os.environ``. The profile is resolved when the source is built,
-fail closed: a missing required key raises keyrun's error.
+the profile instead of ``os.environ``. The profile is resolved when the first source is
+built, fail closed (a missing required key raises keyrun's error), and once per process for
+the same arguments: a Settings class instantiated again reuses the values, so a Vault
+profile does not lease a new credential each time (``keyrun.release()`` revokes the leases
+and forgets the values; the next source loads afresh).
 """
 
 from __future__ import annotations
@@ -28,8 +31,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic_settings import BaseSettings, EnvSettingsSource
-from pydantic_settings.sources.utils import parse_env_vars
+try:
+    from pydantic_settings import BaseSettings, EnvSettingsSource
+except ImportError:
+    raise ModuleNotFoundError(
+        "keyrun.pydantic needs pydantic-settings, which is not installed; "
+        "install it with: pip install 'keyrun[pydantic]'", name="pydantic_settings") from None
+try:
+    from pydantic_settings.sources.utils import parse_env_vars
+except ImportError:  # pydantic-settings < 2.9 kept its sources in one module
+    from pydantic_settings.sources import (  # type: ignore[attr-defined,no-redef]
+        parse_env_vars,
+    )
 
 
 class KeyrunSettingsSource(EnvSettingsSource):
@@ -46,10 +59,10 @@ class KeyrunSettingsSource(EnvSettingsSource):
         allow_missing: bool = False,
         **env_options: Any,
     ) -> None:
-        from keyrun.api import load
+        from keyrun.api import load_once
 
-        self.keyrun_values = load(env, config=config, project=project, only=only,
-                                  allow_missing=allow_missing)
+        self.keyrun_values = load_once(env, config=config, project=project, only=only,
+                                       allow_missing=allow_missing)
         super().__init__(settings_cls, **env_options)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
