@@ -27,6 +27,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import selectors
 import signal
 import termios
@@ -362,7 +363,7 @@ class _Stream:
         self.masker = masker
         self.terminal = terminal
         self.flush_at: float | None = None
-        self.last_read = time.monotonic()
+        self.active_at = time.monotonic()  # when the last read was masked and written
         self.broken = False
         self.read_size = TERMINAL_READ_SIZE if terminal else READ_SIZE
 
@@ -374,9 +375,11 @@ class _Stream:
         if self.terminal:  # a pseudo-terminal gives a few KiB per read: take what is there
             while len(data) < self.read_size and (more := self._read()):
                 data += more
-        self.last_read = time.monotonic()
         self.emit(self.masker.feed(data))
-        self.flush_at = self.last_read + FLUSH_AFTER if self.masker.pending else None
+        # Silence counts from here: masking a large read, or a write to a slow reader, can
+        # take longer than FLUSH_AFTER while the rest of a secret already waits in the pipe.
+        self.active_at = time.monotonic()
+        self.flush_at = self.active_at + FLUSH_AFTER if self.masker.pending else None
         # A reader that went away: stop reading, so the command gets SIGPIPE as it would
         # have without keyrun. A terminal that went away: keep draining, SIGHUP follows.
         return self.terminal or not self.broken
@@ -392,6 +395,11 @@ class _Stream:
                 raise
             return b""
 
+    def flush_due(self, now: float) -> bool:
+        """A held prefix may be let out: the command has really been quiet for
+        FLUSH_AFTER, with nothing waiting to be read (which may complete the secret)."""
+        return self.flush_at is not None and now >= self.flush_at and not _readable(self.fd)
+
     def flush(self) -> None:
         self.flush_at = None
         self.emit(self.masker.flush())
@@ -406,6 +414,12 @@ class _Stream:
                 _write_all(self.target, data)
             except OSError:
                 self.broken = True
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -538,7 +552,7 @@ class _Loop:
         terminal = self.child.terminal
         if self.status is None or terminal not in self.streams:
             return None
-        return max(self.ended_at, self.streams[terminal].last_read) + PTY_LINGER
+        return max(self.ended_at, self.streams[terminal].active_at) + PTY_LINGER
 
     def _type(self) -> None:
         assert self.keyboard is not None
@@ -571,7 +585,7 @@ class _Loop:
 
     def _timers(self, now: float) -> None:
         for stream in list(self.streams.values()):
-            if stream.flush_at is not None and now >= stream.flush_at:
+            if stream.flush_due(now):
                 stream.flush()
         linger = self._linger_until()
         if linger is not None and now >= linger and self.child.terminal is not None:

@@ -25,10 +25,19 @@ SECRET = "sk-proj-Rel4yT3stS3cretValue0123456789abcdef"
 VALUES = {"OPENAI_API_KEY": SECRET, "DB_PASSWORD": "hunter2-correct-horse"}
 
 LAUNCHER = r"""
-import json, os, sys
+import json, os, sys, time
 from keyrun.errors import LaunchError
-from keyrun.mask import MaskSet
+from keyrun.mask import Masker, MaskSet
 from keyrun.relay import relay
+
+class SlowMasker(Masker):  # masking that takes a while, as a large read on a busy machine
+    def feed(self, data):
+        time.sleep(SLOW_FEED)
+        return super().feed(data)
+
+class SlowMaskSet(MaskSet):
+    def stream(self):
+        return SlowMasker(self)
 
 class Keeper:
     def __init__(self, log, crash):
@@ -49,8 +58,10 @@ class Keeper:
 
 values = json.loads(os.environ.pop("TEST_MASK_VALUES"))
 keeper = Keeper(os.environ.pop("TEST_LEASE_LOG", ""), os.environ.pop("TEST_CRASH", ""))
+SLOW_FEED = float(os.environ.pop("TEST_SLOW_FEED", "0"))
+masks = (SlowMaskSet if SLOW_FEED else MaskSet)(values)
 try:
-    relay(sys.argv[1:], dict(os.environ), MaskSet(values), keeper)
+    relay(sys.argv[1:], dict(os.environ), masks, keeper)
 except LaunchError as exc:
     print(f"keyrun: error: {exc.message}", file=sys.stderr)
     raise SystemExit(exc.exit_code)
@@ -128,6 +139,45 @@ def test_encodings_are_masked_through_the_pipe() -> None:
     assert lines[0].endswith("<OPENAI_API_KEY>")
     assert len(lines[0]) < 30
     assert lines[1] == '{"k": "<OPENAI_API_KEY>"} <OPENAI_API_KEY> <OPENAI_API_KEY>'
+
+
+# The command writes the start of the secret, then the rest 50 ms later: long before keyrun
+# has finished masking the first part (0.5 s), so the command was never silent.
+SPLIT_BY_A_BUSY_RELAY = (
+    "import sys, time\n"
+    f"s = {SECRET!r}.encode()\n"
+    "sys.stdout.buffer.write(b'x' * 1000 + s[:20]); sys.stdout.flush()\n"
+    "time.sleep(0.05)\n"
+    "sys.stdout.buffer.write(s[20:] + b'|'); sys.stdout.flush()\n"
+)
+
+
+def test_busy_relay_does_not_flush_part_of_a_secret() -> None:
+    """Silence is measured after masking and writing, and a held prefix is let out only
+    when nothing waits to be read."""
+    result = run_piped(py(SPLIT_BY_A_BUSY_RELAY), TEST_SLOW_FEED="0.5")
+    assert result.returncode == 0
+    assert result.stdout == b"x" * 1000 + b"<OPENAI_API_KEY>|"
+
+
+def test_slow_reader_does_not_make_keyrun_flush_part_of_a_secret() -> None:
+    """keyrun blocked writing to a reader slower than the command: the rest of a secret
+    waits in the pipe meanwhile, which is not silence. keyrun's first read is its pipe's
+    1 MiB, and ends inside the secret."""
+    code = (
+        "import sys\n"
+        f"s = {SECRET!r}.encode()\n"
+        "sys.stdout.buffer.write(b'x' * ((1 << 20) - 10) + s + b'|')\n"
+    )
+    process = subprocess.Popen(keyrun_argv(*py(code)), stdout=subprocess.PIPE,
+                               env=launcher_env())
+    assert process.stdout is not None
+    output = b""
+    while chunk := os.read(process.stdout.fileno(), 1 << 16):
+        output += chunk
+        time.sleep(0.05)
+    assert wait_for(process) == 0
+    assert output == b"x" * ((1 << 20) - 10) + b"<OPENAI_API_KEY>|"
 
 
 def test_stdin_is_inherited_directly_on_pipes() -> None:
@@ -460,6 +510,12 @@ def test_stdin_not_a_terminal_is_inherited(terminals: Start) -> None:
     os.close(terminal.pipes.pop(0))
     assert terminal.wait() == 0
     assert terminal.terminal == b"False True piped\r\n"  # one \r: by keyrun's terminal
+
+
+def test_busy_relay_does_not_flush_part_of_a_secret_on_a_terminal(terminals: Start) -> None:
+    terminal = terminals(py(SPLIT_BY_A_BUSY_RELAY), TEST_SLOW_FEED="0.5")
+    assert terminal.wait() == 0
+    assert terminal.terminal == b"x" * 1000 + b"<OPENAI_API_KEY>|"
 
 
 def test_prompt_on_a_terminal_is_flushed(terminals: Start) -> None:
