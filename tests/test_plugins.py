@@ -76,6 +76,27 @@ class BuggySource(Source):
         int("kr-canary-" + "5e1f0c2a9d7b4386")
 
 
+class NeedsSdkSource(Source):
+    """Imports its SDK, which the distribution's "sdk" extra would install, when it fetches."""
+
+    type_name = "needs-sdk"
+    extra = "sdk"
+
+    def fetch(self, requests, deadline):
+        from keyrun.sources import import_sdk
+        import_sdk("keyrun_no_such_sdk", self)
+
+
+class DeclaresSdkSource(Source):
+    """Names the modules it needs, and no extra."""
+
+    type_name = "declares-sdk"
+    requires = ("keyrun_no_such_sdk", "json")
+
+    def fetch(self, requests, deadline):
+        return {}
+
+
 class SlowSource(Source):
     """A remote source that takes 0.6 s to answer."""
 
@@ -92,13 +113,19 @@ class SlowSource(Source):
 def plugin_env(tmp_path: Path) -> dict[str, str]:
     site = tmp_path / "site"
     write(site / "keyrun_test_plugin.py", PLUGIN)
+    write(site / "keyrun_test_broken.py", "import keyrun_no_such_sdk\n")
     write(site / "keyrun_test_plugin-1.0.dist-info" / "METADATA",
-          "Metadata-Version: 2.1\nName: keyrun-test-plugin\nVersion: 1.0\n")
+          "Metadata-Version: 2.1\nName: keyrun-test-plugin\nVersion: 1.0\n"
+          "Provides-Extra: sdk\nRequires-Dist: keyrun-no-such-sdk>=1; extra == \"sdk\"\n"
+          "Requires-Dist: keyrun>=0.1\n")
     write(site / "keyrun_test_plugin-1.0.dist-info" / "entry_points.txt",
           "[keyrun.sources]\nleasing = keyrun_test_plugin:LeasingSource\n"
           "slow = keyrun_test_plugin:SlowSource\n"
           "buggy = keyrun_test_plugin:BuggySource\n"
-          "slow-leasing = keyrun_test_plugin:SlowLeasingSource\n")
+          "slow-leasing = keyrun_test_plugin:SlowLeasingSource\n"
+          "needs-sdk = keyrun_test_plugin:NeedsSdkSource\n"
+          "declares-sdk = keyrun_test_plugin:DeclaresSdkSource\n"
+          "broken = keyrun_test_broken:BrokenSource\n")
     return clean_env(tmp_path, PYTHONPATH=str(site), LEASING_TOKEN="tok-123")
 
 
@@ -241,3 +268,46 @@ def test_an_unexpected_exception_never_prints_its_text(project: Path, plugin_env
         assert CANARY not in done.stdout + done.stderr, args
     debug = keyrun(["--", "true"], cwd=project, env=dict(plugin_env, KEYRUN_DEBUG="1"))
     assert CANARY in debug.stderr  # only when the user asks for the traceback
+
+
+def test_usability_of_third_party_sources(plugin_env: dict[str, str], tmp_path: Path) -> None:
+    code = textwrap.dedent("""
+        import json
+        from keyrun.sources.registry import installed_types, source_class, unusable_reason
+        types = {t.name: t for t in installed_types()}
+        print(json.dumps({name: unusable_reason(types[name], source_class(name, where="x"))
+                          for name in ("leasing", "needs-sdk", "declares-sdk")}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=plugin_env,
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert json.loads(done.stdout) == {
+        "leasing": None,
+        "needs-sdk": "pip install 'keyrun-test-plugin[sdk]' (missing keyrun-no-such-sdk)",
+        "declares-sdk": "missing keyrun_no_such_sdk: install the packages that provide them",
+    }, done.stderr
+
+
+def test_missing_sdk_of_a_third_party_source_names_its_own_extra(
+        project: Path, plugin_env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    config.write_text(config.read_text().replace('type = "leasing"', 'type = "needs-sdk"')
+                      .replace("ledger = ", "# ledger = "))
+    done = keyrun(["--", "true"], cwd=project, env=plugin_env)
+    assert done.returncode == 125
+    assert ("DB_USER: dyn: source type 'needs-sdk' needs the Python package "
+            "'keyrun_no_such_sdk', which is not installed — install it with: "
+            "pip install 'keyrun-test-plugin[sdk]'") in done.stderr
+    assert "keyrun[sdk]" not in done.stderr
+
+
+def test_a_source_module_that_imports_a_missing_sdk(project: Path,
+                                                     plugin_env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    config.write_text(config.read_text().replace('type = "leasing"', 'type = "broken"')
+                      .replace("ledger = ", "# ledger = "))
+    done = keyrun(["--", "true"], cwd=project, env=plugin_env)
+    assert done.returncode == 125
+    assert done.stderr.splitlines() == [
+        f"keyrun: error: {config}:4: [sources.dyn]: source type 'broken' needs the Python module "
+        "'keyrun_no_such_sdk', which is not installed",
+        "  hint: install it with: pip install 'keyrun-test-plugin[sdk]'"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from keyrun.sources.registry import BUILTIN, installed_types
+from tests.conftest import SecretService
 from tests.helpers import clean_env, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,3 +53,43 @@ def test_missing_sdk_names_the_pip_command(tmp_path: Path) -> None:
     with pytest.raises(MissingSdkError) as caught:
         import_sdk("no_such_sdk_module_keyrun", source)
     assert caught.value.hint == "install it with: pip install 'keyrun[aws]'"
+
+
+KEYRING_REASON = ("import keyring\n"
+                  "from keyrun.sources.registry import installed_types, source_class, "
+                  "unusable_reason\n"
+                  "keyring_type = next(t for t in installed_types() if t.name == 'keyring')\n"
+                  "print(unusable_reason(keyring_type, source_class('keyring', where='x')))\n")
+
+
+@pytest.mark.parametrize(("backend", "problem"), [
+    ("fail", "means no keychain was found"),
+    ("null", "is the null backend, which stores nothing")])
+def test_keyring_is_unusable_without_a_keychain(backend: str, problem: str,
+                                                tmp_path: Path) -> None:
+    env = clean_env(tmp_path, PYTHON_KEYRING_BACKEND=f"keyring.backends.{backend}.Keyring")
+    done = subprocess.run([sys.executable, "-c", KEYRING_REASON], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.stdout == (
+        f"the keyring backend keyring.backends.{backend}.Keyring {problem} "
+        "(`python -m keyring diagnose` shows what keyring sees; a Secret Service daemon, the "
+        "macOS Keychain or the Windows Credential Locker is needed)\n"), done.stderr
+
+
+def test_keyring_is_usable_with_a_keychain(secret_service: SecretService, tmp_path: Path
+                                           ) -> None:
+    env = clean_env(tmp_path, **secret_service.env)
+    env.pop("PYTHON_KEYRING_BACKEND")
+    done = subprocess.run([sys.executable, "-c", KEYRING_REASON], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.stdout == "None\n", done.stderr
+
+
+def test_a_builtin_extra_not_installed(tmp_path: Path) -> None:
+    code = ("import sys; sys.modules['hvac'] = None\n"
+            "from keyrun.sources.registry import installed_types, source_class, unusable_reason\n"
+            "vault = next(t for t in installed_types() if t.name == 'vault')\n"
+            "print(unusable_reason(vault, source_class('vault', where='x')))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(tmp_path),
+                          capture_output=True, text=True, check=False)
+    assert done.stdout == "pip install 'keyrun[vault]' (missing hvac)\n", done.stderr
