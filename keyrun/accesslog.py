@@ -104,19 +104,32 @@ def read_entries(environ: Mapping[str, str]) -> tuple[Path | None, list[dict[str
     if path is None:
         return None, []
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8", "replace")
     except FileNotFoundError:
         return path, []
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the access log ({exc.strerror})",
+                          "set KEYRUN_ACCESS_LOG to the log file's path") from None
     entries = []
+    damaged: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            entries.append(json.loads(line))
+            entry = json.loads(line)
         except ValueError:
-            raise ConfigError("this line is not a keyrun access-log entry",
-                              "the file was edited or is not an access log; "
-                              "set KEYRUN_ACCESS_LOG to the right path",
-                              path=str(path), line=number) from None
+            entry = None
+        if isinstance(entry, dict):
+            entries.append(entry)
+        else:
+            damaged.append(number)  # a line cut short by a full disk or a crash
+    if damaged:
+        import sys
+
+        lines = ("1 line that is not an" if len(damaged) == 1
+                 else f"{len(damaged)} lines that are not")
+        print(f"keyrun: warning: {path}: skipped {lines} access-log entr"
+              f"{'y' if len(damaged) == 1 else 'ies'} "
+              f"(line {damaged[0]}{' …' if len(damaged) > 1 else ''})", file=sys.stderr)
     entries.reverse()
     return path, entries

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def init_project(root: Path, *, force: bool = False) -> Scaffold:
         raise KeyrunError(f"{config} already exists",
                           "edit it, or pass --force to write a new one over it")
     keys, origin = _initial_keys(root)
-    config.write_text(render_config(root.name or "project", keys), encoding="utf-8")
+    config.write_text(render_config(root.name or "project", keys, keychain=keychain_usable()),
+                      encoding="utf-8")
     gitignore, added = _ignore_env_files(root)
     return Scaffold(config, tuple(keys), origin, gitignore, tuple(added))
 
@@ -45,7 +47,19 @@ def _initial_keys(root: Path) -> tuple[list[str], str | None]:
     return [], None
 
 
-def render_config(project: str, keys: list[str]) -> str:
+def keychain_usable() -> bool:
+    """Whether this machine has an OS keychain keyring can use. Without one (CI,
+    containers) a keyring source fails closed, so init leaves it out of the sources."""
+    from keyrun.sources.keyring import unusable_reason
+
+    return unusable_reason() is None
+
+
+def _toml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def render_config(project: str, keys: list[str], *, keychain: bool = True) -> str:
     lines = [
         "# keyrun.toml: the keys this project needs and where each environment keeps them.",
         "# Reference: https://github.com/keyrun/keyrun#configuration",
@@ -55,7 +69,7 @@ def render_config(project: str, keys: list[str]) -> str:
         "[keys]",
     ]
     if keys:
-        lines += [f"{key} = {{}}" for key in keys]
+        lines += [f"{_toml_key(key)} = {{}}" for key in keys]
     else:
         lines.append('# OPENAI_API_KEY = { description = "the LLM provider key" }')
     lines += [
@@ -68,7 +82,8 @@ def render_config(project: str, keys: list[str]) -> str:
         'type = "keyring"',
         "",
         "[env.dev]",
-        'sources = ["local", "keychain"]   # the first source that has a key wins',
+        'sources = ["local", "keychain"]   # the first source that has a key wins' if keychain
+        else 'sources = ["local"]   # add "keychain" on a machine with an OS keychain',
         "",
     ]
     return "\n".join(lines)

@@ -223,7 +223,10 @@ def test_set_from_stdin(project: Path, env: dict[str, str], tmp_path: Path) -> N
 
 
 def test_set_refuses_argv_values_and_empty_input(project: Path, env: dict[str, str]) -> None:
-    assert keyrun(["set", "OPENAI_API_KEY", "value"], cwd=project, env=env).returncode == 2
+    in_argv = keyrun(["set", "OPENAI_API_KEY", "s3cr3t-in-argv"], cwd=project, env=env)
+    assert in_argv.returncode == 2
+    assert "never from the command line" in in_argv.stderr
+    assert "s3cr3t-in-argv" not in in_argv.stderr
     empty = keyrun(["set", "OPENAI_API_KEY"], cwd=project, env=env, input="")
     assert empty.returncode == 2
     assert "empty value; nothing was written" in empty.stderr

@@ -271,3 +271,33 @@ def test_many_keys_failing_alike_share_one_line(project: Path, env: dict[str, st
     assert done.returncode == 125
     assert "MISSING_0, MISSING_1, MISSING_2 and 5 more keys: missing from local" in done.stderr
     assert done.stderr.count("missing from local") == 1
+
+
+def test_init_quotes_odd_names_and_leaves_out_a_missing_keychain(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "fresh"
+    write(root / ".env.example", "my.key=x\nOPENAI_API_KEY=y\n")
+    done = keyrun(["init"], cwd=root, env=dict(
+        env, PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring"))
+    assert done.returncode == 0, done.stderr
+    text = (root / "keyrun.toml").read_text()
+    assert '"my.key" = {}' in text
+    assert 'sources = ["local"]' in text
+    listed = keyrun(["list"], cwd=root, env=env)  # a clear error about the name, not TOML's
+    assert "'my.key' is not a valid environment variable name" in listed.stderr
+
+
+def test_log_skips_a_damaged_line_and_names_an_unreadable_log(
+        project: Path, env: dict[str, str], tmp_path: Path) -> None:
+    assert keyrun(["--", "true"], cwd=project, env=env).returncode == 0
+    log = tmp_path / "access.log"
+    with log.open("a") as handle:
+        handle.write('{"time": "2026-01-0')  # cut short
+    assert keyrun(["--", "true"], cwd=project, env=env).returncode == 0
+    shown = keyrun(["log", "--json"], cwd=project, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert len(json.loads(shown.stdout)) == 1  # the damaged line swallowed the second entry
+    assert "skipped 1 line that is not an access-log entry (line 2)" in shown.stderr
+    folder = keyrun(["log"], cwd=project, env=dict(env, KEYRUN_ACCESS_LOG=str(tmp_path)))
+    assert folder.returncode == 125
+    assert "cannot read the access log" in folder.stderr

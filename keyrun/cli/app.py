@@ -156,6 +156,7 @@ def set_value(
                                        autocompletion=_complete_keys)],
     source: Annotated[str | None, typer.Option("--source", metavar="NAME",
                       help="Write to this source (default: the first writable one).")] = None,
+    extra: Annotated[list[str] | None, typer.Argument(hidden=True, show_default=False)] = None,
 ) -> int:
     """Write a new value for KEY: how a key is rotated.
 
@@ -164,6 +165,11 @@ def set_value(
     """
     from keyrun.cli.commands import set_command
 
+    if extra:  # never echoed: it is most likely the value itself
+        raise UsageError("keyrun set takes the value from stdin or a hidden prompt, never from "
+                         "the command line (where ps and shell history keep it)",
+                         f"type it at the prompt of: keyrun set {key}; or pipe it in: "
+                         f"printf '%s' \"$VALUE\" | keyrun set {key}")
     return set_command(_selection(ctx), key, source)
 
 

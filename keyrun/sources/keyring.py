@@ -121,6 +121,16 @@ class KeyringSource(Source):
                            "Secret Service daemon) and try again")
 
 
+def unusable_reason() -> str | None:
+    """Why keyring's chosen backend cannot hold secrets here (none, null, plaintext), or
+    None when it can."""
+    import keyring
+
+    backend = keyring.get_keyring()
+    problem = _unsafe(backend)
+    return f"the keyring backend {_name(backend)} {problem}" if problem else None
+
+
 def _name(backend: object) -> str:
     cls = type(backend)
     return f"{cls.__module__}.{cls.__qualname__}"
