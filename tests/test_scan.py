@@ -311,6 +311,48 @@ def _trap_lines() -> list[str]:
     ]
 
 
+def _private_key(kind: str, layout: str) -> str:
+    """A real, unencrypted private key (``ssh-keygen -N ''`` writes the OpenSSH layout)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if kind == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    elif kind == "rsa":
+        key = rsa.generate_private_key(65537, 2048)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+    formats = {"openssh": serialization.PrivateFormat.OpenSSH,
+               "pkcs8": serialization.PrivateFormat.PKCS8}
+    pem = key.private_bytes(serialization.Encoding.PEM, formats[layout],
+                            serialization.NoEncryption()).decode()
+    if layout == "pkcs8":
+        return pem
+    lines = pem.splitlines()  # cryptography wraps at 64 columns, ssh-keygen at 70
+    body = "".join(lines[1:-1])
+    return "\n".join([lines[0], *(body[i:i + 70] for i in range(0, len(body), 70)),
+                      lines[-1]]) + "\n"
+
+
+@pytest.mark.parametrize("layout", ["openssh", "pkcs8"])
+@pytest.mark.parametrize("kind", ["ed25519", "rsa", "ecdsa"])
+def test_unencrypted_private_keys(kind: str, layout: str) -> None:
+    """An unencrypted OpenSSH key's fixed header holds runs of ``A`` (zero bytes): not a
+    placeholder."""
+    text = _private_key(kind, layout)
+    findings = scan_bytes(text.encode(), "id_key")
+    header = text.splitlines()[0]
+    assert [(f.line, f.rule, f.preview) for f in findings] == [
+        (1, "private-key", header + "…")]
+
+
+@pytest.mark.parametrize("body", ["A" * 70, "x" * 64, "MIIEv" + "x" * 59])
+def test_private_key_placeholders(body: str) -> None:
+    text = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n"
+    assert scan_bytes(text.encode()) == []
+
+
 @pytest.mark.parametrize("text", _trap_lines())
 def test_false_positive_traps(text: str) -> None:
     assert scan_bytes(text.encode()) == []
@@ -354,6 +396,15 @@ def test_profile_values_found_with_their_key_names() -> None:
     assert password not in output
     assert openai not in output
     assert "abcd1234" not in output
+
+
+@pytest.mark.parametrize(("value", "preview"), [
+    ("pw-" + "ßecrét-wörd-ünïcödé", "pw-…cödé"),
+    ("éàü-" + "secret-value-ok", "éàü…e-ok"),
+])
+def test_a_non_ascii_value_is_previewed_by_characters(value: str, preview: str) -> None:
+    findings = scan_bytes(f"password = {value}\n".encode(), "app.cfg", {"DB_PASSWORD": value})
+    assert [f.preview for f in findings] == [preview]
 
 
 def test_a_value_inside_a_longer_value_is_reported_once() -> None:

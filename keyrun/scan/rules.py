@@ -42,6 +42,9 @@ class Rule:
     matches this one is searched around (an AWS secret key beside its access key id).
     ``not_after``: bytes that must not precede the match; ``length``: the secret's exact
     length, for a pattern that matches a whole run possessively and checks the length after.
+    ``key_file``: the secret is the base64 of a key file, whose fixed headers hold runs of
+    one character (an unencrypted OpenSSH key starts ``…AAAAAAAAAAAABAAAA``), so only a
+    stand-in word or a value made wholly of one character marks a placeholder.
     """
 
     id: str
@@ -55,6 +58,7 @@ class Rule:
     near: str = ""
     not_after: bytes = TOKEN
     length: int = 0
+    key_file: bool = False
 
 
 class Hit(NamedTuple):
@@ -142,11 +146,11 @@ RULES: tuple[Rule, ...] = (
     _rule("gcp-service-account-key", "Google Cloud service-account key (JSON)",
           rb'"private_key"\s{0,5}:\s{0,5}"(?P<label>-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----)'
           rb"(?:\\[rn]){1,3}(?P<secret>[A-Za-z0-9+/=]{40,}+)",
-          requires=b"service_account", not_after=b""),
+          requires=b"service_account", not_after=b"", key_file=True),
     _rule("private-key", "Private key (PEM, OpenSSH, PGP)",
           rb"(?P<label>-----BEGIN (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY(?: BLOCK)?-----)"
           rb"(?:(?:\\[rn]|\s){1,8}[A-Za-z-]{1,30}: [^\r\n\\]{0,200}){0,6}"
-          rb"(?:\\[rn]|\s){1,8}(?P<secret>[A-Za-z0-9+/=]{40,}+)", not_after=b""),
+          rb"(?:\\[rn]|\s){1,8}(?P<secret>[A-Za-z0-9+/=]{40,}+)", not_after=b"", key_file=True),
     _rule("mistral-api-key", "Mistral AI API key (keyword-gated)",
           rb"mistral" + _ASSIGN + _CALL_ARG + rb"(?P<secret>[a-z0-9]{32})(?![a-z0-9_-])",
           keyword=True, min_entropy=3.7, mixed_case=True, loose=True, not_after=b""),
@@ -164,9 +168,10 @@ DOCUMENTED_EXAMPLES = frozenset({
     b"AKIAIOSFODNN7EXAMPLE",
     b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 })
-_PLACEHOLDER = re.compile(
-    rb"(?i)example|placeholder|change_?me|redacted|replace|dummy|sample|insert|"
-    rb"[x*#]{5}|(.)\1{7}|12345678|abcdefgh|qwerty")
+_PLACEHOLDER_WORDS = (rb"(?i)example|placeholder|change_?me|redacted|replace|dummy|sample|insert|"
+                      rb"[x*#]{5}|12345678|abcdefgh|qwerty")
+_PLACEHOLDER = re.compile(_PLACEHOLDER_WORDS + rb"|(.)\1{7}")
+_KEY_FILE_PLACEHOLDER = re.compile(_PLACEHOLDER_WORDS + rb"|\A(.)\1*\Z")
 _LOOSE_PLACEHOLDER = re.compile(rb"(?i)your|fake|test|here|token|secret")
 ALLOW_MARKER = b"keyrun:allow"
 
@@ -179,9 +184,10 @@ def entropy(data: bytes) -> float:
     return -sum(n / total * math.log2(n / total) for n in Counter(data).values())
 
 
-def is_placeholder(secret: bytes, loose: bool = False) -> bool:
+def is_placeholder(secret: bytes, loose: bool = False, key_file: bool = False) -> bool:
     """A documented example or a stand-in (``xxxx``, ``your-key``, ``EXAMPLE``), not a key."""
-    if secret in DOCUMENTED_EXAMPLES or _PLACEHOLDER.search(secret):
+    stand_in = _KEY_FILE_PLACEHOLDER if key_file else _PLACEHOLDER
+    if secret in DOCUMENTED_EXAMPLES or stand_in.search(secret):
         return True
     return loose and _LOOSE_PLACEHOLDER.search(secret) is not None
 
@@ -194,19 +200,22 @@ def passes_gates(rule: Rule, body: bytes) -> bool:
 
 
 def preview(secret: bytes, prefix: int = 0, label: bytes | None = None) -> str:
-    """A masked preview: the documented prefix, ``…``, the last four characters.
+    """A masked preview: the documented prefix (``prefix`` characters), ``…``, the last
+    four characters.
 
     At least eight characters and at least half of the secret stay hidden; a secret too short
-    for that shows its prefix (or nothing) and ``…``.
+    for that shows its prefix (or nothing) and ``…``. Counted in characters, so a value that
+    holds non-ASCII text is never cut inside one.
     """
     if label is not None:
         return label.decode("ascii", "replace") + "…"
-    shown_head = secret[:prefix]
-    hidden = len(secret) - prefix - 4
-    if hidden >= max(8, len(secret) // 2):
-        return (shown_head + b"\xe2\x80\xa6" + secret[-4:]).decode("utf-8", "replace")
-    if len(secret) - prefix >= max(8, len(secret) // 2):
-        return shown_head.decode("utf-8", "replace") + "…"
+    text = secret.decode("utf-8", "replace")
+    head = text[:prefix]
+    hidden = len(text) - prefix - 4
+    if hidden >= max(8, len(text) // 2):
+        return head + "…" + text[-4:]
+    if len(text) - prefix >= max(8, len(text) // 2):
+        return head + "…"
     return "…"
 
 
@@ -265,7 +274,7 @@ def _hit(rule: Rule, data: bytes, match: re.Match[bytes]) -> Hit | None:
         return None
     groups = match.re.groupindex
     prefix = match.end("prefix") - lo if "prefix" in groups else 0
-    if is_placeholder(secret, rule.loose) or not passes_gates(rule, secret[prefix:]):
+    if is_placeholder(secret, rule.loose, rule.key_file) or not passes_gates(rule, secret[prefix:]):
         return None
     label = data[slice(*match.span("label"))] if "label" in groups else None
     start = begin if label is not None else lo
