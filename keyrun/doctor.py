@@ -626,7 +626,7 @@ def _rotation_findings(resolution: Resolution, meta: Mapping[str, Meta],
     found: dict[str, list[tuple[str, str]]] = {
         kind: [] for kind in (*_ROTATE, "ageless", "unread", "unchecked")}
     limit = resolution.profile.env.rotate_after
-    cannot: dict[tuple[str, str], list[str]] = {}
+    cannot: dict[str, dict[str, str]] = {}  # source → key → why its age is unknown
     for key, result in resolution.results.items():
         source, info = result.source or "", meta.get(key)
         if result.item is None:
@@ -646,10 +646,13 @@ def _rotation_findings(resolution: Resolution, meta: Mapping[str, Meta],
         else:
             why = unread.get(source) or (info.note if info and info.note else
                                          "the source did not say")
-            cannot.setdefault((source, why), []).append(key)
-    for (source, why), keys in cannot.items():
-        text = f"the age of {', '.join(keys)} ({source}) could not be read: {why}"
-        found["unread"] += [(key, text) for key in keys]
+            cannot.setdefault(source, {})[key] = why
+    for source, whys in cannot.items():
+        first, why = next(iter(whys.items()))
+        # the reasons usually differ only by the item they name: say one
+        text = f"the age of {', '.join(whys)} ({source}) could not be read" + (
+            f": {why}" if len(set(whys.values())) == 1 else f"; for {first}: {why}")
+        found["unread"] += [(key, text) for key in whys]
     return found
 
 
