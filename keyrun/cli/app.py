@@ -24,16 +24,43 @@ app = typer.Typer(
 )
 
 
-def _complete_envs(incomplete: str) -> list[str]:
+def _given(ctx: typer.Context, name: str) -> str | None:
+    """A global option's value as typed so far, after the command name or before it."""
+    current: Any = ctx
+    while current is not None:
+        value = current.params.get(name)
+        if isinstance(value, str):
+            return value
+        current = current.parent
+    return None
+
+
+def _complete_envs(ctx: typer.Context, incomplete: str) -> list[str]:
     from keyrun.cli.commands import complete_envs
 
-    return complete_envs(incomplete)
+    return complete_envs(incomplete, config=_given(ctx, "config"))
 
 
-def _complete_keys(incomplete: str) -> list[str]:
+def _complete_keys(ctx: typer.Context, incomplete: str) -> list[str]:
     from keyrun.cli.commands import complete_keys
 
-    return complete_keys(incomplete)
+    return complete_keys(incomplete, env=_given(ctx, "env"), config=_given(ctx, "config"))
+
+
+# The global options, accepted after the command name too (`keyrun list -e staging`): the
+# command line is normalized before parsing, and declaring them on each command puts them in
+# its --help and lets the shell complete them there.
+EnvOption = Annotated[str | None, typer.Option(
+    "-e", "--env", metavar="ENV", help="Environment (default: $KEYRUN_ENV, else default_env).",
+    autocompletion=_complete_envs)]
+ProjectOption = Annotated[str | None, typer.Option(
+    "-p", "--project", metavar="NAME", help="Override the project name used in {project}.")]
+ConfigOption = Annotated[str | None, typer.Option(
+    "-c", "--config", metavar="PATH",
+    help="keyrun.toml to use (default: $KEYRUN_CONFIG, else found upward from here).")]
+QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")]
+VerboseOption = Annotated[bool, typer.Option("-v", "--verbose",
+                                             help="Say which source each key came from.")]
 
 
 def _version(value: bool) -> None:
@@ -45,19 +72,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    env: Annotated[str | None, typer.Option(
-        "-e", "--env", metavar="ENV", help="Environment (default: $KEYRUN_ENV, else default_env).",
-        autocompletion=_complete_envs,
-    )] = None,
-    project: Annotated[str | None, typer.Option("-p", "--project", metavar="NAME",
-                       help="Override the project name used in {project}.")] = None,
-    config: Annotated[str | None, typer.Option(
-        "-c", "--config", metavar="PATH",
-        help="keyrun.toml to use (default: $KEYRUN_CONFIG, else found upward from here).",
-    )] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")] = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose",
-                       help="Say which source each key came from.")] = False,
+    env: EnvOption = None,
+    project: ProjectOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                        help="Print the version and exit.")] = False,
 ) -> None:
@@ -69,9 +88,12 @@ def main_options(
 
 
 def _selection(ctx: typer.Context) -> Selection:
+    """The global options, wherever on the command line they were given."""
     selection = ctx.obj
     assert isinstance(selection, Selection)
-    return selection
+    given = {name: value for name in Selection._fields
+             if (value := ctx.params.get(name)) not in (None, False)}
+    return selection._replace(**given)
 
 
 @app.command(
@@ -84,6 +106,11 @@ def _selection(ctx: typer.Context) -> Selection:
 )
 def run(
     ctx: typer.Context,
+    env: EnvOption = None,
+    project: ProjectOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
     only: Annotated[list[str] | None, typer.Option("--only", metavar="KEY",
                     help="Fetch and pass only this key (repeatable).",
                     autocompletion=_complete_keys)] = None,
@@ -117,6 +144,11 @@ def run(
 @app.command("list", epilog="Example: keyrun list -e staging --json")
 def list_keys(
     ctx: typer.Context,
+    env: EnvOption = None,
+    project: ProjectOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
     all_envs: Annotated[bool, typer.Option("--all-envs", help="Every environment side by side."
                         )] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -134,6 +166,11 @@ def list_keys(
 @app.command(epilog="Example: keyrun doctor -e production --strict")
 def doctor(
     ctx: typer.Context,
+    env: EnvOption = None,
+    project: ProjectOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
     all_envs: Annotated[bool, typer.Option("--all-envs", help="Check every environment.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
@@ -147,7 +184,8 @@ def doctor(
                           history=history)
 
 
-@app.command("set", epilog="Example: keyrun set OPENAI_API_KEY -e staging   (type the value at "
+@app.command("set", context_settings={"allow_extra_args": True},
+             epilog="Example: keyrun set OPENAI_API_KEY -e staging   (type the value at "
              "the hidden prompt, or pipe it in: printf '%s' \"$NEW_KEY\" | keyrun set "
              "OPENAI_API_KEY -e staging)")
 def set_value(
@@ -156,7 +194,11 @@ def set_value(
                                        autocompletion=_complete_keys)],
     source: Annotated[str | None, typer.Option("--source", metavar="NAME",
                       help="Write to this source (default: the first writable one).")] = None,
-    extra: Annotated[list[str] | None, typer.Argument(hidden=True, show_default=False)] = None,
+    env: EnvOption = None,
+    project: ProjectOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> int:
     """Write a new value for KEY: how a key is rotated.
 
@@ -165,7 +207,7 @@ def set_value(
     """
     from keyrun.cli.commands import set_command
 
-    if extra:  # never echoed: it is most likely the value itself
+    if ctx.args:  # never echoed: it is most likely the value itself
         raise UsageError("keyrun set takes the value from stdin or a hidden prompt, never from "
                          "the command line (where ps and shell history keep it)",
                          f"type it at the prompt of: keyrun set {key}; or pipe it in: "
@@ -192,7 +234,8 @@ def init(
 
 @app.command(epilog="Example: keyrun log -n 20   |   keyrun log --json | jq '.[0]'")
 def log(
-    limit: Annotated[int, typer.Option("-n", "--limit", help="Show this many entries.")] = 50,
+    limit: Annotated[int, typer.Option("-n", "--limit", metavar="N",
+                                       help="Show this many entries.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> int:
     """The access log, newest first: who resolved which keys, where, when. Never values."""
@@ -218,6 +261,11 @@ def log(
              "--history --format sarif > keyrun.sarif for code scanning)")
 def scan(
     ctx: typer.Context,
+    env: EnvOption = None,
+    project: ProjectOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
     paths: Annotated[list[str] | None, typer.Argument(
         metavar="[PATH]...", help="Files or directories (default: the git work tree).")] = None,
     staged: Annotated[bool, typer.Option("--staged", help="Scan what the next commit adds: "

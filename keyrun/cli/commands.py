@@ -196,24 +196,26 @@ def sources_command(*, as_json: bool) -> int:
     return 0
 
 
-def complete_envs(incomplete: str) -> list[str]:
-    """Environment names of the keyrun.toml in reach (shell completion)."""
+def complete_envs(incomplete: str, config: str | None = None) -> list[str]:
+    """Environment names of the keyrun.toml in reach, or the one -c names (completion)."""
     try:
-        return [name for name in _env_names(Selection()) if name.startswith(incomplete)]
-    except KeyrunError:
+        return [name for name in _env_names(Selection(config=config))
+                if name.startswith(incomplete)]
+    except (KeyrunError, OSError):
         return []
 
 
-def complete_keys(incomplete: str) -> list[str]:
-    """Key names declared for the default environment (shell completion)."""
+def complete_keys(incomplete: str, env: str | None = None, config: str | None = None
+                  ) -> list[str]:
+    """Key names of the environment typed so far, else the default one (completion)."""
     from keyrun.config import choose_env, environment, load_config
 
     try:
-        config = load_config(None, None, os.environ)
-        env = environment(config, choose_env(config, None, os.environ))
-    except KeyrunError:
+        loaded = load_config(None, config, os.environ)
+        chosen = environment(loaded, choose_env(loaded, env, os.environ))
+    except (KeyrunError, OSError):
         return []
-    return [key.name for key in env.keys if key.name.startswith(incomplete)]
+    return [key.name for key in chosen.keys if key.name.startswith(incomplete)]
 
 
 def scan_command(selection: Selection, paths: list[str], *, staged: bool, history: bool,
