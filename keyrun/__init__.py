@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "inject", "load", "load_ipython_extension"]
+__all__ = ["__version__", "inject", "load", "load_ipython_extension", "release"]
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -55,6 +55,14 @@ def inject(
         allow_missing=allow_missing,
         preserve_env=preserve_env,
     )
+
+
+def release() -> None:
+    """Revoke now what ``load``/``inject`` leased (dynamic Vault credentials), rather than
+    at interpreter exit; a failed revocation is a warning on stderr."""
+    from keyrun.api import release as _release
+
+    _release()
 
 
 def load_ipython_extension(ipython: object) -> None:

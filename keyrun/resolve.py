@@ -194,6 +194,12 @@ class _Job:
             self.outcomes = self.source.fetch(self.requests, self.deadline)
         except KeyrunError as exc:
             self.error = exc
+        except ModuleNotFoundError as exc:  # a source importing its SDK inside fetch
+            from keyrun.errors import MissingSdkError
+
+            source = self.source
+            self.error = MissingSdkError(source.name, source.type_name, exc.name or "?",
+                                         source.extra or source.type_name)
         except Exception as exc:  # a bug or an SDK surprise: its type only, since its text
             # may quote what it choked on (a value); KEYRUN_DEBUG=1 shows the traceback
             self.error = SourceError(self.source.name, f"unexpected {type(exc).__name__}",

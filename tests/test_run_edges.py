@@ -301,3 +301,13 @@ def test_log_skips_a_damaged_line_and_names_an_unreadable_log(
     folder = keyrun(["log"], cwd=project, env=dict(env, KEYRUN_ACCESS_LOG=str(tmp_path)))
     assert folder.returncode == 125
     assert "cannot read the access log" in folder.stderr
+
+
+def test_sources_says_a_missing_keychain_is_unusable(tmp_path: Path, env: dict[str, str]) -> None:
+    done = keyrun(["sources", "--json"], cwd=tmp_path, env=dict(
+        env, PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring"))
+    assert done.returncode == 0, done.stderr
+    rows = {row["type"]: row for row in json.loads(done.stdout)["sources"]}
+    assert rows["keyring"]["usable"] is False
+    assert "no keychain was found" in rows["keyring"]["reason"]
+    assert rows["dotenv"]["usable"] is True

@@ -168,7 +168,7 @@ def read_value(key: str) -> Secret:
 
 def sources_command(*, as_json: bool) -> int:
     """Every installed source type, the extra it needs, and whether it is usable here."""
-    from keyrun.sources.registry import installed_types, missing_modules, source_class
+    from keyrun.sources.registry import installed_types, source_class, unusable_reason
 
     rows: list[dict[str, object]] = []
     for source_type in installed_types():
@@ -179,12 +179,10 @@ def sources_command(*, as_json: bool) -> int:
                          "extra": None, "usable": False, "reason": exc.message,
                          "summary": ""})
             continue
-        missing = missing_modules(cls.extra)
-        reason = (f"pip install 'keyrun[{cls.extra}]' (missing {', '.join(missing)})"
-                  if missing else None)
+        reason = unusable_reason(source_type, cls)
         rows.append({"type": source_type.name,
                      "provider": "keyrun" if source_type.builtin else source_type.distribution,
-                     "extra": cls.extra, "usable": not missing, "reason": reason,
+                     "extra": cls.extra, "usable": reason is None, "reason": reason,
                      "summary": cls.summary})
     if as_json:
         render.print_json({"sources": rows})
