@@ -75,13 +75,34 @@ def variants(value: str) -> frozenset[bytes]:
     return frozenset(form for form in found if len(form) >= MIN_LENGTH)
 
 
+# JSON escapes beyond what JSON requires: Go's encoding/json (HTML-safe: < > & and the line
+# separators), .NET's System.Text.Json (also ' + ` and the quote; non-ASCII escaped).
+_GO_ESCAPED = "<>&\u2028\u2029"
+_DOTNET_ESCAPED = "<>&'+`"
+_JSON_ESCAPE = re.compile(r"\\(?:\\|u[0-9a-f]{4})")  # escaped backslashes consumed in pairs
+
+
 def _json_forms(value: str) -> set[bytes]:
-    forms = set()
-    for ascii_only in (True, False):
-        quoted = json.dumps(value, ensure_ascii=ascii_only)
-        escaped = quoted[1:-1].encode("utf-8", "surrogateescape")
-        forms |= {escaped, escaped.replace(b"/", b"\\/")}
-    return forms
+    """JSON string escaping as emitters write it: Python's (ASCII-only or not), Go's, .NET's,
+    with lower- and upper-case hex digits, with and without ``\\/``."""
+    ascii_only = json.dumps(value)[1:-1]
+    unicode = json.dumps(value, ensure_ascii=False)[1:-1]
+    dotnet = _escape_chars(ascii_only, _DOTNET_ESCAPED).replace('\\"', "\\u0022")
+    texts = {ascii_only, unicode, _escape_chars(unicode, _GO_ESCAPED)}
+    texts |= {_upper_hex(text) for text in (*texts, dotnet)}
+    texts |= {text.replace("/", "\\/") for text in texts}
+    return {text.encode("utf-8", "surrogateescape") for text in texts}
+
+
+def _escape_chars(text: str, chars: str) -> str:
+    """``\\uXXXX`` for each of ``chars`` (none of which occurs inside a JSON escape)."""
+    for char in chars:
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
+def _upper_hex(text: str) -> str:
+    return _JSON_ESCAPE.sub(lambda m: m.group()[:2] + m.group()[2:].upper(), text)
 
 
 def _url_forms(value: str) -> set[bytes]:

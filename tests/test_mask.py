@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from keyrun.mask import ENGINES, MIN_LENGTH, Masker, MaskSet, maskable, variants
+from keyrun.mask import ENGINES, MIN_LENGTH, Masker, MaskSet, _json_forms, maskable, variants
 
 _MODULES = {"hyperscan": "hyperscan", "ahocorasick": "ahocorasick_rs", "find": "keyrun"}
 
@@ -204,6 +204,26 @@ def test_each_encoding_is_masked(engine: str) -> None:
                  raw.hex().encode(), raw.hex().upper().encode(), base64.b64encode(raw),
                  base64.urlsafe_b64encode(raw).rstrip(b"=")]:
         assert masks.mask(b"[" + form + b"]") == b"[<DB_PASSWORD>]", form
+
+
+@ENGINE
+@pytest.mark.parametrize("encoded", [
+    'p\\u0026ss\\u003cw\\u003erd+é\\"x/y',  # Go's encoding/json (HTML-safe)
+    'p&ss<w>rd+\\u00E9\\"x/y',  # upper-case hex digits
+    'p\\u0026ss\\u003Cw\\u003Erd\\u002B\\u00E9\\u0022x/y',  # .NET's System.Text.Json
+    'p&ss<w>rd+\\u00e9\\"x\\/y',  # PHP's json_encode
+])
+def test_json_escapes_of_other_languages_are_masked(engine: str, encoded: str) -> None:
+    masks = MaskSet({"DB_PASSWORD": 'p&ss<w>rd+é"x/y'}, engine=engine)
+    document = b'{"password": "' + encoded.encode() + b'"}'
+    assert masks.mask(document) == b'{"password": "<DB_PASSWORD>"}'
+
+
+def test_json_forms_are_only_the_distinct_ones() -> None:
+    assert _json_forms(OPENAI) == {OPENAI.encode()}
+    assert _json_forms("wJalrXUtnFEMI/K7MDENG+bPxRfiCY") == {
+        b"wJalrXUtnFEMI/K7MDENG+bPxRfiCY", b"wJalrXUtnFEMI\\/K7MDENG+bPxRfiCY",
+        b"wJalrXUtnFEMI/K7MDENG\\u002BbPxRfiCY", b"wJalrXUtnFEMI\\/K7MDENG\\u002BbPxRfiCY"}
 
 
 # Streaming ----------------------------------------------------------------------------
