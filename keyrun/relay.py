@@ -93,9 +93,8 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
     except (LaunchError, OSError) as exc:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
         keeper.release()
-        if isinstance(exc, OSError):
-            raise _launch_error(argv[0], exc, program, env) from None
-        raise
+        error = exc if isinstance(exc, LaunchError) else _launch_error(argv[0], exc, program, env)
+        raise _masked_error(error, masks) from None
     raw = _RawMode(0) if child.keyboard else None
     try:
         if raw is not None:
@@ -106,6 +105,17 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
             raw.restore()
         keeper.release()
     _exit_like(status)
+
+
+def _masked_error(error: LaunchError, masks: MaskSet) -> LaunchError:
+    """The error with every value masked: it quotes the command's name, which may be a
+    secret (``--allow-argv-secrets``), and keyrun's own messages are output too."""
+    def mask(text: str) -> str:
+        masked = masks.mask(text.encode("utf-8", "surrogateescape"))
+        return masked.decode("utf-8", "surrogateescape")
+
+    return LaunchError(mask(error.message), error.exit_code,
+                       None if error.hint is None else mask(error.hint))
 
 
 # Starting the command ------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CANARY, clean_env, keyrun, write
+from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
 
 PY = sys.executable
 
@@ -79,3 +79,22 @@ def test_mask_keeps_the_terminal(project: Path, tmp_path: Path) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert output.replace(b"\r\n", b"\n") == b"True True <OPENAI_API_KEY>\n"
+
+
+def test_keyrun_errors_are_masked(project: Path, tmp_path: Path) -> None:
+    """keyrun's own messages quote the command's name, which may be a secret."""
+    env = clean_env(tmp_path)
+    missing = keyrun(["run", "--mask", "--allow-argv-secrets", "--", CANARY], cwd=project, env=env)
+    assert missing.returncode == 127
+    assert missing.stderr.splitlines()[-2:] == [
+        "keyrun: error: <OPENAI_API_KEY>: command not found",
+        "  hint: check the spelling, or that it is on PATH"]
+    bin_dir = tmp_path / "bin"
+    write(bin_dir / CANARY, "echo hi\n", mode=0o644)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    denied = keyrun(["run", "--mask", "--allow-argv-secrets", "--", CANARY], cwd=project, env=env)
+    assert denied.returncode == 126
+    assert denied.stderr.splitlines()[-2:] == [
+        f"keyrun: error: {bin_dir}/<OPENAI_API_KEY>: permission denied",
+        f"  hint: make it executable: chmod +x {bin_dir}/<OPENAI_API_KEY>"]
+    assert_no_leak(CANARY, missing.stdout, missing.stderr, denied.stdout, denied.stderr)
