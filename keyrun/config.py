@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from keyrun.durations import parse_duration
@@ -58,6 +59,7 @@ class SourceSpec(NamedTuple):
     type: str
     settings: Mapping[str, Any]
     where: str
+    option_where: Mapping[str, str] = MappingProxyType({})  # each option's own line
 
 
 class EnvSpec(NamedTuple):
@@ -337,7 +339,8 @@ def _parse_sources(raw: Mapping[str, Any], where: _Locator) -> dict[str, SourceS
                               'add type = "dotenv" (or keyring, aws-secrets-manager, aws-ssm, '
                               "vault, gcp-secret-manager, azure-key-vault, doppler)")
         settings = {key: value for key, value in table.items() if key != "type"}
-        sources[name] = SourceSpec(name, type_name, settings, where(here))
+        sources[name] = SourceSpec(name, type_name, settings, where(here),
+                                   {key: where(here, key) for key in settings})
     return sources
 
 
@@ -531,6 +534,22 @@ def zero_config_envs(root: Path) -> list[str]:
         if path.is_file() and path.name[len(".env."):] not in _NOT_ENVS
     }
     return sorted(names | {DEFAULT_ZERO_CONFIG_ENV})
+
+
+def key_location(config: Config, key: str, env: str | None = None) -> str:
+    """Where a key is declared, as ``file:line: [table] KEY`` for error messages: the
+    environment's own ``[env.ENV.keys]``, else ``[keys]``, else ``.env.example``."""
+    if config.path is not None:
+        try:
+            where = _Locator(str(config.path), config.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return config.label
+        for table in ((("env", env, "keys"),) if env else ()) + (("keys",),):
+            if where.line(table, key) is not None:
+                return where(table, key)
+    if key in config.example_keys:
+        return str(config.root / EXAMPLE_NAME)
+    return config.label
 
 
 def _zero_config_env(config: Config, name: str | None) -> str:

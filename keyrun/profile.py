@@ -15,6 +15,7 @@ from keyrun.config import (
     KeySpec,
     choose_env,
     environment,
+    key_location,
     load_config,
     source_specs,
 )
@@ -106,7 +107,8 @@ def resolve_profile(
     used = list(dict.fromkeys([*env.sources, *(k.source for k in env.keys if k.source)]))
     specs = source_specs(config, env.name)
     sources = {name: make_source(specs[name].type, name, specs[name].settings,
-                                 specs[name].where, context) for name in used}
+                                 specs[name].where, context, specs[name].option_where)
+               for name in used}
     keys = list(env.keys) or _discovered_keys(sources, env, context)
     if config.path is None and not sources and not keys:
         raise ConfigError(
@@ -123,9 +125,9 @@ def resolve_profile(
 
 
 def make_source(type_name: str, name: str, settings: Mapping[str, object], where: str,
-                context: Context) -> Source:
+                context: Context, option_where: Mapping[str, str] | None = None) -> Source:
     cls = source_class(type_name, where=where)
-    return cls(name, check_settings(cls, name, settings, where), context)
+    return cls(name, check_settings(cls, name, settings, where, option_where), context)
 
 
 def _discovered_keys(sources: Mapping[str, Source], env: Environment,
@@ -218,4 +220,5 @@ def _check_bindings(profile: Profile) -> None:
     problems = [problem for problem in name_problems(profile) if problem.blocking]
     if problems:
         first = problems[0]
-        raise ConfigError(f"{profile.config.label}: {first.message}", first.hint)
+        where = key_location(profile.config, first.key, profile.env.name)
+        raise ConfigError(f"{where}: {first.message}", first.hint)

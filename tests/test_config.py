@@ -245,7 +245,7 @@ def test_source_options_are_validated_by_the_source(tmp_path: Path) -> None:
     config_at(tmp_path, BASE.replace('path = ".env"', 'pth = ".env"'))
     with pytest.raises(ConfigError) as caught:
         open_profile("dev", cwd=tmp_path, environ={})
-    assert "[sources.local]: unknown option 'pth' for a dotenv source" in caught.value.message
+    assert "[sources.local] pth: unknown option 'pth' for a dotenv source" in caught.value.message
     assert caught.value.hint == "valid options: type, path"
 
 

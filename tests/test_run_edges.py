@@ -311,3 +311,18 @@ def test_sources_says_a_missing_keychain_is_unusable(tmp_path: Path, env: dict[s
     assert rows["keyring"]["usable"] is False
     assert "no keychain was found" in rows["keyring"]["reason"]
     assert rows["dotenv"]["usable"] is True
+
+
+def test_config_errors_point_at_the_line_of_the_option_or_key(project: Path,
+                                                              env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    text = config.read_text()
+    write(config, text.replace('path = ".env"', 'paht = ".env"'))
+    typo = keyrun(["list"], cwd=project, env=env)
+    assert typo.returncode == 125
+    line = next(n for n, t in enumerate(config.read_text().splitlines(), 1) if "paht" in t)
+    assert f"keyrun.toml:{line}: [sources.local] paht: unknown option 'paht'" in typo.stderr
+    write(config, text.replace("OPENAI_API_KEY = {}", 'OPENAI_API_KEY = { version = "3" }'))
+    pinned = keyrun(["list"], cwd=project, env=env)
+    line = next(n for n, t in enumerate(config.read_text().splitlines(), 1) if "version" in t)
+    assert f"keyrun.toml:{line}: [keys] OPENAI_API_KEY: OPENAI_API_KEY pins version" in pinned.stderr

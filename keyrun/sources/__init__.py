@@ -234,15 +234,21 @@ def import_sdk(module: str, source: Source) -> ModuleType:
 
 
 def check_settings(
-    cls: type[Source], source_name: str, settings: Mapping[str, Any], where: str
+    cls: type[Source], source_name: str, settings: Mapping[str, Any], where: str,
+    option_where: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Validate a ``[sources.NAME]`` table against the options the source declares."""
+    """Validate a ``[sources.NAME]`` table against the options the source declares.
+    ``option_where`` gives each option's own place (file, line) for its errors."""
     declared = {option.name: option for option in cls.options}
+
+    def at(name: str) -> str:
+        return (option_where or {}).get(name, where)
+
     for name in settings:
         if name not in declared:
             valid = ", ".join(["type", *declared]) or "type"
             raise ConfigError(
-                f"{where}: unknown option {name!r} for a {cls.type_name} source",
+                f"{at(name)}: unknown option {name!r} for a {cls.type_name} source",
                 f"valid options: {valid}",
             )
     result: dict[str, Any] = {}
@@ -258,17 +264,17 @@ def check_settings(
         value = settings[option.name]
         if not isinstance(value, option.kind) or (option.kind is int and isinstance(value, bool)):
             raise ConfigError(
-                f"{where}: option {option.name!r} must be a {_kind_name(option.kind)}, "
+                f"{at(option.name)}: option {option.name!r} must be a {_kind_name(option.kind)}, "
                 f"not {type(value).__name__}",
                 f"{option.name}: {option.help}",
             )
         if option.choices and value not in option.choices:
             raise ConfigError(
-                f"{where}: option {option.name!r} is {value!r}",
+                f"{at(option.name)}: option {option.name!r} is {value!r}",
                 f"valid values: {', '.join(option.choices)}",
             )
         if option.template:
-            Template(str(value), where=f"{where} {option.name}")
+            Template(str(value), where=at(option.name))
         result[option.name] = value
     cls.validate(result, where)
     return result
