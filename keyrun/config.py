@@ -101,8 +101,9 @@ class Config(NamedTuple):
         return str(self.path) if self.path else f"{self.root} (no {CONFIG_NAME})"
 
     def env_names(self) -> list[str]:
+        """The environments one can run in (not a base meant only to be extended)."""
         if self.path is not None:
-            return list(self.envs)
+            return [name for name in self.envs if not is_base_only(self, name)]
         return zero_config_envs(self.root)
 
 
@@ -398,7 +399,8 @@ def _check_references(config: Config, where: _Locator) -> None:
             if "source" in options:
                 _known_source(config, options["source"],
                               where(("env", env.name, "keys"), key))
-        environment(config, env.name)
+        if not is_base_only(config, env.name):
+            environment(config, env.name)
     for spec in config.keys.values():
         if spec.source is not None:
             _known_source(config, spec.source, where(("keys",), spec.name))
@@ -471,6 +473,14 @@ def environment(config: Config, name: str) -> Environment:
         description=values.get("description"),
         mask=bool(values.get("mask", False)),
     )
+
+
+def is_base_only(config: Config, name: str) -> bool:
+    """An environment without sources anywhere up its extends chain that others extend:
+    a base holding shared settings (``rotate_after``, keys), not one to run in."""
+    extended = any(env.values.get("extends") == name for env in config.envs.values())
+    return extended and not any(spec.values.get("sources")
+                                for spec in _extends_chain(config, name))
 
 
 def _seconds(value: str | None) -> float | None:

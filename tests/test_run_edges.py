@@ -326,3 +326,28 @@ def test_config_errors_point_at_the_line_of_the_option_or_key(project: Path,
     pinned = keyrun(["list"], cwd=project, env=env)
     line = next(n for n, t in enumerate(config.read_text().splitlines(), 1) if "version" in t)
     assert f"keyrun.toml:{line}: [keys] OPENAI_API_KEY: OPENAI_API_KEY pins version" in pinned.stderr
+
+
+def test_a_base_environment_without_sources_may_be_extended(tmp_path: Path,
+                                                            env: dict[str, str]) -> None:
+    root = tmp_path / "based"
+    write(root / "keyrun.toml", """
+default_env = "dev"
+[keys]
+A = {}
+[sources.l]
+type = "dotenv"
+path = ".env"
+[env.base]
+rotate_after = "90d"
+[env.dev]
+extends = "base"
+sources = ["l"]
+""")
+    write(root / ".env", "A=value-0001\n")
+    every = keyrun(["list", "--all-envs", "--json"], cwd=root, env=env)
+    assert every.returncode == 0, every.stderr
+    assert list(json.loads(every.stdout)["envs"]) == ["dev"]
+    base = keyrun(["-e", "base", "--", "true"], cwd=root, env=env)
+    assert base.returncode == 125
+    assert "environment 'base' has no sources" in base.stderr
