@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,8 +44,10 @@ Listed = tuple[str, str, list[Row]]  # project, environment, rows
 
 
 def list_env(env: str | None, *, config: str | None = None, project: str | None = None,
-             environ: Mapping[str, str] | None = None) -> Listed:
-    """Fetch one environment (under its ``timeout``), log the resolution, and list it."""
+             environ: Mapping[str, str] | None = None,
+             warn: Callable[[str], None] | None = None) -> Listed:
+    """Fetch one environment (under its ``timeout``), log the resolution, and list it;
+    ``warn`` hears what revoking its leases had to say."""
     from keyrun.accesslog import record_resolution
     from keyrun.profile import open_profile
     from keyrun.resolve import fetch_profile
@@ -56,14 +58,17 @@ def list_env(env: str | None, *, config: str | None = None, project: str | None 
     try:
         rows = list_rows(resolution)
     finally:
-        resolution.release()
+        for warning in resolution.release():
+            if warn is not None:
+                warn(warning)
     with contextlib.suppress(OSError):
         record_resolution(resolution, environ, action="list")
     return profile.project, profile.env.name, rows
 
 
 def list_all_envs(*, config: str | None = None, project: str | None = None,
-                  environ: Mapping[str, str] | None = None) -> dict[str, Listed]:
+                  environ: Mapping[str, str] | None = None,
+                  warn: Callable[[str], None] | None = None) -> dict[str, Listed]:
     """Every environment, fetched at once: the whole listing takes about the longest
     ``timeout``, not their sum (a dead endpoint shared by every environment)."""
     from keyrun.config import load_config
@@ -75,7 +80,8 @@ def list_all_envs(*, config: str | None = None, project: str | None = None,
 
     def work(name: str) -> None:
         try:
-            listed[name] = list_env(name, config=config, project=project, environ=environ)
+            listed[name] = list_env(name, config=config, project=project, environ=environ,
+                                    warn=warn)
         except BaseException as exc:  # re-raised below, in the caller's thread
             errors[name] = exc
 
