@@ -13,7 +13,7 @@ from keyrun.environ import NAME, check_exec_values, is_reserved
 from keyrun.errors import ConfigError, SourceError, UsageError
 from keyrun.profile import Binding, Profile, make_source, resolve_profile
 from keyrun.secret import Secret
-from keyrun.sources import Context, Deadline, Request, Source
+from keyrun.sources import Context, Deadline, Item, Request, Source
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Written:
     location: str
     declared: bool  # whether the profile already declares the key
     env: str
+    unseen: str | None = None  # why `run` will not read what was written, if it will not
 
 
 def set_key(
@@ -49,11 +50,37 @@ def set_key(
                           "choose a writable source with --source NAME")
     spec = binding.spec if binding else KeySpec(key)
     request = Request(key, target.backend_name(spec.backend_name), spec.field, None)
-    where = target.write(request, value, Deadline(profile.env.timeout))
+    deadline = Deadline(profile.env.timeout)
+    where = target.write(request, value, deadline)
     with contextlib.suppress(OSError):
         record(environ, action="set", project=profile.project, env=env_name,
                keys=[{"name": key, "source": target.name, "version": None}])
-    return Written(key, target.name, where, binding is not None, env_name)
+    unseen = _unseen(profile, binding, target, deadline) if binding else None
+    return Written(key, target.name, where, binding is not None, env_name, unseen)
+
+
+def _unseen(profile: Profile, binding: Binding, target: Source, deadline: Deadline
+            ) -> str | None:
+    """A write `run` will not see: the key is read from other sources, or an earlier
+    source of the environment holds it too and wins (a rotation that did not happen)."""
+    candidates = list(binding.candidates)
+    if target.name not in candidates:
+        return (f"run reads {binding.key} from {', '.join(candidates)} in {profile.env.name}, "
+                f"not from {target.name}")
+    for name in candidates[: candidates.index(target.name)]:
+        source = profile.sources[name]
+        spec = binding.spec
+        request = Request(binding.key, source.backend_name(spec.backend_name), spec.field,
+                          spec.version)
+        try:
+            outcome = source.fetch([request], deadline).get(binding.key)
+        except (SourceError, ConfigError):
+            continue
+        if isinstance(outcome, Item):
+            return (f"{name} comes first in {profile.env.name} and also holds {binding.key}, "
+                    f"so run keeps its value; remove it from {name}, or set it there "
+                    f"(--source {name})")
+    return None
 
 
 def _check_name(key: str) -> None:

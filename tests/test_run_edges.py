@@ -351,3 +351,28 @@ sources = ["l"]
     base = keyrun(["-e", "base", "--", "true"], cwd=root, env=env)
     assert base.returncode == 125
     assert "environment 'base' has no sources" in base.stderr
+
+
+def test_set_warns_when_run_would_not_see_the_new_value(tmp_path: Path,
+                                                        env: dict[str, str]) -> None:
+    root = tmp_path / "two"
+    write(root / "keyrun.toml", """
+default_env = "dev"
+[keys]
+A = {}
+[sources.first]
+type = "dotenv"
+path = ".env"
+[sources.second]
+type = "dotenv"
+path = "second.env"
+[env.dev]
+sources = ["first", "second"]
+""")
+    write(root / ".env", "A=old-value-1\n")
+    shadowed = keyrun(["set", "A", "--source", "second"], cwd=root, env=env, input="new-value-2")
+    assert shadowed.returncode == 0, shadowed.stderr
+    assert "first comes first in dev and also holds A, so run keeps its value" in shadowed.stderr
+    assert "new-value-2" not in shadowed.stderr
+    plain = keyrun(["set", "A"], cwd=root, env=env, input="new-value-3")
+    assert "warning" not in plain.stderr

@@ -136,6 +136,8 @@ def set_command(selection: Selection, key: str, source: str | None) -> int:
         if not done.declared:
             print(f"keyrun: note: {done.key} is not declared in keyrun.toml; add it under "
                   "[keys] so that run requires it", file=sys.stderr)
+    if done.unseen:
+        print(f"keyrun: warning: {done.unseen}", file=sys.stderr)
     return 0
 
 
