@@ -136,6 +136,8 @@ class FakeKeyVault:
             self.identity_fails = False
             self.reject_tokens = False  # answer 401 even to valid tokens
             self.failures: list[int] = []  # statuses for the next vault requests
+            self.retry_after: str | None = None  # the Retry-After header sent with them
+            self.challenge_resource: str | None = None  # a resource other than the vault's
             self.hang = 0.0  # seconds to stall each vault request
             self.token_requests = 0
 
@@ -315,8 +317,9 @@ class _Handler(BaseHTTPRequestHandler):
         with self.vault.lock:
             failure = self.vault.failures.pop(0) if self.vault.failures else None
         if failure is not None:
+            after = self.vault.retry_after
             return self._error(failure, "InternalServerError" if failure >= 500 else "Throttled",
-                               "Injected failure")
+                               "Injected failure", headers={"Retry-After": after} if after else None)
         if self.vault.deny_all:
             return self._forbidden("get")
         if parts[0] != "secrets":
@@ -333,8 +336,9 @@ class _Handler(BaseHTTPRequestHandler):
         return self._error(405, "BadRequest", f"{method} is not supported here")
 
     def _challenge(self) -> int:
+        resource = self.vault.challenge_resource or f"https://0.0.1:{self.vault.port}"
         challenge = (f'Bearer authorization="https://login.microsoftonline.com/{TENANT}", '
-                     f'resource="https://0.0.1:{self.vault.port}"')
+                     f'resource="{resource}"')
         body = {"error": {"code": "Unauthorized",
                           "message": "AKV10000: Request is missing a Bearer or PoP token."}}
         self._send(401, body, {"WWW-Authenticate": challenge})
@@ -413,11 +417,12 @@ class _Handler(BaseHTTPRequestHandler):
                            f"secrets {operation} permission on key vault 'fake-vault'.",
                            inner="AccessDenied")
 
-    def _error(self, status: int, code: str, message: str, inner: str | None = None) -> int:
+    def _error(self, status: int, code: str, message: str, inner: str | None = None,
+               headers: dict[str, str] | None = None) -> int:
         error: dict[str, Any] = {"code": code, "message": message}
         if inner:
             error["innererror"] = {"code": inner}
-        self._send(status, {"error": error})
+        self._send(status, {"error": error}, headers)
         return status
 
     def _send(self, status: int, body: dict[str, Any],

@@ -211,7 +211,9 @@ def test_attributes_feed_item(vault: FakeKeyVault) -> None:
 
 
 @pytest.mark.parametrize(("attributes", "message"), [
-    ({"enabled": False}, "azure: secret BLOCKED in {host} is disabled"),
+    ({"enabled": False}, "azure: secret BLOCKED in {host} is disabled — enable it (az keyvault "
+                         "secret set-attributes --id https://{host}/secrets/BLOCKED --enabled "
+                         "true) or add a new version with keyrun set"),
     ({"expires": NOW - dt.timedelta(days=1)},
      "azure: secret BLOCKED in {host} expired on {when} UTC (rotate it with keyrun set)"),
     ({"not_before": NOW + dt.timedelta(days=1)},
@@ -322,16 +324,50 @@ def test_token_refused_by_the_vault(vault: FakeKeyVault) -> None:
                                     "(HTTP 401 AKV10032: Invalid issuer.)")
 
 
-def test_server_errors_are_retried(vault: FakeKeyVault) -> None:
+def test_server_errors_and_throttling_are_retried_until_the_deadline(
+        vault: FakeKeyVault) -> None:
     vault.put("K", "after-retry-0001")
-    vault.failures.extend([503, 500])
+    vault.failures.extend([503, 429, 500, 429, 502])  # more than the SDK's own retry allows
     assert value(one(make(vault.url), "K")) == "after-retry-0001"
-    vault.failures.extend([500] * 10)
+    assert vault.failures == []
+
+
+def test_a_vault_that_keeps_failing_names_no_secret(vault: FakeKeyVault) -> None:
+    vault.put("OPENAI-API-KEY", CANARY)
+    vault.put("OTHER", "other-value-0001")
+    vault.failures.extend([503] * 1000)
+    source = make(vault.url)
+    started = time.monotonic()
     with pytest.raises(SourceError) as caught:
-        make(vault.url).fetch([Request("K", "K")], Deadline(10))
-    assert caught.value.message == (f"azure: 127.0.0.1:{vault.port} failed to read secret K in "
-                                    f"127.0.0.1:{vault.port}: HTTP 500 InternalServerError "
-                                    "Injected failure")
+        source.fetch([request(source, "OPENAI_API_KEY"), request(source, "OTHER")], Deadline(2))
+    assert time.monotonic() - started < 2
+    message = caught.value.message  # every key of the source shows it: it names none
+    assert message.startswith(f"azure: 127.0.0.1:{vault.port} kept failing (HTTP 503 "
+                              "InternalServerError Injected failure): ")
+    assert message.endswith(" attempts within the deadline of 2s")
+    assert "OPENAI" not in message
+    assert "OTHER" not in message
+    assert caught.value.hint == ("try again later; if it persists, check the vault's health in "
+                                 "the Azure portal")
+
+
+def test_retry_after_is_honoured(vault: FakeKeyVault) -> None:
+    vault.put("K", "throttled-0001")
+    vault.retry_after = "0.4"
+    vault.failures.extend([429, 429])
+    started = time.monotonic()
+    assert value(one(make(vault.url), "K")) == "throttled-0001"
+    assert time.monotonic() - started >= 0.8
+    vault.retry_after = "60"
+    vault.failures.extend([429] * 1000)
+    started = time.monotonic()
+    with pytest.raises(SourceError) as caught:
+        make(vault.url).fetch([Request("K", "K")], Deadline(3))
+    assert time.monotonic() - started < 1  # waiting 60 s cannot end within 3 s: said at once
+    assert caught.value.message == (
+        f"azure: 127.0.0.1:{vault.port} kept throttling keyrun (HTTP 429 Throttled Injected "
+        "failure): 1 attempt within the deadline of 3s; it asked to wait 60s, past the deadline")
+    assert (caught.value.hint or "").startswith("try again later, or raise the deadline")
 
 
 def test_refused_connection_fails_fast(vault: FakeKeyVault) -> None:
@@ -420,8 +456,23 @@ def test_write_denied(vault: FakeKeyVault) -> None:
     with pytest.raises(SourceError) as caught:
         make(vault.url).write(Request("NEW_KEY", "NEW-KEY"), Secret(CANARY), Deadline(10))
     assert caught.value.message.startswith(
-        f"azure: 127.0.0.1:{vault.port} denied write secret NEW-KEY in 127.0.0.1:{vault.port}: ")
+        f"azure: 127.0.0.1:{vault.port} denied write of secret NEW-KEY: The user, group or ")
+    assert caught.value.hint == ("grant this identity the Key Vault Secrets Officer role (or "
+                                 "the matching access policy)")
     assert CANARY not in str(caught.value)
+
+
+def test_write_into_a_disabled_bundle_says_it_is_disabled(vault: FakeKeyVault) -> None:
+    vault.put("proj-dev", json.dumps({"KEEP": CANARY}), enabled=False)
+    with pytest.raises(SourceError) as caught:
+        make(vault.url, secret="{project}-{env}").write(Request("NEW_KEY", "NEW_KEY"),
+                                                        Secret("new-0001"), Deadline(10))
+    assert caught.value.message == (
+        f"azure: NEW_KEY is written into secret proj-dev in 127.0.0.1:{vault.port}, which holds "
+        "every key, but that secret is disabled, so keyrun cannot read the keys it holds")
+    assert caught.value.hint == ("enable it first: az keyvault secret set-attributes --id "
+                                 f"{vault.url}/secrets/proj-dev --enabled true")
+    assert len(vault.records["proj-dev"].versions) == 1
 
 
 # the CLI, as a real process
@@ -511,7 +562,8 @@ def _prepare(case: str, vault: FakeKeyVault) -> None:
     ("expired", "OPENAI_API_KEY: azure: secret OPENAI-API-KEY in {host} expired on "),
     ("not-yet-valid", "OPENAI_API_KEY: azure: secret OPENAI-API-KEY in {host} is not valid "
                       "before "),
-    ("5xx", "OPENAI_API_KEY: azure: {host} failed to read secret "),
+    ("5xx", "OPENAI_API_KEY: azure: {host} kept failing (HTTP 502 InternalServerError "
+            "Injected failure): "),
     ("no-credential", "OPENAI_API_KEY: azure: no usable Azure credential (tried AZURE_* "
                       "environment variables, workload identity, managed identity, "),
 ])
@@ -546,8 +598,58 @@ def test_cli_dead_endpoint_ends_within_the_timeout(tmp_path: Path, vault: FakeKe
     elapsed = time.monotonic() - started
     assert status == 125, err
     assert elapsed < 2 + 3  # the deadline, plus the interpreter's and the SDK's start-up
-    assert "OPENAI_API_KEY: azure: timed out" in err
+    assert (f"OPENAI_API_KEY: azure: timed out: no answer from 127.0.0.1:{vault.port} within "
+            "the total deadline of 2s") in err
     assert_no_leak(CANARY, out, err)
+
+
+def test_cli_silent_identity_endpoint_is_named(tmp_path: Path, vault: FakeKeyVault) -> None:
+    vault.put("OPENAI-API-KEY", CANARY)
+    root = project_dir(tmp_path, vault, timeout="2s")
+    with socket.socket() as silent:  # connections queue in the backlog; nothing answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"https://127.0.0.1:{silent.getsockname()[1]}/msi/token"
+        started = time.monotonic()
+        env = {**cli_env(tmp_path, vault), "IDENTITY_ENDPOINT": endpoint}
+        status, out, err = run(root, env, "OPENAI_API_KEY")
+    assert status == 125, err
+    assert time.monotonic() - started < 2 + 3
+    assert (f"OPENAI_API_KEY: azure: timed out: managed identity at {endpoint} did not answer "
+            "in time — check that it is reachable from here") in err
+    assert_no_leak(CANARY, out, err)
+
+
+def test_cli_challenge_for_another_resource(tmp_path: Path, vault: FakeKeyVault) -> None:
+    vault.put("OPENAI-API-KEY", CANARY)
+    vault.challenge_resource = "https://vault.azure.net"
+    root = project_dir(tmp_path, vault)
+    status, out, err = run(root, cli_env(tmp_path, vault), "OPENAI_API_KEY")
+    assert status == 125, err
+    assert (f"OPENAI_API_KEY: azure: {vault.url} answered with an authentication challenge for "
+            f"resource vault.azure.net, which does not match the vault's host 127.0.0.1:"
+            f"{vault.port}, so the Azure SDK refuses to send it a token — check vault_url: it "
+            "must be the vault's own URL") in err
+    assert vault.token_requests == 0
+    assert_no_leak(CANARY, out, err)
+
+
+def test_cli_set_into_a_disabled_bundle(tmp_path: Path, vault: FakeKeyVault) -> None:
+    vault.put("bot-dev", json.dumps({"ANTHROPIC_API_KEY": "sk-ant-0001"}), enabled=False)
+    root = project_dir(tmp_path, vault)
+    config = root / "keyrun.toml"
+    config.write_text(config.read_text().replace('type = "azure-key-vault"',
+                                                 'type = "azure-key-vault"\n'
+                                                 'secret = "{project}-{env}"'))
+    done = keyrun(["set", "OPENAI_API_KEY", "-e", "dev"], cwd=root, env=cli_env(tmp_path, vault),
+                  input=CANARY)
+    assert done.returncode == 125, done.stderr
+    assert done.stderr == (
+        f"keyrun: error: azure: OPENAI_API_KEY is written into secret bot-dev in 127.0.0.1:"
+        f"{vault.port}, which holds every key, but that secret is disabled, so keyrun cannot "
+        "read the keys it holds\n  hint: enable it first: az keyvault secret set-attributes "
+        f"--id {vault.url}/secrets/bot-dev --enabled true\n")
+    assert len(vault.records["bot-dev"].versions) == 1
 
 
 def test_cli_unreachable_vault(tmp_path: Path, vault: FakeKeyVault) -> None:

@@ -26,6 +26,7 @@ from keyrun.sources import (
     Source,
     import_sdk,
 )
+from keyrun.sources._retry import pause_before_retry
 from keyrun.sources._values import as_text, field_of, pick_field
 from keyrun.template import PLACEHOLDERS, Template
 
@@ -33,6 +34,9 @@ NAME_RULE = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _TEMPLATE_TEXT = re.compile(r"^[0-9A-Za-z_-]*$")
 _PARALLEL = 8  # requests' connection pool keeps 10 per host; more would churn connections
 _CONNECT_TIMEOUT = 5.0
+_MARGIN = 0.25  # seconds kept back so that a timeout is reported by the source, not the core
+_MIN_WAIT = 0.05
+_CHALLENGE_RESOURCE = re.compile(r"challenge resource '([^']*)'")
 _CREDENTIAL_HINT = (
     "sign in with `az login`, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET "
     "(a service principal), or run where a managed identity is assigned"
@@ -55,7 +59,9 @@ class AzureKeyVaultSource(Source):
     secret ``OPENAI-API-KEY``); ``doctor`` reports two keys that map to one secret.
     A key's ``version`` pins a secret version. A disabled, expired or not-yet-valid
     secret is an error naming it; its expiry and last change feed ``doctor``'s
-    ``rotation`` check. ``keyrun set`` adds a new version (``set_secret``).
+    ``rotation`` check. ``keyrun set`` adds a new version (``set_secret``). HTTP 429 and
+    5xx answers are retried with backoff (honouring ``Retry-After``) until the run's
+    deadline; the SDK's own retry is off, as it would sleep past it.
 
     Authentication is DefaultAzureCredential's chain: a service principal in
     ``AZURE_TENANT_ID``/``AZURE_CLIENT_ID``/``AZURE_CLIENT_SECRET`` (or a certificate),
@@ -169,7 +175,8 @@ class AzureKeyVaultSource(Source):
         errors = import_sdk("azure.core.exceptions", self)
         client = self._sdk(deadline)
         try:
-            return client.get_secret(name, version, **self._options(deadline))
+            return self._call(deadline, lambda limits: client.get_secret(name, version,
+                                                                          **limits))
         except errors.ResourceNotFoundError:
             pinned = f" version {version}" if version else ""
             return Problem.missing(f"no secret {name}{pinned} in {self.vault_host}")
@@ -183,7 +190,8 @@ class AzureKeyVaultSource(Source):
         props = got.properties
         unusable = _unusable(props, name, self.vault_host)
         if unusable:
-            return Problem("error", f"{self.name}: {unusable}")
+            fix = f" — {self._enable_fix(name)}" if props.enabled is False else ""
+            return Problem("error", f"{self.name}: {unusable}{fix}")
         value = got.value if got.value is not None else ""
         if self.per_key:
             picked = value if request.field is None else pick_field(
@@ -231,39 +239,42 @@ class AzureKeyVaultSource(Source):
                     props = latest.get(name.lower())
                 found[request.key] = _meta(props, bundle=not self.per_key)
         except errors.AzureError as exc:
-            raise self._whole(exc, "list secrets of") from None
+            raise self._whole(exc, "list") from None
         return found
 
     def _latest_properties(self, client: Any, deadline: Deadline) -> dict[str, Any]:
-        listed: Iterable[Any] = client.list_properties_of_secrets(**self._options(deadline))
-        return {str(props.name).lower(): props for props in listed}
+        def listing(limits: dict[str, Any]) -> dict[str, Any]:
+            listed: Iterable[Any] = client.list_properties_of_secrets(**limits)
+            return {str(props.name).lower(): props for props in listed}
+
+        return self._call(deadline, listing)
 
     def _find_version(self, client: Any, name: str, version: str, deadline: Deadline) -> Any:
         errors = import_sdk("azure.core.exceptions", self)
+
+        def listing(limits: dict[str, Any]) -> Any:
+            listed = client.list_properties_of_secret_versions(name, **limits)
+            return next((props for props in listed if props.version == version), None)
+
         try:
-            for props in client.list_properties_of_secret_versions(name,
-                                                                   **self._options(deadline)):
-                if props.version == version:
-                    return props
+            return self._call(deadline, listing)
         except errors.ResourceNotFoundError:
             return None
-        return None
 
     def check(self, deadline: Deadline) -> Health:
         errors = import_sdk("azure.core.exceptions", self)
         client = self._sdk(deadline)
         try:
-            pages = client.list_properties_of_secrets(max_page_size=1,
-                                                      **self._options(deadline)).by_page()
-            next(pages, None)
+            self._call(deadline, lambda limits: next(client.list_properties_of_secrets(
+                max_page_size=1, **limits).by_page(), None))
         except errors.HttpResponseError as exc:
             if exc.status_code == 403:
                 return Health(f"{self.vault_host}: authenticated",
                               (f"{self.vault_host} does not let this identity list secrets "
                                "(secrets/list), so doctor cannot tell their age",))
-            raise self._whole(exc, "list secrets of") from None
+            raise self._whole(exc, "list") from None
         except errors.AzureError as exc:
-            raise self._whole(exc, "list secrets of") from None
+            raise self._whole(exc, "list") from None
         return Health(f"{self.vault_host}: authenticated")
 
     # writing
@@ -282,11 +293,12 @@ class AzureKeyVaultSource(Source):
         client = self._sdk(deadline)
         try:
             if self.per_key:
-                stored = client.set_secret(name, value.reveal(), **self._options(deadline))
+                text, kind = value.reveal(), None
             else:
                 text = self._updated_bundle(client, name, request, value, deadline)
-                stored = client.set_secret(name, text, content_type="application/json",
-                                           **self._options(deadline))
+                kind = "application/json"
+            stored = self._call(deadline, lambda limits: client.set_secret(
+                name, text, content_type=kind, **limits))
         except errors.AzureError as exc:
             raise self._whole(exc, "write", name) from None
         where = f"{self.vault_host}/{name}" + ("" if self.per_key else f"#{request.name}")
@@ -296,9 +308,17 @@ class AzureKeyVaultSource(Source):
                         deadline: Deadline) -> str:
         errors = import_sdk("azure.core.exceptions", self)
         try:
-            current = client.get_secret(name, **self._options(deadline)).value or "{}"
+            current = self._call(deadline, lambda limits: client.get_secret(
+                name, **limits)).value or "{}"
         except errors.ResourceNotFoundError:
             current = "{}"
+        except errors.HttpResponseError as exc:
+            if _is_disabled(exc):
+                raise SourceError(self.name, f"{request.key} is written into secret {name} in "
+                                  f"{self.vault_host}, which holds every key, but that secret "
+                                  "is disabled, so keyrun cannot read the keys it holds",
+                                  f"enable it first: {self._enable_command(name)}") from None
+            raise
         try:
             data = json.loads(current)
         except ValueError:
@@ -319,16 +339,45 @@ class AzureKeyVaultSource(Source):
                 secrets = import_sdk("azure.keyvault.secrets", self)
                 identity = import_sdk("azure.identity", self)
                 _quiet_sdk_logging()
-                limit = max(1.0, deadline.remaining())
+                # the credential's limits are fixed here: its retries (IMDS answers 410 and
+                # 429 while it warms up) end before this deadline, so that a silent
+                # identity endpoint is named by the source, not timed out by the core
+                limit = max(0.5, deadline.remaining() - 2 * _MARGIN)
                 self._credential = identity.DefaultAzureCredential(
                     process_timeout=min(10.0, limit), connection_timeout=min(_CONNECT_TIMEOUT,
                                                                              limit),
-                    read_timeout=limit, retry_total=2)
+                    read_timeout=limit, retry_total=2, retry_backoff_factor=0.2,
+                    retry_backoff_max=1, timeout=limit)
                 self._client = secrets.SecretClient(
-                    self.vault_url, self._credential, retry_total=2, retry_backoff_factor=0.2,
-                    retry_backoff_max=2, connection_timeout=min(_CONNECT_TIMEOUT, limit),
-                    read_timeout=limit)
+                    self.vault_url, self._credential, retry_total=0,
+                    connection_timeout=min(_CONNECT_TIMEOUT, limit), read_timeout=limit)
             return self._client
+
+    def _call(self, deadline: Deadline, call: Callable[[dict[str, Any]], T]) -> T:
+        """One request (or one whole listing) through the SDK, given the socket limits left
+        by the deadline; HTTP 429 and 5xx are retried with keyrun's backoff, honouring
+        Retry-After, while the deadline leaves room (then a SourceError for the vault)."""
+        errors = import_sdk("azure.core.exceptions", self)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return call(self._options(deadline))
+            except errors.HttpResponseError as exc:
+                status = exc.status_code or 0
+                if status != 429 and status < 500:
+                    raise
+                after = _header(exc, "Retry-After")
+                if not pause_before_retry(attempt, deadline, retry_after=after, margin=_MARGIN):
+                    raise self._gave_up(exc, attempt, after, deadline) from None
+            except (errors.ServiceRequestTimeoutError, errors.ServiceResponseTimeoutError):
+                # a connection is given 5 s at most: another try, while the deadline lasts
+                if not pause_before_retry(attempt, deadline, margin=_MARGIN):
+                    raise self._timed_out(deadline) from None
+            except ValueError as exc:
+                if "challenge" not in str(exc).lower():
+                    raise
+                raise self._challenge_refused(exc) from None
 
     def _in_parallel(self, work: Callable[[T, Deadline], Any], targets: list[T],
                      deadline: Deadline) -> dict[T, Any]:
@@ -346,11 +395,13 @@ class AzureKeyVaultSource(Source):
         return results
 
     def _failure(self, exc: Exception, name: str, action: str) -> Problem:
-        """A failure of one secret (denied, disabled…); raises when the whole vault failed."""
+        """A failure of one secret (denied, disabled…); raises when the whole vault failed,
+        with a message that names no secret, as it is every key's."""
         status = getattr(exc, "status_code", None)
         code, message = _error_detail(exc)
-        if status == 403 and code == "SecretDisabled":
-            return Problem("error", f"secret {name} in {self.vault_host} is disabled")
+        if _is_disabled(exc):
+            return Problem("error", f"secret {name} in {self.vault_host} is disabled — "
+                                    f"{self._enable_fix(name)}")
         if status == 403:
             return Problem("denied", f"{self.vault_host} denied {action} of secret {name}: "
                                      f"{message or 'Forbidden'} (grant this identity the Key "
@@ -359,35 +410,38 @@ class AzureKeyVaultSource(Source):
         if status is not None and status != 401 and status < 500:
             return Problem("error", f"{self.vault_host} refused {action} of secret {name}: "
                                     f"HTTP {status} {code or ''} {message}".rstrip())
-        raise self._whole(exc, action, name)
+        raise self._whole(exc, action)
 
     def _whole(self, exc: Exception, action: str, name: str | None = None) -> SourceError:
+        """A failure of the whole vault (``action`` is read, write or list); ``name`` only
+        where one secret is at stake (a write)."""
         errors = import_sdk("azure.core.exceptions", self)
-        what = f"secret {name} in {self.vault_host}" if name else self.vault_host
+        what = f"secret {name}" if name else "secrets"
         if isinstance(exc, errors.ClientAuthenticationError) and exc.response is None:
-            return SourceError(self.name, _no_credential(str(exc), self._credential),
-                               _CREDENTIAL_HINT)
+            return SourceError(self.name, *_no_credential(str(exc), self._credential,
+                                                          self.context.environ))
         status = getattr(exc, "status_code", None)
         code, message = _error_detail(exc)
         if status == 401:
             return SourceError(self.name, f"{self.vault_host} refused the Azure token "
                                f"(HTTP 401 {message})".rstrip(),
                                "check that the identity belongs to the vault's tenant")
+        if status == 403 and name and _is_disabled(exc):
+            return SourceError(self.name, f"secret {name} in {self.vault_host} is disabled "
+                               f"({message})", self._enable_fix(name))
         if status == 403:
-            return SourceError(self.name, f"{self.vault_host} denied {action} {what}: "
+            role = "Secrets Officer" if action == "write" else "Secrets User"
+            return SourceError(self.name, f"{self.vault_host} denied {action} of {what}: "
                                f"{message or 'Forbidden'}",
-                               "grant this identity the Key Vault Secrets Officer role (or "
-                               "the matching access policy)")
+                               f"grant this identity the Key Vault {role} role (or the "
+                               "matching access policy)")
         if status is not None:
-            return SourceError(self.name, f"{self.vault_host} failed to {action} {what}: "
+            return SourceError(self.name, f"{self.vault_host} refused to {action} {what}: "
                                f"HTTP {status} {code or ''} {message}".rstrip(),
-                               "try again later; if it persists, check the vault's health "
-                               "in the Azure portal")
+                               "check vault_url and the secret's name; `az keyvault secret "
+                               "show` gives the vault's own view")
         if isinstance(exc, errors.ServiceRequestTimeoutError | errors.ServiceResponseTimeoutError):
-            return SourceError(self.name, f"timed out: no answer from {self.vault_host} within "
-                               "the total deadline",
-                               "check that the vault is reachable; raise the deadline with "
-                               "timeout = \"60s\" in the environment's table")
+            return self._timed_out(None)
         if isinstance(exc, errors.ServiceRequestError | errors.ServiceResponseError):
             reason = _first_line(str(exc)) or type(exc).__name__
             return SourceError(self.name, f"cannot reach {self.vault_url}: {reason}",
@@ -396,15 +450,61 @@ class AzureKeyVaultSource(Source):
         return SourceError(self.name, f"{action} {what} failed: "
                            f"{_first_line(str(exc)) or type(exc).__name__}")
 
+    def _gave_up(self, exc: Exception, attempts: int, retry_after: str | None,
+                 deadline: Deadline) -> SourceError:
+        """429 or 5xx until the deadline left no room for another attempt."""
+        status = getattr(exc, "status_code", None)
+        code, message = _error_detail(exc)
+        answer = f"HTTP {status} {code or ''} {message}".rstrip().replace("  ", " ")
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        asked = (f"; it asked to wait {retry_after}s, past the deadline"
+                 if _seconds(retry_after) > deadline.remaining() else "")
+        if status == 429:
+            return SourceError(self.name, f"{self.vault_host} kept throttling keyrun ({answer}): "
+                               f"{tries} within the deadline of {deadline.seconds:g}s{asked}",
+                               "try again later, or raise the deadline with timeout = \"60s\" "
+                               "in the environment's table; Key Vault throttles per vault")
+        return SourceError(self.name, f"{self.vault_host} kept failing ({answer}): {tries} "
+                           f"within the deadline of {deadline.seconds:g}s{asked}",
+                           "try again later; if it persists, check the vault's health in the "
+                           "Azure portal")
+
+    def _challenge_refused(self, exc: ValueError) -> SourceError:
+        """The SDK's check that the vault's bearer challenge names a resource of the vault's
+        own domain failed (a proxy, a custom domain, or a vault_url that is no vault)."""
+        found = _CHALLENGE_RESOURCE.search(str(exc))
+        if found:
+            why = (f"for resource {found.group(1)}, which does not match the vault's host "
+                   f"{self.vault_host}, so the Azure SDK refuses to send it a token")
+        else:
+            why = f"that the Azure SDK refuses ({_first_line(str(exc))})"
+        return SourceError(self.name, f"{self.vault_url} answered with an authentication "
+                           f"challenge {why}",
+                           "check vault_url: it must be the vault's own URL "
+                           "(https://NAME.vault.azure.net, or your cloud's vault domain), not a "
+                           "proxy, gateway or custom domain in front of it")
+
+    def _timed_out(self, deadline: Deadline | None) -> SourceError:
+        within = f" of {deadline.seconds:g}s" if deadline else ""
+        return SourceError(self.name, f"timed out: no answer from {self.vault_host} within the "
+                           f"total deadline{within}",
+                           "check that the vault is reachable; raise the deadline with "
+                           "timeout = \"60s\" in the environment's table")
+
     def _options(self, deadline: Deadline) -> dict[str, Any]:
-        """Per-call limits: the SDK's retries and each socket wait end with the deadline."""
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise SourceError(self.name, f"timed out: no answer from {self.vault_host} within "
-                              f"the total deadline of {deadline.seconds:g}s",
-                              'raise it with timeout = "60s" in the environment\'s table')
-        return {"timeout": remaining, "connection_timeout": min(_CONNECT_TIMEOUT, remaining),
-                "read_timeout": remaining}
+        """Per-call socket limits that end a little before the deadline, so that a silent
+        vault is reported here, by name, rather than by the core's own timer."""
+        left = deadline.remaining() - _MARGIN
+        if left <= _MIN_WAIT:
+            raise self._timed_out(deadline)
+        return {"connection_timeout": min(_CONNECT_TIMEOUT, left), "read_timeout": left}
+
+    def _enable_command(self, name: str) -> str:
+        return (f"az keyvault secret set-attributes --id {self.vault_url}/secrets/{name} "
+                "--enabled true")
+
+    def _enable_fix(self, name: str) -> str:
+        return f"enable it ({self._enable_command(name)}) or add a new version with keyrun set"
 
     def _bad_name(self, name: str) -> str:
         return (f"{name!r} is not a valid Key Vault secret name (letters, digits and dashes "
@@ -414,6 +514,26 @@ class AzureKeyVaultSource(Source):
         for closable in (self._client, self._credential):
             if closable is not None:
                 closable.close()
+
+
+def _is_disabled(exc: Exception) -> bool:
+    """Key Vault answers a disabled secret with 403, inner code SecretDisabled."""
+    code, message = _error_detail(exc)
+    return getattr(exc, "status_code", None) == 403 and (
+        code == "SecretDisabled" or "disabled secret" in message.lower())
+
+
+def _header(exc: Exception, name: str) -> str | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    return headers.get(name) if headers is not None else None
+
+
+def _seconds(text: str | None) -> float:
+    try:
+        return float(text) if text else 0.0
+    except ValueError:  # an HTTP date
+        return 0.0
 
 
 def _unusable(props: Any, name: str, host: str) -> str | None:
@@ -462,13 +582,30 @@ def _body_message(response: Any) -> str:
     return str(error.get("message", "")) if isinstance(error, dict) else ""
 
 
-def _no_credential(text: str, credential: Any) -> str:
-    tried = [line.strip().split(":", 1)[0] for line in text.splitlines()
-             if line.startswith("\t") and ":" in line]
-    if not tried and credential is not None:
-        tried = [type(c).__name__ for c in getattr(credential, "credentials", ())]
+def _no_credential(text: str, credential: Any, environ: Mapping[str, str]
+                   ) -> tuple[str, str]:
+    """What DefaultAzureCredential's chain tried, and a hint. The chain moves on while a
+    credential is unavailable and stops at the first that fails: when it stopped early,
+    that one's reason is the news."""
+    attempts = [line.strip().split(":", 1) for line in text.splitlines()
+                if line.startswith("\t") and ":" in line]
+    chain = [type(c).__name__ for c in getattr(credential, "credentials", ())]
+    tried = [name for name, _ in attempts] or chain
+    if attempts and len(attempts) < len(chain):
+        name, reason = attempts[-1]
+        where = _friendly(name)
+        if name == "ManagedIdentityCredential":
+            endpoint = (environ.get("IDENTITY_ENDPOINT") or environ.get("MSI_ENDPOINT")
+                        or "http://169.254.169.254 (IMDS)")
+            where += f" at {endpoint}"
+        if "timed out" in reason.lower() or "timeout" in reason.lower():
+            return (f"timed out: {where} did not answer in time",
+                    "check that it is reachable from here; raise the deadline with "
+                    "timeout = \"60s\" in the environment's table")
+        return f"no usable Azure credential: {where} failed ({_first_line(reason)})", \
+            _CREDENTIAL_HINT
     names = ", ".join(_friendly(name) for name in tried) or "DefaultAzureCredential"
-    return f"no usable Azure credential (tried {names})"
+    return f"no usable Azure credential (tried {names})", _CREDENTIAL_HINT
 
 
 _FRIENDLY = {
