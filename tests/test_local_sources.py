@@ -139,7 +139,7 @@ sources = ["local", "keychain"]
     listed = keyrun(["list", "--json"], cwd=root, env=env)
     assert '"source": "keychain"' in listed.stdout
     doctor = keyrun(["doctor", "--json"], cwd=root, env=env)
-    assert '"status": "unknown"' not in doctor.stdout  # no rotate_after: nothing to know
+    assert '"unknown": true' not in doctor.stdout  # no rotate_after: nothing to know
     log = (tmp_path / "access.log").read_text()
     assert_no_leak(CANARY, done.stdout, done.stderr, run.stderr, listed.stdout, doctor.stdout,
                    log, root=root)

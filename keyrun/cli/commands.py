@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from datetime import UTC, datetime
@@ -20,21 +19,13 @@ _STYLE = {"ok": "green", "pass": "green", "warn": "yellow", "optional": "yellow"
 
 
 def _list_env(selection: Selection, env: str | None) -> tuple[str, str, list[Row]]:
-    from keyrun.accesslog import record_resolution
-    from keyrun.listing import list_rows
-    from keyrun.profile import open_profile
-    from keyrun.resolve import fetch_profile
+    from keyrun.listing import list_env
 
-    profile = open_profile(env, config=selection.config, project=selection.project)
-    resolution = fetch_profile(profile)
-    try:
-        rows = list_rows(resolution)
-    finally:
-        for warning in resolution.release():
-            print(f"keyrun: warning: {warning}", file=sys.stderr)
-    with contextlib.suppress(OSError):
-        record_resolution(resolution, os.environ, action="list")
-    return profile.project, profile.env.name, rows
+    return list_env(env, config=selection.config, project=selection.project, warn=_warn)
+
+
+def _warn(message: str) -> None:
+    print(f"keyrun: warning: {message}", file=sys.stderr)
 
 
 def _env_names(selection: Selection) -> list[str]:
@@ -52,7 +43,9 @@ def list_command(selection: Selection, *, all_envs: bool, as_json: bool) -> int:
         else:
             _print_rows(project, env, rows)
         return 0
-    listed = {name: _list_env(selection, name) for name in _env_names(selection)}
+    from keyrun.listing import list_all_envs
+
+    listed = list_all_envs(config=selection.config, project=selection.project, warn=_warn)
     project = next(iter(listed.values()))[0] if listed else ""
     if as_json:
         render.print_json({"project": project, "envs": {
@@ -87,13 +80,11 @@ def _print_rows(project: str, env: str, rows: list[Row]) -> None:
 
 def doctor_command(selection: Selection, *, all_envs: bool, as_json: bool, strict: bool,
                    history: bool) -> int:
-    from keyrun.doctor import DoctorOptions, diagnose, known_envs
+    from keyrun.doctor import DoctorOptions, diagnose, diagnose_all
 
     options = DoctorOptions(env=selection.env, project=selection.project,
                             config=selection.config, history=history)
-    envs = known_envs(options) if all_envs else [None]
-    reports = [diagnose(DoctorOptions(env, options.project, options.config, history))
-               if env is not None else diagnose(options) for env in envs]
+    reports = diagnose_all(options) if all_envs else [diagnose(options)]
     ok = all(report.ok(strict) for report in reports)
     if as_json:
         if all_envs:
