@@ -163,15 +163,42 @@ def _hint(profile: Profile, problems: Sequence[KeyResult],
                  if (failure := failures.get(r.source or "")) is not None and failure.hint]
         return hints[0] if hints else (
             "fix the source named above, then run `keyrun doctor -e " + env + "`")
-    first = missing[0]
     pinned = [r.key for r in problems if r.status == "missing" and r.binding.spec.version]
     if pinned:
         return (f"{', '.join(pinned)} pin{'s' if len(pinned) == 1 else ''} a version the "
                 "backend does not have: check its version = \"…\" in keyrun.toml "
                 "(keyrun set writes a new current version, not that one)")
-    return (f"set it with: keyrun set {first} -e {env}" +
+    settable = [r for r in problems if r.status == "missing" and not r.binding.spec.field]
+    if not settable:
+        first = next(r for r in problems if r.status == "missing")
+        return (f"add the field {first.binding.spec.field!r} to the JSON value that "
+                f"{first.key} is read from, with the backend's own tools; or run with "
+                "--allow-missing")
+    return (f"set it with: keyrun set {settable[0].key}{_selection_flags(profile)}" +
             (" (and the same for each key above)" if len(missing) > 1 else "") +
             "; or run with --allow-missing")
+
+
+def _selection_flags(profile: Profile) -> str:
+    """``-e ENV``, plus ``-c``/``-p`` where this profile is not what a plain ``keyrun``
+    run here would find, so the suggested command writes where the run reads."""
+    import shlex
+    from pathlib import Path
+
+    from keyrun.config import find_config
+
+    flags = f" -e {shlex.quote(profile.env.name)}"
+    config = profile.config
+    if config.path is not None:
+        try:
+            found = find_config(Path.cwd(), None, {})
+        except (KeyrunError, OSError):
+            found = None
+        if found != config.path:
+            flags += f" -c {shlex.quote(str(config.path))}"
+    if profile.project != config.project:
+        flags += f" -p {shlex.quote(profile.project)}"
+    return flags
 
 
 class _Job:

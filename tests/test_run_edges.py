@@ -376,3 +376,14 @@ sources = ["first", "second"]
     assert "new-value-2" not in shadowed.stderr
     plain = keyrun(["set", "A"], cwd=root, env=env, input="new-value-3")
     assert "warning" not in plain.stderr
+
+
+def test_missing_key_hint_writes_where_the_run_reads(project: Path, env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    write(project / ".env", "OTHER=1\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = keyrun(["-c", str(project), "-p", "renamed", "--", "true"], cwd=elsewhere, env=env)
+    assert done.returncode == 125
+    assert (f"set it with: keyrun set OPENAI_API_KEY -e dev -c {project / 'keyrun.toml'} "
+            "-p renamed") in done.stderr
