@@ -10,7 +10,9 @@ exits as the command did.
   kept, as on a terminal), and is a pipe otherwise. When keyrun's stdin is the terminal
   (and keyrun is in the foreground), it is put in raw mode and relayed to the command;
   raw mode is undone on every way out. The window size is copied at start and on
-  SIGWINCH.
+  SIGWINCH. The command runs in its own process group under a small session leader
+  (``_monitor``), as under a shell, so Ctrl-Z stops it; keyrun then gives its terminal
+  back and stops as a job, and continues the command when it is itself continued.
 - Otherwise: two pipes, and stdin is inherited directly.
 
 Signals follow "Staying the parent": SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 and
@@ -99,7 +101,7 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
     try:
         if raw is not None:
             raw.enter()
-        status = _Loop(child, masks, keeper, watched).run()
+        status = _Loop(child, masks, keeper, watched, raw).run()
     finally:
         if raw is not None:
             raw.restore()
@@ -123,7 +125,7 @@ def _masked_error(error: LaunchError, masks: MaskSet) -> LaunchError:
 
 @dataclass
 class _Child:
-    pid: int
+    pid: int  # on a pseudo-terminal: the session leader that ends as the command ends
     outputs: list[tuple[int, int]]  # (fd keyrun reads, keyrun's fd it goes to)
     terminal: int | None = None  # the pseudo-terminal's master side
     keyboard: bool = False  # keyrun's stdin is relayed to the pseudo-terminal
@@ -137,7 +139,7 @@ def _spawn(program: str, argv: Sequence[str], env: Mapping[str, str],
         except OSError:
             pass  # no pseudo-terminal to be had: pipes still mask
         else:
-            return _spawn_on_terminal(program, argv, env, master, slave)
+            return _spawn_on_terminal(program, argv, env, master, slave, watched)
     defaults = watched | {getattr(signal, name) for name in _PYTHON_IGNORED}
     return _spawn_with_pipes(program, argv, env, defaults)
 
@@ -173,7 +175,7 @@ def _enlarge_pipe(fd: int) -> None:
 
 
 def _spawn_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str],
-                       master: int, slave: int) -> _Child:
+                       master: int, slave: int, watched: set[int]) -> _Child:
     keyboard = _owns_keyboard()
     _copy_terminal(slave, keyboard)
     # A terminal keyrun does not own (it runs in the background) is not handed over: the
@@ -183,7 +185,7 @@ def _spawn_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str]
     report_read, report_write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _exec_on_terminal(program, argv, env, slave, stdin, stderr_write, report_write)
+        _start_on_terminal(program, argv, env, slave, stdin, stderr_write, report_write, watched)
     for fd in (slave, stdin, stderr_write, report_write):
         if fd is not None:
             os.close(fd)
@@ -200,16 +202,48 @@ def _spawn_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str]
     return _Child(pid, outputs, terminal=master, keyboard=keyboard)
 
 
-def _exec_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str], slave: int,
-                      stdin: int | None, stderr: int | None, report: int) -> NoReturn:
-    """In the forked child: become a session on the pseudo-terminal, then exec. Never
-    returns to keyrun's code, whatever happens."""
+def _start_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str], slave: int,
+                       stdin: int | None, stderr: int | None, report: int,
+                       watched: set[int]) -> NoReturn:
+    """In the forked child: become a session on the pseudo-terminal and start the command
+    in its own process group there, then stand between it and keyrun (``_monitor``).
+
+    Job control needs this middle process, as a shell is: a process group whose members
+    have no parent in the same session but in another group is orphaned, and the kernel
+    discards Ctrl-Z's SIGTSTP for it. Never returns to keyrun's code, whatever happens."""
     try:
         os.login_tty(slave)  # new session, controlling terminal, fds 0-2
         if stdin is not None:
             os.dup2(stdin, 0)
         if stderr is not None:
             os.dup2(stderr, 2)
+        os.closerange(3, report)
+        os.closerange(report + 1, _MAX_FD)
+        command = os.fork()
+        if command == 0:
+            _exec_in_foreground(program, argv, env, report)
+        os.close(report)
+        with contextlib.suppress(OSError):
+            os.setpgid(command, command)
+        _monitor(command, watched)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.write(report, str(errno.EIO).encode())
+    finally:
+        os._exit(127)
+
+
+_MAX_FD = 1 << 20
+
+
+def _exec_in_foreground(program: str, argv: Sequence[str], env: Mapping[str, str],
+                        report: int) -> NoReturn:
+    """In the command's process: its own process group, in the terminal's foreground."""
+    try:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may take it so
+        os.tcsetpgrp(1, os.getpid())  # fd 1 is always the pseudo-terminal here
+        signal.signal(signal.SIGTTOU, signal.SIG_DFL)
         restore_signals()
         try:
             os.execve(program, list(argv), dict(env))
@@ -223,6 +257,40 @@ def _exec_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str],
         os.write(report, str(errno.EIO).encode())
     finally:
         os._exit(127)
+
+
+def _monitor(command: int, watched: set[int]) -> NoReturn:
+    """The session leader between keyrun and the command: passes keyrun's signals on,
+    stops when the command stops (keyrun sees that, and continues this process when it
+    is itself continued), and ends as the command ended."""
+    while True:
+        number = signal.sigwaitinfo(watched).si_signo
+        if number != signal.SIGCHLD:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(command, number)
+            continue
+        pid, status = os.waitpid(command, os.WNOHANG | os.WUNTRACED)
+        if pid != command:
+            continue
+        if not os.WIFSTOPPED(status):
+            _end_like(status)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(command, signal.SIGCONT)
+
+
+def _end_like(status: int) -> NoReturn:
+    """``_exit_like`` for the forked monitor, which must not flush keyrun's buffers."""
+    if os.WIFSIGNALED(status):
+        import resource
+
+        number = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.kill(os.getpid(), number)
+    os._exit(os.waitstatus_to_exitcode(status))
 
 
 def _owns_keyboard() -> bool:
@@ -283,10 +351,10 @@ class _RawMode:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.saved: list[Any] | None = None
+        atexit.register(self.restore)
 
     def enter(self) -> None:
         self.saved = termios.tcgetattr(self.fd)
-        atexit.register(self.restore)
         tty.setraw(self.fd, termios.TCSANOW)
 
     def restore(self) -> None:
@@ -345,12 +413,15 @@ class _Signals(threading.Thread):
             os.write(self.wake, what)
 
     def reap(self) -> int | None:
-        """The command's wait status once it has ended (it is then never signalled)."""
+        """The command's wait status once it has ended (it is then never signalled), or
+        once it has stopped on its pseudo-terminal (``os.WIFSTOPPED``)."""
+        # On pipes the command shares keyrun's process group: Ctrl-Z stops both at once.
+        stops = os.WUNTRACED if self.terminal is not None else 0
         with self.lock:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status = os.waitpid(self.pid, os.WNOHANG | stops)
             if pid != self.pid:
                 return None
-            self.reaped = True
+            self.reaped = not os.WIFSTOPPED(status)
             return status
 
     def stop(self) -> None:
@@ -477,8 +548,9 @@ class _Keyboard:
 
 class _Loop:
     def __init__(self, child: _Child, masks: MaskSet, keeper: Supervisor,
-                 watched: set[int]) -> None:
+                 watched: set[int], raw: _RawMode | None = None) -> None:
         self.child = child
+        self.raw = raw
         self.keeper = keeper
         self.selector = selectors.DefaultSelector()
         self.wake_read, self.wake_write = os.pipe()
@@ -551,10 +623,28 @@ class _Loop:
 
     def _reap(self) -> None:
         if self.status is None:
-            self.status = self.signals.reap()
+            status = self.signals.reap()
+            if status is not None and os.WIFSTOPPED(status):
+                self._suspend()
+                return
+            self.status = status
             if self.status is not None:
                 self.ended_at = time.monotonic()
                 self._stop_keyboard()
+
+    def _suspend(self) -> None:
+        """The command stopped on its terminal (Ctrl-Z): give the terminal back and stop
+        keyrun as a job; once continued (fg, bg), take it again and continue the command."""
+        if self.raw is not None:
+            self.raw.restore()
+        os.kill(os.getpid(), signal.SIGTSTP)  # discarded if keyrun's group is orphaned
+        if self.raw is not None and _owns_keyboard():
+            with contextlib.suppress(termios.error):
+                self.raw.enter()
+        if self.child.terminal is not None:
+            copy_window_size(self.child.terminal)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.child.pid, signal.SIGCONT)
 
     def _linger_until(self) -> float | None:
         """After the command ended, how long its terminal may stay quiet before keyrun

@@ -310,7 +310,7 @@ class Terminal:
 
     def __init__(self, command: Sequence[str], *, stdout_tty: bool = True,
                  stderr_tty: bool = True, stdin_tty: bool = True, size: tuple[int, int] = (24, 80),
-                 values: Mapping[str, str] = VALUES, **extra: str) -> None:
+                 values: Mapping[str, str] = VALUES, as_job: bool = False, **extra: str) -> None:
         self.master, self.slave = os.openpty()
         self.resize(*size, fd=self.slave)
         self.before = termios.tcgetattr(self.slave)
@@ -323,6 +323,7 @@ class Terminal:
                 child_ends[target] = read_end if target == 0 else write_end
         env = launcher_env(values, **extra)
         argv = keyrun_argv(*command)
+        job_read, job_write = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
             try:
@@ -330,11 +331,16 @@ class Terminal:
                 os.login_tty(self.slave)
                 for target, fd in child_ends.items():
                     os.dup2(fd, target)
+                if as_job:
+                    _job_control_shell(argv, env, job_write)
+                os.write(job_write, str(os.getpid()).encode())
                 os.execve(PY, argv, env)
             finally:
                 os._exit(127)
-        for fd in child_ends.values():
+        for fd in (*child_ends.values(), job_write):
             os.close(fd)
+        self.job = int(os.read(job_read, 32))  # keyrun's pid
+        os.close(job_read)
         self.output = {1: b"", 2: b""}
         self.terminal = b""
         self.status: int | None = None
@@ -392,6 +398,34 @@ class Terminal:
             os.waitpid(self.pid, 0)
         for fd in (self.master, self.slave, *self.pipes.values()):
             os.close(fd)
+
+
+def _job_control_shell(argv: Sequence[str], env: Mapping[str, str], report: int) -> None:
+    """In the forked session leader: start keyrun as a shell starts a job (its own process
+    group, in the terminal's foreground, a parent in the same session, so Ctrl-Z can stop
+    it), then end as keyrun ends."""
+    job = os.fork()
+    if job == 0:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        os.tcsetpgrp(1, os.getpid())
+        signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+        os.execve(PY, list(argv), dict(env))
+    os.write(report, str(job).encode())
+    _, status = os.waitpid(job, 0)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+def wait_for_state(pid: int, stopped: bool, timeout: float = 10) -> None:
+    end = time.monotonic() + timeout
+    while (process_state(pid) == "T") != stopped:
+        assert time.monotonic() < end, (pid, process_state(pid))
+        time.sleep(0.02)
 
 
 Start = Callable[..., Terminal]
@@ -516,6 +550,33 @@ def test_busy_relay_does_not_flush_part_of_a_secret_on_a_terminal(terminals: Sta
     terminal = terminals(py(SPLIT_BY_A_BUSY_RELAY), TEST_SLOW_FEED="0.5")
     assert terminal.wait() == 0
     assert terminal.terminal == b"x" * 1000 + b"<OPENAI_API_KEY>|"
+
+
+def test_ctrl_z_stops_the_command_and_keyrun_as_a_job(terminals: Start) -> None:
+    """Ctrl-Z on the pseudo-terminal stops the command; keyrun gives its terminal back and
+    stops too, so the shell regains it; continued, keyrun takes the terminal again and
+    continues the command."""
+    code = ("import os, time\n"
+            "print('ready', os.getpid(), flush=True)\n"
+            "for i in range(6):\n"
+            "    time.sleep(0.1)\n"
+            "print('done', flush=True)\n")
+    terminal = terminals(py(code), as_job=True)
+    terminal.expect(b"\r\n")
+    command = int(terminal.terminal.split()[1])
+    terminal.type(b"\x1a")
+    wait_for_state(terminal.job, stopped=True)
+    assert process_state(command) == "T"
+    assert terminal.restored()
+    time.sleep(1)
+    assert process_state(command) == "T"
+    assert b"done" not in terminal.terminal
+    os.killpg(terminal.job, signal.SIGCONT)  # what fg does
+    wait_for_state(command, stopped=False)
+    assert not termios.tcgetattr(terminal.slave)[3] & termios.ICANON  # raw again
+    terminal.expect(b"done")
+    assert terminal.wait() == 0
+    assert terminal.restored()
 
 
 def test_prompt_on_a_terminal_is_flushed(terminals: Start) -> None:
