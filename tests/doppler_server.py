@@ -42,7 +42,7 @@ class FakeDoppler:
         self.projects: dict[str, dict[str, dict[str, str]]] = {}
         self.grants: dict[str, Grant] = {}
         self.seen: list[Seen] = []
-        self.failures: list[tuple[int, str | None]] = []
+        self.failures: list[tuple[int, str | None, str | None]] = []
         self.hang = 0.0
         self.server = _Server(("127.0.0.1", 0), _Handler, self)
         self.port = self.server.server_address[1]
@@ -76,9 +76,12 @@ class FakeDoppler:
         with self.lock:
             return dict(self.projects[project][config])
 
-    def fail(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
+    def fail(self, status: int, times: int = 1, retry_after: str | None = None,
+             message: str | None = None) -> None:
+        """Answer the next ``times`` requests with ``status`` (and ``message``, else a
+        text body for 5xx and Doppler's rate-limit message otherwise)."""
         with self.lock:
-            self.failures.extend([(status, retry_after)] * times)
+            self.failures.extend([(status, retry_after, message)] * times)
 
     def requests(self, path: str | None = None) -> list[Seen]:
         with self.lock:
@@ -137,11 +140,11 @@ class _Handler(BaseHTTPRequestHandler):
         with self.doppler.lock:
             failure = self.doppler.failures.pop(0) if self.doppler.failures else None
         if failure is not None:
-            status, retry_after = failure
+            status, retry_after, message = failure
             headers = {"Retry-After": retry_after} if retry_after else {}
-            if status >= 500:
+            if message is None and status >= 500:
                 return self._text(status, "upstream failure", headers)
-            return self._error(status, "You are being rate limited", headers)
+            return self._error(status, message or "You are being rate limited", headers)
         grant = self._grant()
         if grant is None:
             return self._error(401, "Invalid Auth token")

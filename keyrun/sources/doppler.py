@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,6 +34,12 @@ KEYRING_DEFAULT_USER = "default"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 _CONNECT_TIMEOUT = 5.0
 _CONNECT_ATTEMPTS = 3
+_MARGIN = 0.25  # seconds kept back so that a timeout is reported by the source, not the core
+_MIN_WAIT = 0.05
+# Doppler's "not found" messages name what is missing: "Could not find requested config
+# 'dev'", "Could not find requested project 'bot'." (a 404, or a 400 on some endpoints)
+_NOT_FOUND = re.compile(r"^could not find requested (project|config|environment)\b",
+                        re.IGNORECASE)
 
 
 class DopplerSource(Source):
@@ -212,11 +219,15 @@ class DopplerSource(Source):
                                   "proxy (HTTPS_PROXY)") from None
             status = response.status_code
             if status == 429 or status >= 500:
-                if self._pause(attempt, response.headers.get("Retry-After"), deadline):
+                after = response.headers.get("Retry-After")
+                if self._pause(attempt, after, deadline):
                     continue
+                tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
+                asked = (f"; it asked to wait {after}s, past the deadline"
+                         if _seconds(after) > deadline.remaining() else "")
                 raise SourceError(self.name, f"Doppler answered HTTP {status} for {self.label} "
-                                  f"({_message(response)}), {attempt} attempts within the "
-                                  f"deadline of {deadline.seconds:g}s",
+                                  f"({_message(response)}), {tries} within the deadline of "
+                                  f"{deadline.seconds:g}s{asked}",
                                   "try again later; https://status.doppler.com shows outages")
             if status >= 400:
                 raise self._refused(response, origin, action)
@@ -236,27 +247,35 @@ class DopplerSource(Source):
                                f"use a token with access to {self.label}: a service token "
                                "reads only the config it was made for, and needs read/write "
                                "access for keyrun set")
-        if status == 404 and "config" in detail.lower():
+        missing = _not_found(response) if status in (400, 404) else None
+        if missing == "config":
             return SourceError(self.name, f"Doppler project {self.project} has no config "
-                               f"{self.config} (HTTP 404: {detail})",
+                               f"{self.config} (HTTP {status}: {detail})",
                                f"check config = … in [sources.{self.name}] (default \"{{env}}\"); "
                                "`doppler configs` lists them")
-        if status == 404 and "project" in detail.lower():
+        if missing == "project":
             return SourceError(self.name, f"Doppler has no project {self.project} "
-                               f"(HTTP 404: {detail})",
+                               f"(HTTP {status}: {detail})",
                                f"check project = … in [sources.{self.name}] (default "
                                "\"{project}\"); `doppler projects` lists them")
+        if missing == "environment":
+            return SourceError(self.name, f"Doppler project {self.project} has no environment "
+                               f"for config {self.config} (HTTP {status}: {detail})",
+                               f"check config = … in [sources.{self.name}]; `doppler "
+                               "environments` lists them")
         return SourceError(self.name, f"Doppler refused to {action} {self.label} "
                            f"(HTTP {status}: {detail})",
                            f"check [sources.{self.name}] and the token from {origin}")
 
     def _pause(self, attempt: int, retry_after: str | None, deadline: Deadline) -> bool:
         """Sleep before the next attempt; False when that would pass the deadline."""
-        return pause_before_retry(attempt, deadline, retry_after=retry_after, margin=0.05)
+        return pause_before_retry(attempt, deadline, retry_after=retry_after, margin=_MARGIN)
 
     def _remaining(self, deadline: Deadline) -> float:
-        remaining = deadline.remaining()
-        if remaining <= 0:
+        """Time for one request: a little less than the deadline leaves, so that a silent
+        API host is reported here, by name, rather than by the core's own timer."""
+        remaining = deadline.remaining() - _MARGIN
+        if remaining <= _MIN_WAIT:
             raise self._timed_out(deadline)
         return remaining
 
@@ -335,12 +354,33 @@ def _json(response: Any) -> Any:
 
 def _message(response: Any) -> str:
     """Doppler's error text: ``{"messages": [...], "success": false}``."""
-    data = _json(response)
-    if isinstance(data, dict):
-        messages = data.get("messages")
-        if isinstance(messages, list) and messages:
-            return "; ".join(str(m) for m in messages)[:300]
+    messages = _messages(response)
+    if messages:
+        return "; ".join(messages)[:300]
     return str(response.reason_phrase or f"HTTP {response.status_code}")
+
+
+def _messages(response: Any) -> list[str]:
+    data = _json(response)
+    messages = data.get("messages") if isinstance(data, dict) else None
+    return [str(m) for m in messages] if isinstance(messages, list) else []
+
+
+def _not_found(response: Any) -> str | None:
+    """What Doppler says it could not find ("project", "config", "environment"), read from
+    the start of one of its messages, never from a name that happens to hold the word."""
+    for message in _messages(response):
+        found = _NOT_FOUND.match(message.strip())
+        if found:
+            return found.group(1).lower()
+    return None
+
+
+def _seconds(text: str | None) -> float:
+    try:
+        return float(text) if text else 0.0
+    except ValueError:  # an HTTP date
+        return 0.0
 
 
 def _reason(exc: Exception) -> str:
