@@ -26,6 +26,7 @@ class Row:
     updated: datetime | None
     error: str | None
     description: str | None = None
+    note: str | None = None  # what the backend says besides (custom metadata, …)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class Row:
             "version": self.version,
             "updated": self.updated.isoformat() if self.updated else None,
             "error": self.error,
+            "note": self.note,
         }
 
 
@@ -45,7 +47,7 @@ Listed = tuple[str, str, list[Row]]  # project, environment, rows
 
 def list_env(env: str | None, *, config: str | None = None, project: str | None = None,
              environ: Mapping[str, str] | None = None,
-             warn: Callable[[str], None] | None = None) -> Listed:
+             warn: Callable[[str], None] | None = None, details: bool = False) -> Listed:
     """Fetch one environment (under its ``timeout``), log the resolution, and list it;
     ``warn`` hears what revoking its leases had to say."""
     from keyrun.accesslog import record_resolution
@@ -56,7 +58,7 @@ def list_env(env: str | None, *, config: str | None = None, project: str | None 
     profile = open_profile(env, config=config, project=project, environ=environ)
     resolution = fetch_profile(profile)
     try:
-        rows = list_rows(resolution)
+        rows = list_rows(resolution, details=details)
     finally:
         for warning in resolution.release():
             if warn is not None:
@@ -68,7 +70,8 @@ def list_env(env: str | None, *, config: str | None = None, project: str | None 
 
 def list_all_envs(*, config: str | None = None, project: str | None = None,
                   environ: Mapping[str, str] | None = None,
-                  warn: Callable[[str], None] | None = None) -> dict[str, Listed]:
+                  warn: Callable[[str], None] | None = None,
+                  details: bool = False) -> dict[str, Listed]:
     """Every environment, fetched at once: the whole listing takes about the longest
     ``timeout``, not their sum (a dead endpoint shared by every environment)."""
     from keyrun.config import load_config
@@ -81,7 +84,7 @@ def list_all_envs(*, config: str | None = None, project: str | None = None,
     def work(name: str) -> None:
         try:
             listed[name] = list_env(name, config=config, project=project, environ=environ,
-                                    warn=warn)
+                                    warn=warn, details=details)
         except BaseException as exc:  # re-raised below, in the caller's thread
             errors[name] = exc
 
@@ -96,10 +99,11 @@ def list_all_envs(*, config: str | None = None, project: str | None = None,
     return {name: listed[name] for name in names}
 
 
-def list_rows(resolution: Resolution) -> list[Row]:
+def list_rows(resolution: Resolution, *, details: bool = False) -> list[Row]:
     """One row per key; where a fetch did not say when a key changed and its source can
-    tell without reading it, the age comes from the source's metadata."""
-    meta = resolution.metadata(missing_age_only=True)
+    tell without reading it, the age comes from the source's metadata. ``details`` asks
+    the metadata of every key, for its note (Vault's custom metadata, …)."""
+    meta = resolution.metadata(missing_age_only=not details)
     return [_row(resolution, r, meta.get(r.key)) for r in resolution.results.values()]
 
 
@@ -126,6 +130,7 @@ def _row(resolution: Resolution, result: KeyResult, meta: Meta | None) -> Row:
         updated=(item.updated or (meta.updated if meta else None)) if item else None,
         error=error,
         description=binding.spec.description,
+        note=meta.note if meta else None,
     )
 
 

@@ -1034,6 +1034,8 @@ def test_cli_list_doctor_and_set(openbao: OpenBao, kv: Any, tmp_path: Path) -> N
     kv.secrets.kv.v2.create_or_update_secret(path, secret={"OPENAI_API_KEY": CANARY,
                                                            "OTHER": "other-value-01"},
                                              mount_point="secret")
+    kv.secrets.kv.v2.update_metadata(path, custom_metadata={"owner": "team-a"},
+                                     mount_point="secret")
     root = project(tmp_path, openbao, f"""
 [keys]
 OPENAI_API_KEY = {{}}
@@ -1057,6 +1059,9 @@ rotate_after = "90d"
         "vault", f"secret/{path}#OPENAI_API_KEY", "ok", "1", None)
     assert row["preview"] == f"{CANARY[:3]}…{CANARY[-4:]}"
     assert datetime.fromisoformat(row["updated"]) <= datetime.now(UTC)
+    assert row["note"] == "custom metadata: owner=team-a"
+    verbose = keyrun(["-v", "list"], cwd=root, env=env)
+    assert "OPENAI_API_KEY: custom metadata: owner=team-a" in verbose.stdout
     doctor = keyrun(["doctor", "--json"], cwd=root, env=env)
     checks = {check["id"]: check for check in json.loads(doctor.stdout)["checks"]}
     sources = checks["sources"]

@@ -18,10 +18,11 @@ _STYLE = {"ok": "green", "pass": "green", "warn": "yellow", "optional": "yellow"
           "unknown": "cyan", "missing": "red", "error": "red", "fail": "red"}
 
 
-def _list_env(selection: Selection, env: str | None) -> tuple[str, str, list[Row]]:
+def _list_env(selection: Selection, env: str | None, details: bool) -> tuple[str, str, list[Row]]:
     from keyrun.listing import list_env
 
-    return list_env(env, config=selection.config, project=selection.project, warn=_warn)
+    return list_env(env, config=selection.config, project=selection.project, warn=_warn,
+                    details=details)
 
 
 def _warn(message: str) -> None:
@@ -36,16 +37,22 @@ def _env_names(selection: Selection) -> list[str]:
 
 def list_command(selection: Selection, *, all_envs: bool, as_json: bool) -> int:
     if not all_envs:
-        project, env, rows = _list_env(selection, selection.env)
+        details = as_json or selection.verbose  # every key's metadata, for its note
+        project, env, rows = _list_env(selection, selection.env, details)
         if as_json:
             render.print_json({"project": project, "env": env,
                                "keys": [row.as_json() for row in rows]})
         else:
             _print_rows(project, env, rows)
+            notes = [(f"{row.name}: ", None, row.note) for row in rows if row.note]
+            if selection.verbose and notes:
+                print()
+                render.print_marked(notes)
         return 0
     from keyrun.listing import list_all_envs
 
-    listed = list_all_envs(config=selection.config, project=selection.project, warn=_warn)
+    listed = list_all_envs(config=selection.config, project=selection.project, warn=_warn,
+                           details=as_json)
     project = next(iter(listed.values()))[0] if listed else ""
     if as_json:
         render.print_json({"project": project, "envs": {
