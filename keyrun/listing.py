@@ -38,7 +38,6 @@ class Row:
             "version": self.version,
             "updated": self.updated.isoformat() if self.updated else None,
             "error": self.error,
-            "note": self.note,
         }
 
 

@@ -1059,7 +1059,6 @@ rotate_after = "90d"
         "vault", f"secret/{path}#OPENAI_API_KEY", "ok", "1", None)
     assert row["preview"] == f"{CANARY[:3]}…{CANARY[-4:]}"
     assert datetime.fromisoformat(row["updated"]) <= datetime.now(UTC)
-    assert row["note"] == "custom metadata: owner=team-a"
     verbose = keyrun(["-v", "list"], cwd=root, env=env)
     assert "OPENAI_API_KEY: custom metadata: owner=team-a" in verbose.stdout
     doctor = keyrun(["doctor", "--json"], cwd=root, env=env)

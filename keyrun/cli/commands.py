@@ -37,7 +37,7 @@ def _env_names(selection: Selection) -> list[str]:
 
 def list_command(selection: Selection, *, all_envs: bool, as_json: bool) -> int:
     if not all_envs:
-        details = as_json or selection.verbose  # every key's metadata, for its note
+        details = selection.verbose  # every key's metadata, for its note
         project, env, rows = _list_env(selection, selection.env, details)
         if as_json:
             render.print_json({"project": project, "env": env,
@@ -51,8 +51,7 @@ def list_command(selection: Selection, *, all_envs: bool, as_json: bool) -> int:
         return 0
     from keyrun.listing import list_all_envs
 
-    listed = list_all_envs(config=selection.config, project=selection.project, warn=_warn,
-                           details=as_json)
+    listed = list_all_envs(config=selection.config, project=selection.project, warn=_warn)
     project = next(iter(listed.values()))[0] if listed else ""
     if as_json:
         render.print_json({"project": project, "envs": {
