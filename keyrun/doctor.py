@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ from keyrun.dotenvfile import parse_dotenv
 from keyrun.durations import format_age
 from keyrun.errors import ConfigError, KeyrunError
 from keyrun.profile import Profile, make_source, name_problems, resolve_profile
-from keyrun.resolve import KeyResult, Resolution, fetch_profile
+from keyrun.resolve import KeyResult, Resolution, fetch_profile, release_all
 from keyrun.sources import Context, Deadline, Item, Meta
 from keyrun.sources.dotenv import DotenvSource
 
@@ -170,8 +171,14 @@ class _Fetches:
         for fetch in started:
             resolution = fetch.finished()
             if resolution is not None:  # a failed fetch was reported to whoever waited for it
-                resolution.release()
+                _warn_all(resolution.release())
                 _record(resolution, self.environ)
+
+
+def _warn_all(warnings: list[str]) -> None:
+    """A failed revocation is a warning on stderr (never a silent leftover credential)."""
+    for warning in warnings:
+        print(f"keyrun: warning: {warning}", file=sys.stderr)
 
 
 class _Doctor:
@@ -198,7 +205,10 @@ class _Doctor:
         own = self.fetches.start(self.env, deadline, exhaustive=True)
         for other in self.other_envs():
             self.fetches.start(other, deadline, exhaustive=False)
-        timed_out = self.check_sources(profile, deadline)
+        try:
+            timed_out = self.check_sources(profile, deadline)
+        finally:  # the checks' own connections: a login token made for them is done with
+            _warn_all(release_all(profile))
         resolution = own.result()
         self.check_missing(resolution)
         self.check_gitignore(profile)
