@@ -86,7 +86,12 @@ def resolve_for_command(
     _note_nesting(profile, environ, report)
     resolution = _fetch(profile, report)
     with releasing_on_failure(resolution, report):
-        resolution.check(allow_missing=options.allow_missing)
+        try:
+            resolution.check(allow_missing=options.allow_missing)
+        except KeyrunError:  # a refused run is logged too: who tried, for which keys
+            accesslog_record(resolution, environ, action=f"{action}-refused", command=command,
+                             report=report)
+            raise
         for result in resolution.results.values():
             if result.status == "optional":
                 report.warn(f"{result.key} is optional and missing; running without it")

@@ -387,3 +387,13 @@ def test_missing_key_hint_writes_where_the_run_reads(project: Path, env: dict[st
     assert done.returncode == 125
     assert (f"set it with: keyrun set OPENAI_API_KEY -e dev -c {project / 'keyrun.toml'} "
             "-p renamed") in done.stderr
+
+
+def test_a_refused_run_is_logged_too(project: Path, env: dict[str, str], tmp_path: Path) -> None:
+    write(project / ".env", "OTHER=1\n")
+    done = keyrun(["--", "true"], cwd=project, env=env)
+    assert done.returncode == 125
+    entry = json.loads((tmp_path / "access.log").read_text().splitlines()[-1])
+    assert entry["action"] == "run-refused"
+    assert entry["missing"] == ["OPENAI_API_KEY"]
+    assert entry["command"] == "true"
