@@ -368,11 +368,13 @@ class AzureKeyVaultSource(Source):
                 if status != 429 and status < 500:
                     raise
                 after = _header(exc, "Retry-After")
-                if not pause_before_retry(attempt, deadline, retry_after=after, margin=_MARGIN):
+                # room for the pause, the margin, and a request worth making after it
+                if not pause_before_retry(attempt, deadline, retry_after=after,
+                                          margin=2 * _MARGIN):
                     raise self._gave_up(exc, attempt, after, deadline) from None
             except (errors.ServiceRequestTimeoutError, errors.ServiceResponseTimeoutError):
                 # a connection is given 5 s at most: another try, while the deadline lasts
-                if not pause_before_retry(attempt, deadline, margin=_MARGIN):
+                if not pause_before_retry(attempt, deadline, margin=2 * _MARGIN):
                     raise self._timed_out(deadline) from None
             except ValueError as exc:
                 if "challenge" not in str(exc).lower():

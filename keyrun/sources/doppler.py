@@ -268,8 +268,10 @@ class DopplerSource(Source):
                            f"check [sources.{self.name}] and the token from {origin}")
 
     def _pause(self, attempt: int, retry_after: str | None, deadline: Deadline) -> bool:
-        """Sleep before the next attempt; False when that would pass the deadline."""
-        return pause_before_retry(attempt, deadline, retry_after=retry_after, margin=_MARGIN)
+        """Sleep before the next attempt; False when the deadline leaves no room for the
+        pause, the margin and a request worth making after them."""
+        return pause_before_retry(attempt, deadline, retry_after=retry_after,
+                                  margin=2 * _MARGIN)
 
     def _remaining(self, deadline: Deadline) -> float:
         """Time for one request: a little less than the deadline leaves, so that a silent
