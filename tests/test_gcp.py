@@ -531,7 +531,7 @@ def test_describe_says_when_metadata_is_denied(gcp: FakeSecretManager) -> None:
     assert meta.note == (
         "metadata calls were denied (secretmanager.secrets.get: Permission "
         "'secretmanager.secrets.get' denied for resource 'projects/keyrun-test/secrets/dev-KEY' "
-        "(or it may not exist).), so the age is unknown — grant roles/secretmanager.viewer to "
+        "(or it may not exist).) — grant roles/secretmanager.viewer to "
         f"{gcp.backend.client_email}")
 
 

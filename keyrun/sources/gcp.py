@@ -434,8 +434,8 @@ class GcpSecretManagerSource(Source):
         """Why metadata is unknown. An identity that may read values (secretAccessor) but
         not metadata is common: that says "denied" and the role to grant, for doctor."""
         if failure.kind == "denied":
-            return (f"metadata calls were denied ({permission}: {failure.detail}), so the age "
-                    f"is unknown — grant roles/secretmanager.viewer to {self._principal()}")
+            return (f"metadata calls were denied ({permission}: {failure.detail}) — grant "
+                    f"roles/secretmanager.viewer to {self._principal()}")
         return f"{call} failed: {failure.reason}"
 
     def check(self, deadline: Deadline) -> Health:
