@@ -17,8 +17,9 @@ def parse_duration(text: str) -> float | None:
 
 
 def format_age(seconds: float) -> str:
-    """``"45s"``, ``"3h"``, ``"12d"``: the largest unit that fits."""
+    """``"45s"``, ``"3h"``, ``"12d"``: the largest unit that fits at least twice, so that
+    47 hours read as 47h rather than 1d (a whole day less than they are)."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
+        if seconds >= 2 * size:
             return f"{int(seconds // size)}{unit}"
     return f"{max(0, int(seconds))}s"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import struct
@@ -562,8 +563,12 @@ def test_ctrl_z_stops_the_command_and_keyrun_as_a_job(terminals: Start) -> None:
             "    time.sleep(0.1)\n"
             "print('done', flush=True)\n")
     terminal = terminals(py(code), as_job=True)
-    terminal.expect(b"\r\n")
-    command = int(terminal.terminal.split()[1])
+    # (other output may come first: gRPC, loaded by earlier tests, logs about fork())
+    end = time.monotonic() + 15
+    while (found := re.search(rb"ready (\d+)\r\n", terminal.terminal)) is None:
+        assert time.monotonic() < end, terminal.terminal
+        terminal._pump(0.05)
+    command = int(found.group(1))
     terminal.type(b"\x1a")
     wait_for_state(terminal.job, stopped=True)
     assert process_state(command) == "T"

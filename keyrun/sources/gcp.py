@@ -225,6 +225,8 @@ class GcpSecretManagerSource(Source):
         self._lock = threading.Lock()
         self._client: Any = None
         self._credentials: Any = None
+        self._authorizing = threading.Lock()  # see GcpApi._rpc
+        self._authorized = False
         self._found_project: str | None = None
 
     @classmethod
@@ -670,7 +672,7 @@ class GcpApi:
                 raise self.source._source_error(GcpFailure("timeout", "DeadlineExceeded"),
                                                 self.deadline)
             try:
-                return getattr(self.client, method)(request=request, retry=None, timeout=left)
+                return self._rpc(method, request, left)
             except KeyrunError:
                 raise
             except Exception as exc:
@@ -682,6 +684,22 @@ class GcpApi:
                 raise failure
             if not pause_before_retry(attempt, self.deadline, margin=0.1 + _MARGIN):
                 raise failure
+
+    def _rpc(self, method: str, request: Mapping[str, Any], timeout: float) -> Any:
+        """The RPC itself. The first one runs alone: google-auth refreshes a credential
+        without a lock, and two first calls at once can both make a token, one reading the
+        other's half-made one ('NoneType' object has no attribute 'decode')."""
+        source = self.source
+        if source._authorized:
+            return getattr(self.client, method)(request=request, retry=None, timeout=timeout)
+        with source._authorizing:
+            try:
+                return getattr(self.client, method)(request=request, retry=None,
+                                                    timeout=max(0.05, min(
+                                                        timeout, self.deadline.remaining()
+                                                        - _MARGIN)))
+            finally:
+                source._authorized = True
 
     def parallel(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
         """Run ``tasks`` on up to ``_PARALLEL`` daemon threads (a hung call must not hold up
