@@ -690,16 +690,16 @@ class GcpApi:
         without a lock, and two first calls at once can both make a token, one reading the
         other's half-made one ('NoneType' object has no attribute 'decode')."""
         source = self.source
-        if source._authorized:
-            return getattr(self.client, method)(request=request, retry=None, timeout=timeout)
-        with source._authorizing:
-            try:
-                return getattr(self.client, method)(request=request, retry=None,
-                                                    timeout=max(0.05, min(
-                                                        timeout, self.deadline.remaining()
-                                                        - _MARGIN)))
-            finally:
-                source._authorized = True
+        if not source._authorized:
+            with source._authorizing:
+                if not source._authorized:
+                    try:
+                        return getattr(self.client, method)(request=request, retry=None,
+                                                            timeout=timeout)
+                    finally:
+                        source._authorized = True
+            timeout = max(0.05, min(timeout, self.deadline.remaining() - _MARGIN))
+        return getattr(self.client, method)(request=request, retry=None, timeout=timeout)
 
     def parallel(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
         """Run ``tasks`` on up to ``_PARALLEL`` daemon threads (a hung call must not hold up
