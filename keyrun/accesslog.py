@@ -54,6 +54,7 @@ def record(
     keys: Sequence[Mapping[str, str | None]],
     missing: Sequence[str] = (),
     command: str | None = None,
+    reason: str | None = None,
 ) -> Path | None:
     """Append one entry; return where, or None when logging is off."""
     path = log_path(environ)
@@ -71,20 +72,22 @@ def record(
         "keys": [dict(key) for key in keys],
         "missing": list(missing),
     }
+    if reason is not None:
+        entry["reason"] = reason  # why a run was refused; never a value
     line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
     _append(path, line.encode("utf-8"))
     return path
 
 
 def record_resolution(resolution: Resolution, environ: Mapping[str, str], *, action: str,
-                      command: str | None = None) -> Path | None:
+                      command: str | None = None, reason: str | None = None) -> Path | None:
     """Log which keys a resolution read, from where, at which version."""
     profile = resolution.profile
     keys = [{"name": key, "source": source, "version": item.version}
             for key, (source, item) in resolution.items().items()]
     missing = [key for key, result in resolution.results.items() if result.item is None]
     return record(environ, action=action, project=profile.project, env=profile.env.name,
-                  keys=keys, missing=missing, command=command)
+                  keys=keys, missing=missing, command=command, reason=reason)
 
 
 def _append(path: Path, data: bytes) -> None:

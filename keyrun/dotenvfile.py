@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from dotenv.parser import parse_stream
-from dotenv.variables import Variable, parse_variables
+from dotenv.variables import Atom, Literal, Variable, parse_variables
 
 from keyrun.errors import ConfigError
 
@@ -91,7 +91,7 @@ def resolve_values(entries: list[Entry], environ: Mapping[str, str],
             values[entry.key] = entry.value
             continue
         scope = {**environ, **{k: v for k, v in values.items() if v is not None}}
-        atoms = list(parse_variables(entry.value))
+        atoms = [_literal_unless_a_name(atom) for atom in parse_variables(entry.value)]
         for atom in atoms:
             if isinstance(atom, Variable) and atom.default is None and atom.name not in scope:
                 raise ConfigError(
@@ -102,6 +102,19 @@ def resolve_values(entries: list[Entry], environ: Mapping[str, str],
                     path=path, line=entry.line)
         values[entry.key] = "".join(atom.resolve(scope) for atom in atoms)
     return values
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _literal_unless_a_name(atom: Atom) -> Atom:
+    """``${…}`` around something that is no variable name (``${d0r!x}`` inside a
+    password) is kept as written: python-dotenv would drop it, and an error would quote
+    part of the value."""
+    if isinstance(atom, Variable) and not _IDENTIFIER.match(atom.name):
+        default = "" if atom.default is None else f":-{atom.default}"
+        return Literal(f"${{{atom.name}{default}}}")
+    return atom
 
 
 def format_assignment(key: str, value: str) -> str:

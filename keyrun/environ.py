@@ -111,20 +111,38 @@ def check_exec_values(keys: Mapping[str, str]) -> None:
 
 # Key names that say "credential", and a URL with a password in it.
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASS|PWD|CREDENTIAL|AUTH|PRIVATE|DSN|COOKIE|"
-                          r"SESSION|SIGNING|SALT|CERT", re.IGNORECASE)
+                          r"SESSION|SIGNING|SALT|CERT|WEBHOOK|(?:^|_)PW(?:_|$)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]+@")
+_TOKEN_PART = re.compile(r"[A-Za-z0-9+/=~]{12,}")  # a run between separators (- _ . : …)
 
 
 def looks_secret(name: str, value: str, minimum: int = 6) -> bool:
     """Whether the argv guard watches this key: its name says credential, or its value
-    looks like one (a password in a URL, or a long token mixing letters and digits).
-    Plain settings (``APP_ENV=production``, ``DB_USER=postgres``) may appear in argv."""
+    looks like one (a password in a URL, or a random-looking run of 12 characters or
+    more, alone or inside a URL). Plain settings (``APP_ENV=production``,
+    ``DB_HOST=db-01.example.com``, ``MODEL=gpt-4o-2024-08-06``) may appear in argv."""
     if len(value) < minimum:
         return False
     if _SECRET_NAME.search(name) or _URL_PASSWORD.search(value):
         return True
-    return (len(value) >= 16 and "://" not in value and not any(c.isspace() for c in value)
-            and any(c.isdigit() for c in value) and any(c.isalpha() for c in value))
+    return any(_random_looking(part) for part in _TOKEN_PART.findall(value))
+
+
+def _random_looking(text: str) -> bool:
+    """Letters and digits interleaved the way generated tokens are (at least three
+    changes between a letter and a digit), or a long run of mixed-case characters as
+    varied as base64; not a word with a year (``production2024``)."""
+    import itertools
+    import math
+    from collections import Counter
+
+    kinds = [c.isdigit() for c in text if c.isalnum()]
+    if sum(a != b for a, b in itertools.pairwise(kinds)) >= 3:
+        return True
+    if len(text) < 24 or text.lower() == text or text.upper() == text:
+        return False
+    counts = Counter(text)
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values()) >= 4.0
 
 
 def secrets_in_argv(argv: Iterable[str], keys: Mapping[str, str], minimum: int = 6) -> list[str]:

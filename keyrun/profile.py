@@ -137,10 +137,22 @@ def _discovered_keys(sources: Mapping[str, Source], env: Environment,
     name among them is left out with a warning rather than stopping everything."""
     deadline = Deadline(env.timeout)
     names: dict[str, None] = {}
+    unlisted = []
     for source in sources.values():
-        names.update(dict.fromkeys(source.names(deadline) or ()))
+        listed = source.names(deadline)
+        if listed is None:
+            unlisted.append(f"{source.name} ({source.type_name})")
+        names.update(dict.fromkeys(listed or ()))
+    if unlisted and not names:  # fail closed: running with no keys at all is no run
+        raise ConfigError(
+            f"environment {env.name!r} declares no keys, and {', '.join(unlisted)} cannot "
+            "list the keys it holds",
+            "declare the keys the command needs in keyrun.toml's [keys] (or in .env.example)")
     keys = []
-    warn = context.warn or (lambda message: print(f"keyrun: warning: {message}", file=sys.stderr))
+    warn = context.warn or _warn_once
+    for source_name in unlisted:
+        warn(f"{source_name} cannot list its keys, so nothing is read from it until the "
+             "keys are declared in [keys]")
     for name in names:
         if not NAME.match(name):
             warn(f"{name!r} is not a valid environment variable name; left out")
@@ -150,6 +162,16 @@ def _discovered_keys(sources: Mapping[str, Source], env: Environment,
         else:
             keys.append(KeySpec(name=name))
     return keys
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """keyrun's own warning, once per process (doctor resolves a profile more than once)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"keyrun: warning: {message}", file=sys.stderr)
 
 
 def _select(bindings: tuple[Binding, ...], only: Sequence[str], env: str) -> tuple[Binding, ...]:

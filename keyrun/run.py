@@ -79,27 +79,39 @@ def resolve_for_command(
     action: str,
     command: str | None = None,
 ) -> Resolution:
-    """Resolve and fetch the profile, fail closed, write the access log."""
+    """Resolve and fetch the profile, fail closed; a refusal is written to the access log
+    here, a resolution that goes on by the caller (once it has decided to run)."""
     profile = open_profile(selection.env, config=selection.config, project=selection.project,
                            only=options.only, environ=environ,
                            interactive=sys.stdin.isatty(), warn=report.warn)
     _note_nesting(profile, environ, report)
     resolution = _fetch(profile, report)
     with releasing_on_failure(resolution, report):
-        try:
+        with refusal_logged(resolution, environ, action=action, command=command,
+                            report=report, reason="keys missing or unreadable"):
             resolution.check(allow_missing=options.allow_missing)
-        except KeyrunError:  # a refused run is logged too: who tried, for which keys
-            accesslog_record(resolution, environ, action=f"{action}-refused", command=command,
-                             report=report)
-            raise
         for result in resolution.results.values():
             if result.status == "optional":
                 report.warn(f"{result.key} is optional and missing; running without it")
             elif result.status == "missing":
                 report.warn(f"{result.key} is missing; running without it (--allow-missing)")
-        check_exec_values(resolution.values())
-    accesslog_record(resolution, environ, action=action, command=command, report=report)
+        with refusal_logged(resolution, environ, action=action, command=command,
+                            report=report, reason="a value the environment cannot carry"):
+            check_exec_values(resolution.values())
     return resolution
+
+
+@contextlib.contextmanager
+def refusal_logged(resolution: Resolution, environ: Mapping[str, str], *, action: str,
+                   command: str | None, report: Reporter, reason: str) -> Iterator[None]:
+    """A run refused after the keys were resolved is logged too: who tried, which keys,
+    and why it did not go on (``<action>-refused``)."""
+    try:
+        yield
+    except KeyrunError:
+        accesslog_record(resolution, environ, action=f"{action}-refused", command=command,
+                         report=report, reason=reason)
+        raise
 
 
 def _fetch(profile: Profile, report: Reporter) -> Resolution:
@@ -140,9 +152,10 @@ def releasing_on_failure(resolution: Resolution, report: Reporter) -> Iterator[N
 
 
 def accesslog_record(resolution: Resolution, environ: Mapping[str, str], *, action: str,
-                     command: str | None, report: Reporter) -> None:
+                     command: str | None, report: Reporter, reason: str | None = None) -> None:
     try:
-        accesslog.record_resolution(resolution, environ, action=action, command=command)
+        accesslog.record_resolution(resolution, environ, action=action, command=command,
+                                    reason=reason)
     except OSError as exc:
         report.warn(f"cannot write the access log ({exc.strerror}); "
                     "set KEYRUN_ACCESS_LOG to a writable path, or to off")
@@ -164,7 +177,11 @@ def prepare(
     resolution = resolve_for_command(selection, options, environ, report, action="run",
                                      command=argv[0])
     with releasing_on_failure(resolution, report):
-        return resolution, _child_environment(argv, resolution, options, environ, report)
+        with refusal_logged(resolution, environ, action="run", command=argv[0], report=report,
+                            reason="a secret in the command's arguments"):
+            child = _child_environment(argv, resolution, options, environ, report)
+        accesslog_record(resolution, environ, action="run", command=argv[0], report=report)
+        return resolution, child
 
 
 def _child_environment(argv: Sequence[str], resolution: Resolution, options: RunOptions,

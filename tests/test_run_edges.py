@@ -397,3 +397,49 @@ def test_a_refused_run_is_logged_too(project: Path, env: dict[str, str], tmp_pat
     assert entry["action"] == "run-refused"
     assert entry["missing"] == ["OPENAI_API_KEY"]
     assert entry["command"] == "true"
+    assert entry["reason"] == "keys missing or unreadable"
+    write(project / ".env", f"OPENAI_API_KEY={CANARY}\n")
+    guarded = keyrun(["--", "echo", CANARY], cwd=project, env=env)
+    assert guarded.returncode == 125
+    log = (tmp_path / "access.log").read_text()
+    entry = json.loads(log.splitlines()[-1])
+    assert (entry["action"], entry["reason"]) == ("run-refused",
+                                                  "a secret in the command's arguments")
+    assert_no_leak(CANARY, log)
+
+
+def test_argv_guard_values_by_shape(project: Path, env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    names = ["OPENAI_API_KEY", "SLACK_WEBHOOK_URL", "ADMIN_PW", "OPENAI_MODEL", "DB_HOST"]
+    write(config, config.read_text().replace("OPENAI_API_KEY = {}",
+                                             "\n".join(f"{n} = {{}}" for n in names)))
+    values = {"OPENAI_API_KEY": CANARY,
+              "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0A1B2/B0E4F5/aZ3kP9qW2xR7tY5u",
+              "ADMIN_PW": "correcthorsebatterystaple", "OPENAI_MODEL": "gpt-4o-2024-08-06",
+              "DB_HOST": "db-prod-01.internal.example.com"}
+    write(project / ".env", "".join(f"{k}={v}\n" for k, v in values.items()))
+    for name in ("SLACK_WEBHOOK_URL", "ADMIN_PW"):
+        done = keyrun(["--", "echo", values[name]], cwd=project, env=env)
+        assert done.returncode == 125, name
+        assert f"{name} appears in the command's arguments" in done.stderr
+    plain = keyrun(["--", "echo", "--model", values["OPENAI_MODEL"], values["DB_HOST"]],
+                   cwd=project, env=env)
+    assert plain.returncode == 0, plain.stderr
+
+
+def test_dollar_brace_around_no_name_is_kept_as_written(project: Path,
+                                                        env: dict[str, str]) -> None:
+    write(project / ".env", 'OPENAI_API_KEY="Tr0ub4${d0r!x}&9q"\n')
+    done = keyrun(["--", PY, "-c", "import os; print(os.environ['OPENAI_API_KEY'])"],
+                  cwd=project, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Tr0ub4${d0r!x}&9q\n"
+
+
+def test_no_keys_and_a_source_that_cannot_list_them_is_an_error(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "kr"
+    write(root / "keyrun.toml", '[sources.k]\ntype = "keyring"\n[env.dev]\nsources = ["k"]\n')
+    done = keyrun(["--", "true"], cwd=root, env=env)
+    assert done.returncode == 125
+    assert "declares no keys, and k (keyring) cannot list the keys it holds" in done.stderr
