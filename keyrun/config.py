@@ -534,7 +534,8 @@ def zero_config(cwd: Path) -> Config:
     )
 
 
-_NOT_ENVS = {"example", "sample", "template", "dist", "defaults"}
+_NOT_ENVS = {"example", "sample", "template", "dist", "defaults", "bak", "backup", "old",
+             "orig", "save", "swp", "tmp", "local"}
 
 
 def zero_config_envs(root: Path) -> list[str]:
@@ -542,6 +543,7 @@ def zero_config_envs(root: Path) -> list[str]:
         path.name[len(".env."):]
         for path in root.glob(".env.*")
         if path.is_file() and path.name[len(".env."):] not in _NOT_ENVS
+        and "." not in path.name[len(".env."):]  # .env.production.local, .env.dev.bak
     }
     return sorted(names | {DEFAULT_ZERO_CONFIG_ENV})
 

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from keyrun.config import (
     CONFIG_NAME,
+    EXAMPLE_NAME,
     Config,
     Environment,
     KeySpec,
@@ -109,7 +110,7 @@ def resolve_profile(
     sources = {name: make_source(specs[name].type, name, specs[name].settings,
                                  specs[name].where, context, specs[name].option_where)
                for name in used}
-    keys = list(env.keys) or _discovered_keys(sources, env, context)
+    keys = _usable_example_keys(config, env, context) or _discovered_keys(sources, env, context)
     if config.path is None and not sources and not keys:
         raise ConfigError(
             f"nothing to load: no {CONFIG_NAME} in {config.root} or its parents, "
@@ -128,6 +129,25 @@ def make_source(type_name: str, name: str, settings: Mapping[str, object], where
                 context: Context, option_where: Mapping[str, str] | None = None) -> Source:
     cls = source_class(type_name, where=where)
     return cls(name, check_settings(cls, name, settings, where, option_where), context)
+
+
+def _usable_example_keys(config: Config, env: Environment, context: Context) -> list[KeySpec]:
+    """The environment's keys. A name that only ``.env.example`` gives (keyrun.toml does
+    not declare it) and that no variable can have, or a reserved one, is left out with a
+    warning: the file is a convention shared with other tools, not keyrun's own."""
+    warn = context.warn or _warn_once
+    keys = []
+    for spec in env.keys:
+        from_example_only = spec.name in config.example_keys and spec.name not in config.keys
+        if from_example_only and not NAME.match(spec.name):
+            warn(f"{spec.name!r} in {EXAMPLE_NAME} is not a valid environment variable name; "
+                 "left out")
+        elif (from_example_only and is_reserved(spec.name)
+              and spec.name not in env.allow_reserved):
+            warn(f"{spec.name} in {EXAMPLE_NAME} is a reserved name; left out")
+        else:
+            keys.append(spec)
+    return keys
 
 
 def _discovered_keys(sources: Mapping[str, Source], env: Environment,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from keyrun.config import CONFIG_NAME, EXAMPLE_NAME, read_example_keys
 from keyrun.dotenvfile import parse_dotenv
+from keyrun.environ import NAME, is_reserved
 from keyrun.errors import KeyrunError
 
 GITIGNORE_LINES = (".env", ".env.*", "!.env.example")
@@ -21,18 +22,27 @@ class Scaffold:
     keys_from: str | None
     gitignore: Path
     gitignore_added: tuple[str, ...]
+    left_out: tuple[str, ...] = ()  # names found that no environment variable can have
 
 
-def init_project(root: Path, *, force: bool = False) -> Scaffold:
-    config = root / CONFIG_NAME
+def init_project(root: Path, *, force: bool = False, project: str | None = None,
+                 config: Path | None = None) -> Scaffold:
+    """keyrun.toml in ``root`` (or at ``config``: a file, or a directory to hold it),
+    with ``project`` as the project's name (default: the directory's)."""
+    if config is not None and config.is_dir():
+        config = config / CONFIG_NAME
+    config = config or root / CONFIG_NAME
+    home = config.parent
     if config.exists() and not force:
         raise KeyrunError(f"{config} already exists",
                           "edit it, or pass --force to write a new one over it")
-    keys, origin = _initial_keys(root)
-    config.write_text(render_config(root.name or "project", keys, keychain=keychain_usable()),
-                      encoding="utf-8")
-    gitignore, added = _ignore_env_files(root)
-    return Scaffold(config, tuple(keys), origin, gitignore, tuple(added))
+    found, origin = _initial_keys(home)
+    keys = [key for key in found if NAME.match(key) and not is_reserved(key)]
+    left_out = tuple(key for key in found if key not in keys)
+    config.write_text(render_config(project or home.name or "project", keys,
+                                    keychain=keychain_usable()), encoding="utf-8")
+    gitignore, added = _ignore_env_files(home)
+    return Scaffold(config, tuple(keys), origin, gitignore, tuple(added), left_out)
 
 
 def _initial_keys(root: Path) -> tuple[list[str], str | None]:

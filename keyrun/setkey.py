@@ -56,7 +56,9 @@ def set_key(
         record(environ, action="set", project=profile.project, env=env_name,
                keys=[{"name": key, "source": target.name, "version": None}])
     unseen = _unseen(profile, binding, target, deadline) if binding else None
-    return Written(key, target.name, where, binding is not None, env_name, unseen)
+    # With no keys declared anywhere, run takes whatever the sources hold: this one too.
+    declared = binding is not None or not profile.env.keys
+    return Written(key, target.name, where, declared, env_name, unseen)
 
 
 def _unseen(profile: Profile, binding: Binding, target: Source, deadline: Deadline

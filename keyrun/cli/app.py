@@ -217,15 +217,27 @@ def set_value(
 
 @app.command(epilog="Example: keyrun init   (in the project's directory; then keyrun doctor)")
 def init(
+    ctx: typer.Context,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing keyrun.toml."
                      )] = False,
+    project: ProjectOption = None,
+    config: Annotated[str | None, typer.Option(
+        "-c", "--config", metavar="PATH",
+        help="Where to write keyrun.toml (a file, or a directory; default: here).")] = None,
 ) -> int:
     """Write a keyrun.toml for this directory and keep .env files out of git."""
     from keyrun.scaffold import init_project
 
-    done = init_project(Path.cwd(), force=force)
+    selection = _selection(ctx)
+    where = Path(selection.config) if selection.config else None
+    done = init_project(Path.cwd(), force=force, project=selection.project, config=where)
     origin = f" from {done.keys_from}" if done.keys_from else ""
-    print(f"wrote {done.config.name} with {len(done.keys)} keys{origin}", file=sys.stderr)
+    count = f"{len(done.keys)} key{'s' if len(done.keys) != 1 else ''}"
+    print(f"wrote {done.config} with {count}{origin}", file=sys.stderr)
+    if done.left_out:
+        print(f"left out {', '.join(done.left_out)}: not valid environment variable names, "
+              "or reserved ones (PATH, LD_PRELOAD, …) that a source may not set",
+              file=sys.stderr)
     if done.gitignore_added:
         print(f"added {', '.join(done.gitignore_added)} to {done.gitignore.name}", file=sys.stderr)
     print("next: put values in .env (or `keyrun set KEY`), then `keyrun doctor`", file=sys.stderr)

@@ -131,8 +131,9 @@ def set_command(selection: Selection, key: str, source: str | None) -> int:
         print(f"keyrun: set {done.key} in {done.source} ({done.location}) for {done.env}",
               file=sys.stderr)
         if not done.declared:
-            print(f"keyrun: note: {done.key} is not declared in keyrun.toml; add it under "
-                  "[keys] so that run requires it", file=sys.stderr)
+            print(f"keyrun: warning: {done.key} is not one of {done.env}'s keys, so run does "
+                  "not pass it yet: declare it in keyrun.toml's [keys] (or in .env.example)",
+                  file=sys.stderr)
     if done.unseen:
         print(f"keyrun: warning: {done.unseen}", file=sys.stderr)
     return 0
