@@ -433,7 +433,13 @@ def choose_env(config: Config, requested: str | None, environ: Mapping[str, str]
         )
     if name not in config.envs:
         raise ConfigError(f"{config.path}: unknown environment {name!r}",
-                          _env_hint(name, list(config.envs)))
+                          _env_hint(name, config.env_names()))
+    if is_base_only(config, name):
+        children = [env.name for env in config.envs.values()
+                    if env.values.get("extends") == name]
+        raise ConfigError(f"{config.envs[name].where}: environment {name!r} is a base for "
+                          f"{', '.join(children)}, with no sources of its own",
+                          f"choose one of them: -e {children[0]}")
     return name
 
 

@@ -354,7 +354,12 @@ sources = ["l"]
     assert list(json.loads(every.stdout)["envs"]) == ["dev"]
     base = keyrun(["-e", "base", "--", "true"], cwd=root, env=env)
     assert base.returncode == 125
-    assert "environment 'base' has no sources" in base.stderr
+    assert "environment 'base' is a base for dev, with no sources of its own" in base.stderr
+    assert "choose one of them: -e dev" in base.stderr
+    doctor = keyrun(["doctor", "-e", "base"], cwd=root, env=env)
+    assert doctor.returncode == 125
+    typo = keyrun(["-e", "bsae", "--", "true"], cwd=root, env=env)
+    assert "environments: dev" in typo.stderr
 
 
 def test_set_warns_when_run_would_not_see_the_new_value(tmp_path: Path,
@@ -447,3 +452,16 @@ def test_no_keys_and_a_source_that_cannot_list_them_is_an_error(
     done = keyrun(["--", "true"], cwd=root, env=env)
     assert done.returncode == 125
     assert "declares no keys, and k (keyring) cannot list the keys it holds" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["list"], ["doctor"], ["--help"]])
+def test_a_reader_gone_ends_like_gnu_tools(project: Path, env: dict[str, str],
+                                           command: list[str]) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([PY, "-m", "keyrun", *command], cwd=project, env=env,
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=60, check=False)
+    finally:
+        os.close(write_end)
+    assert done.returncode == -13, done.stderr  # SIGPIPE, as the shell's 141; not doctor's 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -315,10 +316,30 @@ def _keys_cell(entry: dict[str, Any]) -> str:
     return ", ".join(keys + missing)
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe nobody reads any more (poll says POLLERR)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(1, select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def run_app(args: list[str]) -> int:
     """Run the Typer app without letting click exit or print tracebacks itself."""
     try:
         result = app(args=args, prog_name="keyrun", standalone_mode=False)
+    except SystemExit as exc:
+        # Typer turns a write to a closed pipe (`keyrun list | head -1`) into exit 1, which
+        # for doctor means "problems found": end as GNU tools do, by SIGPIPE (141).
+        if exc.code == 1 and _stdout_reader_gone():
+            from keyrun.cli import _die_of
+
+            return _die_of(signal.SIGPIPE)
+        raise
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
