@@ -429,6 +429,12 @@ class _Doctor:
                      list(shared))
         elif not others:
             self.add("shared-values", "pass", "no other environment to compare with")
+        elif (not mine and resolution.failures) or len(unreadable) == len(others):
+            # nothing was compared: say so, rather than pass
+            whose = ("this environment's values" if not mine and resolution.failures
+                     else "the other environments' values")
+            self.add("shared-values", "unknown", f"could not compare: {whose} could not be "
+                     f"read{note}", "fix the sources named above, then run keyrun doctor again")
         else:
             compared = ", ".join(o for o in others if o not in unreadable)
             self.add("shared-values", "pass",

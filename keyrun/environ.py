@@ -74,7 +74,7 @@ def build_environment(
     preserved: list[str] = []
     for name, value in keys.items():
         if name in base:
-            if preserve_env:
+            if preserve_env and name not in strip:  # keyrun's own token never wins
                 preserved.append(name)
                 continue
             if base[name] != value:

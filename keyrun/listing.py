@@ -8,11 +8,14 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyrun.resolve import KeyResult, Resolution
 from keyrun.secret import preview
 from keyrun.sources import Meta
+
+if TYPE_CHECKING:
+    from keyrun.profile import Profile
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,11 @@ def list_env(env: str | None, *, config: str | None = None, project: str | None 
     from keyrun.resolve import fetch_profile
 
     environ = os.environ if environ is None else environ
-    profile = open_profile(env, config=config, project=project, environ=environ)
+    # Not strict: a name problem that would stop `run` is a row here (SPEC §3).
+    profile = open_profile(env, config=config, project=project, environ=environ, strict=False)
     resolution = fetch_profile(profile)
     try:
-        rows = list_rows(resolution, details=details)
+        rows = _with_name_problems(list_rows(resolution, details=details), profile)
     finally:
         for warning in resolution.release():
             if warn is not None:
@@ -96,6 +100,18 @@ def list_all_envs(*, config: str | None = None, project: str | None = None,
         if name in errors:
             raise errors[name]
     return {name: listed[name] for name in names}
+
+
+def _with_name_problems(rows: list[Row], profile: Profile) -> list[Row]:
+    """Keys `run` would refuse by name (invalid, reserved, colliding) as error rows."""
+    from dataclasses import replace
+
+    from keyrun.profile import name_problems
+
+    problems = {p.key: p for p in name_problems(profile) if p.blocking}
+    return [replace(row, status="error", error=f"{problems[row.name].message} — "
+                    f"{problems[row.name].hint}")
+            if row.name in problems else row for row in rows]
 
 
 def list_rows(resolution: Resolution, *, details: bool = False) -> list[Row]:

@@ -80,13 +80,14 @@ def open_profile(
     cwd: Path | None = None,
     interactive: bool = False,
     warn: Callable[[str], None] | None = None,
+    strict: bool = True,
 ) -> Profile:
     """Find and parse keyrun.toml, choose the environment and resolve its profile."""
     environ = os.environ if environ is None else environ
     loaded = load_config(cwd, config, environ)
     name = choose_env(loaded, env, environ)
     return resolve_profile(loaded, name, project=project, only=only, environ=environ,
-                           interactive=interactive, warn=warn)
+                           interactive=interactive, warn=warn, strict=strict)
 
 
 def resolve_profile(

@@ -465,3 +465,39 @@ def test_a_reader_gone_ends_like_gnu_tools(project: Path, env: dict[str, str],
     finally:
         os.close(write_end)
     assert done.returncode == -13, done.stderr  # SIGPIPE, as the shell's 141; not doctor's 1
+
+
+def test_list_shows_a_name_run_would_refuse_as_a_row(project: Path, env: dict[str, str]) -> None:
+    config = project / "keyrun.toml"
+    write(config, config.read_text().replace("OPENAI_API_KEY = {}",
+                                             "OPENAI_API_KEY = {}\nLD_PRELOAD = {}"))
+    write(project / ".env", f"OPENAI_API_KEY={CANARY}\nLD_PRELOAD=/tmp/x.so\n")
+    done = keyrun(["list", "--json"], cwd=project, env=env)
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)["keys"]}
+    assert rows["OPENAI_API_KEY"]["status"] == "ok"
+    assert rows["LD_PRELOAD"]["status"] == "error"
+    assert "reserved name" in rows["LD_PRELOAD"]["error"]
+    assert keyrun(["--", "true"], cwd=project, env=env).returncode == 125
+
+
+def test_preserve_env_never_keeps_keyruns_own_token(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "tok"
+    write(root / "keyrun.toml", """
+[keys]
+DOPPLER_TOKEN = {}
+[sources.l]
+type = "dotenv"
+path = ".env"
+[sources.d]
+type = "doppler"
+api_host = "http://127.0.0.1:9"
+[env.dev]
+sources = ["l", "d"]
+""")
+    write(root / ".env", "DOPPLER_TOKEN=dp.st.from-the-profile\n")
+    done = keyrun(["run", "--preserve-env", "--", PY, "-c",
+                   "import os; print(os.environ['DOPPLER_TOKEN'])"], cwd=root,
+                  env=dict(env, DOPPLER_TOKEN="dp.st.keyruns-own"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "dp.st.from-the-profile\n"
