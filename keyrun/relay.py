@@ -15,11 +15,15 @@ exits as the command did.
   back and stops as a job, and continues the command when it is itself continued.
 - Otherwise: two pipes, and stdin is inherited directly.
 
+Each of keyrun's outputs is written by a thread of its own (``_Output``): a reader slower
+than the command holds back only that output; the command's pipe to it is then not read
+until there is room (memory stays bounded), and the other output flows on.
+
 Signals follow "Staying the parent": SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 and
 SIGWINCH are forwarded, but a signal that the terminal already sent to the command's
 process group is not sent twice; keyrun exits with the command's status or dies of the
 same signal. A thread waits for signals (``sigwaitinfo`` tells who sent one) so that the
-output loop never misses one, even while blocked writing.
+output loop never misses one.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import termios
 import threading
 import time
 import tty
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -58,8 +63,10 @@ from keyrun.launch import (
 from keyrun.mask import Masker, MaskSet
 
 FLUSH_AFTER = 0.05  # seconds of silence before a held prefix is let out
+SUSPEND_DRAIN = 1.0  # on Ctrl-Z, wait at most this long for keyrun's outputs to take what is left
 PTY_LINGER = 0.2  # after the command ends, wait this long for more terminal output
 READ_SIZE = 1 << 20  # from a pipe; a terminal gives at most a few KiB per read
+OUTPUT_QUEUE = 1 << 20  # bytes waiting for keyrun's stdout (or stderr) before it stops reading
 TERMINAL_READ_SIZE = 1 << 16
 PIPE_SIZE = 1 << 20  # fewer wake-ups for a command that prints a lot (Linux)
 _TERMINATING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
@@ -435,17 +442,88 @@ class _Signals(threading.Thread):
 # The loop ------------------------------------------------------------------------------
 
 
-class _Stream:
-    """One of the command's outputs: read, mask, write to keyrun's own fd."""
+class _Output(threading.Thread):
+    """keyrun's stdout or stderr, written by a thread of its own, so that a reader slower
+    than the command holds back only what goes to it: the other output flows on (stdout
+    and stderr are filtered independently). The writes block in this thread: the flags of
+    an fd that keyrun shares with others (a terminal, a file) are left as they are."""
 
-    def __init__(self, fd: int, target: int, masker: Masker, terminal: bool) -> None:
+    def __init__(self, fd: int, wake: int) -> None:
+        super().__init__(name=f"keyrun:output{fd}", daemon=True)
         self.fd = fd
-        self.target = target
+        self.wake = wake
+        self.changed = threading.Condition()
+        self.chunks: deque[bytes] = deque()
+        self.queued = 0  # bytes handed over and not written yet
+        self.broken = False
+        self.closing = False
+        self.awaited = False  # the loop stopped reading for this output until it has room
+
+    def put(self, data: bytes) -> None:
+        with self.changed:
+            if not self.broken:
+                self.chunks.append(data)
+                self.queued += len(data)
+                self.changed.notify_all()
+
+    def full(self) -> bool:
+        """Enough waits to be written that the command's output should wait in its pipe;
+        the loop is then woken (``b"w"``) once there is room."""
+        with self.changed:
+            self.awaited = self.queued >= OUTPUT_QUEUE and not self.broken
+            return self.awaited
+
+    def run(self) -> None:
+        while (data := self._next()) is not None:
+            try:
+                _write_all(self.fd, data)
+            except OSError:
+                self._written(len(data), failed=True)
+            else:
+                self._written(len(data), failed=False)
+
+    def _next(self) -> bytes | None:
+        with self.changed:
+            self.changed.wait_for(lambda: self.chunks or self.closing)
+            return self.chunks.popleft() if self.chunks else None
+
+    def _written(self, size: int, failed: bool) -> None:
+        with self.changed:
+            self.queued -= size
+            if failed:
+                self.broken = True
+                self.chunks.clear()
+                self.queued = 0
+            tell = failed or (self.awaited and self.queued < OUTPUT_QUEUE)
+            self.awaited = self.awaited and not tell
+            self.changed.notify_all()
+        if tell:
+            with contextlib.suppress(OSError):  # a full wake pipe wakes the loop anyway
+                os.write(self.wake, b"w")
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until everything handed over is written (or cannot be)."""
+        with self.changed:
+            self.changed.wait_for(lambda: not self.queued or self.broken, timeout)
+
+    def finish(self) -> None:
+        with self.changed:
+            self.closing = True
+            self.changed.notify_all()
+        if self.is_alive():
+            self.join()
+
+
+class _Stream:
+    """One of the command's outputs: read, mask, hand to keyrun's own output."""
+
+    def __init__(self, fd: int, output: _Output, masker: Masker, terminal: bool) -> None:
+        self.fd = fd
+        self.output = output
         self.masker = masker
         self.terminal = terminal
         self.flush_at: float | None = None
-        self.active_at = time.monotonic()  # when the last read was masked and written
-        self.broken = False
+        self.active_at = time.monotonic()  # when the last read was masked
         self.read_size = TERMINAL_READ_SIZE if terminal else READ_SIZE
 
     def pump(self) -> bool:
@@ -457,13 +535,17 @@ class _Stream:
             while len(data) < self.read_size and (more := self._read()):
                 data += more
         self.emit(self.masker.feed(data))
-        # Silence counts from here: masking a large read, or a write to a slow reader, can
-        # take longer than FLUSH_AFTER while the rest of a secret already waits in the pipe.
+        # Silence counts from here: masking a large read can take longer than FLUSH_AFTER
+        # while the rest of a secret already waits in the pipe.
         self.active_at = time.monotonic()
         self.flush_at = self.active_at + FLUSH_AFTER if self.masker.pending else None
-        # A reader that went away: stop reading, so the command gets SIGPIPE as it would
-        # have without keyrun. A terminal that went away: keep draining, SIGHUP follows.
-        return self.terminal or not self.broken
+        return self.over()
+
+    def over(self) -> bool:
+        """False when keyrun's output went away. A reader that went away: stop reading, so
+        the command gets SIGPIPE as it would have without keyrun. A terminal that went
+        away: keep draining, SIGHUP follows."""
+        return self.terminal or not self.output.broken
 
     def _read(self) -> bytes | None:
         """Some bytes; b"" at the end of the stream; None when nothing is ready."""
@@ -490,11 +572,8 @@ class _Stream:
         os.close(self.fd)
 
     def emit(self, data: bytes) -> None:
-        if data and not self.broken:
-            try:
-                _write_all(self.target, data)
-            except OSError:
-                self.broken = True
+        if data:
+            self.output.put(data)
 
 
 def _readable(fd: int) -> bool:
@@ -508,7 +587,7 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         try:
             view = view[os.write(fd, view):]
-        except BlockingIOError:
+        except BlockingIOError:  # an fd left non-blocking by whoever shares it
             _wait_writable(fd)
 
 
@@ -556,8 +635,10 @@ class _Loop:
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_write, False)
         self.signals = _Signals(watched, child.pid, child.terminal, self.wake_write)
-        self.streams = {fd: _Stream(fd, target, masks.stream(), fd == child.terminal)
+        self.outputs = {target: _Output(target, self.wake_write) for _, target in child.outputs}
+        self.streams = {fd: _Stream(fd, self.outputs[target], masks.stream(), fd == child.terminal)
                         for fd, target in child.outputs}
+        self.paused: set[int] = set()  # streams not read while their output is backed up
         self.keyboard = (_Keyboard(child.terminal)
                          if child.keyboard and child.terminal is not None else None)
         self.status: int | None = None
@@ -567,6 +648,8 @@ class _Loop:
     def run(self) -> int:
         """Relay until the command has ended and its outputs are drained; its status."""
         self.signals.start()
+        for output in self.outputs.values():
+            output.start()
         self.selector.register(self.wake_read, selectors.EVENT_READ)
         for fd in self.streams:
             self.selector.register(fd, selectors.EVENT_READ)
@@ -584,6 +667,8 @@ class _Loop:
                     renew_at = _deadline(self.keeper.renew())
             for fd in list(self.streams):
                 self._close(fd)
+            for output in self.outputs.values():
+                output.finish()
         finally:
             self.signals.stop()
             self.selector.close()
@@ -612,14 +697,34 @@ class _Loop:
             if events & selectors.EVENT_WRITE and self.keyboard is not None:
                 self.keyboard.drain()
                 self._watch_keyboard()
-            if events & selectors.EVENT_READ and not self.streams[fd].pump():
-                self._close(fd)
+            if events & selectors.EVENT_READ:
+                self._pump(fd)
+
+    def _pump(self, fd: int) -> None:
+        stream = self.streams[fd]
+        if not stream.pump():
+            self._close(fd)
+        elif stream.output.full():
+            self.paused.add(fd)  # the rest waits in the command's pipe (memory stays bounded)
+            self._watch(fd)
 
     def _woken(self, why: bytes) -> None:
         if b"c" in why:
             self._reap()
         if b"s" in why:
             self.abandon = True
+        if b"w" in why:
+            self._outputs_changed()
+
+    def _outputs_changed(self) -> None:
+        """An output has room again, or its reader went away."""
+        for fd, stream in list(self.streams.items()):
+            if not stream.over():
+                self._close(fd)
+            elif fd in self.paused and not stream.output.full():
+                self.paused.discard(fd)
+                stream.active_at = time.monotonic()
+                self._watch(fd)
 
     def _reap(self) -> None:
         if self.status is None:
@@ -635,6 +740,8 @@ class _Loop:
     def _suspend(self) -> None:
         """The command stopped on its terminal (Ctrl-Z): give the terminal back and stop
         keyrun as a job; once continued (fg, bg), take it again and continue the command."""
+        for output in self.outputs.values():
+            output.drain(SUSPEND_DRAIN)  # what the command wrote before it stopped
         if self.raw is not None:
             self.raw.restore()
         os.kill(os.getpid(), signal.SIGTSTP)  # discarded if keyrun's group is orphaned
@@ -650,7 +757,7 @@ class _Loop:
         """After the command ended, how long its terminal may stay quiet before keyrun
         stops waiting for output (a background process may hold it open forever)."""
         terminal = self.child.terminal
-        if self.status is None or terminal not in self.streams:
+        if self.status is None or terminal not in self.streams or terminal in self.paused:
             return None
         return max(self.ended_at, self.streams[terminal].active_at) + PTY_LINGER
 
@@ -666,8 +773,7 @@ class _Loop:
         if keyboard is None or terminal not in self.streams:
             return
         waiting = bool(keyboard.pending)
-        self.selector.modify(terminal, selectors.EVENT_READ | (
-            selectors.EVENT_WRITE if waiting else 0))
+        self._watch(terminal)
         registered = 0 in self.selector.get_map()
         if registered and (waiting or not keyboard.open):
             self.selector.unregister(0)
@@ -679,9 +785,23 @@ class _Loop:
             return
         if 0 in self.selector.get_map():
             self.selector.unregister(0)
-        if self.child.terminal in self.streams:
-            self.selector.modify(self.child.terminal, selectors.EVENT_READ)
         self.keyboard = None
+        if self.child.terminal in self.streams:
+            self._watch(self.child.terminal)
+
+    def _watch(self, fd: int) -> None:
+        """Wait for a stream to be readable unless its output is backed up, and for the
+        pseudo-terminal to be writable while keys wait for it."""
+        events = 0 if fd in self.paused else selectors.EVENT_READ
+        if fd == self.child.terminal and self.keyboard is not None and self.keyboard.pending:
+            events |= selectors.EVENT_WRITE
+        registered = fd in self.selector.get_map()
+        if registered and events:
+            self.selector.modify(fd, events)
+        elif registered:
+            self.selector.unregister(fd)
+        elif events:
+            self.selector.register(fd, events)
 
     def _timers(self, now: float) -> None:
         for stream in list(self.streams.values()):
@@ -693,7 +813,9 @@ class _Loop:
 
     def _close(self, fd: int) -> None:
         stream = self.streams.pop(fd)
-        self.selector.unregister(fd)
+        self.paused.discard(fd)
+        if fd in self.selector.get_map():
+            self.selector.unregister(fd)
         if fd == self.child.terminal:
             self._stop_keyboard()
         stream.finish()

@@ -181,6 +181,35 @@ def test_slow_reader_does_not_make_keyrun_flush_part_of_a_secret() -> None:
     assert output == b"x" * ((1 << 20) - 10) + b"<OPENAI_API_KEY>|"
 
 
+def test_stderr_flows_while_stdout_is_not_read() -> None:
+    """stdout and stderr are filtered independently: a reader that does not take the
+    command's stdout holds back neither its stderr nor keyrun's masking of it."""
+    code = (
+        "import os, threading, time\n"
+        f"s = {SECRET!r}.encode()\n"
+        "def log():\n"
+        "    for i in range(5):\n"
+        "        os.write(2, b'err %d ' % i + s + b'\\n'); time.sleep(0.1)\n"
+        "threading.Thread(target=log).start()\n"
+        "os.write(1, b'x' * 8_000_000 + s)\n"
+    )
+    process = subprocess.Popen(keyrun_argv(*py(code)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=launcher_env())
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        errors = b""
+        end = time.monotonic() + 10
+        while errors.count(b"\n") < 5 and time.monotonic() < end:
+            if select.select([process.stderr], [], [], 0.1)[0]:
+                errors += os.read(process.stderr.fileno(), 4096)
+        assert errors == b"".join(b"err %d <OPENAI_API_KEY>\n" % i for i in range(5))
+        assert process.poll() is None  # stdout, all of it waiting, was never read
+        assert process.stdout.read() == b"x" * 8_000_000 + b"<OPENAI_API_KEY>"
+    finally:
+        assert wait_for(process) == 0
+
+
 def test_stdin_is_inherited_directly_on_pipes() -> None:
     code = "import os, sys; print(os.isatty(0), os.isatty(1), sys.stdin.read().upper())"
     result = run_piped(py(code), stdin=b"hello")
