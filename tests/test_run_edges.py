@@ -327,7 +327,7 @@ def test_config_errors_point_at_the_line_of_the_option_or_key(project: Path,
     line = next(n for n, t in enumerate(config.read_text().splitlines(), 1) if "paht" in t)
     assert f"keyrun.toml:{line}: [sources.local] paht: unknown option 'paht'" in typo.stderr
     write(config, text.replace("OPENAI_API_KEY = {}", 'OPENAI_API_KEY = { version = "3" }'))
-    pinned = keyrun(["list"], cwd=project, env=env)
+    pinned = keyrun(["--", "true"], cwd=project, env=env)
     line = next(n for n, t in enumerate(config.read_text().splitlines(), 1) if "version" in t)
     assert f"keyrun.toml:{line}: [keys] OPENAI_API_KEY: OPENAI_API_KEY pins version" in pinned.stderr
 
