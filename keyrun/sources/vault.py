@@ -421,7 +421,12 @@ class VaultSource(Source):
             return Problem("denied", f"{self.name}: {denied(path, credential)} — renew or "
                                      f"replace the token (vault login), or grant read on "
                                      f"{path} to its policies")
-        return Problem("error", f"{self.name}: reading {path} failed: {exc.detail}")
+        if exc.status == 405 and not self.settings.get("params"):
+            return Problem("error", f"{self.name}: reading {path} failed: {exc.detail} — a path "
+                                    "that makes a credential on a write (pki/issue/ROLE…) needs "
+                                    "params = { … } in the source (what `vault write` takes)")
+        return Problem("error", f"{self.name}: reading {path} failed: {exc.detail} "
+                                f"(HTTP {exc.status})")
 
     def _outcome(self, request: Request, location: Location,
                  entry: Entry | Problem) -> Outcome:
