@@ -7,12 +7,15 @@ exits as the command did.
 - keyrun's stdout is a terminal: the command runs on a pseudo-terminal that keyrun
   relays, so it sees a TTY (colours, prompts, REPLs and TUIs work). Its stderr shares
   the pseudo-terminal when keyrun's stderr is a terminal too (the order of the two is
-  kept, as on a terminal), and is a pipe otherwise. When keyrun's stdin is the terminal
-  (and keyrun is in the foreground), it is put in raw mode and relayed to the command;
-  raw mode is undone on every way out. The window size is copied at start and on
-  SIGWINCH. The command runs in its own process group under a small session leader
-  (``_monitor``), as under a shell, so Ctrl-Z stops it; keyrun then gives its terminal
-  back and stops as a job, and continues the command when it is itself continued.
+  kept, as on a terminal), and is a pipe otherwise. When keyrun's stdin is the terminal,
+  it is put in raw mode and relayed to the command while keyrun is the terminal's
+  foreground job (checked again whenever keyrun is continued, and every
+  ``FOREGROUND_POLL`` while in the background: ``fg`` of a running job sends no signal);
+  raw mode is undone on every way out. The window size is copied at start, on SIGWINCH
+  and on coming to the foreground. The command runs in its own process group under a
+  small session leader (``_monitor``), as under a shell, so Ctrl-Z stops it; keyrun then
+  gives its terminal back and stops as a job, and continues the command when it is
+  itself continued.
 - Otherwise: two pipes, and stdin is inherited directly.
 
 Each of keyrun's outputs is written by a thread of its own (``_Output``): a reader slower
@@ -64,6 +67,7 @@ from keyrun.mask import Masker, MaskSet
 
 FLUSH_AFTER = 0.05  # seconds of silence before a held prefix is let out
 SUSPEND_DRAIN = 1.0  # on Ctrl-Z, wait at most this long for keyrun's outputs to take what is left
+FOREGROUND_POLL = 0.2  # in the background, look this often whether keyrun is in front again
 PTY_LINGER = 0.2  # after the command ends, wait this long for more terminal output
 READ_SIZE = 1 << 20  # from a pipe; a terminal gives at most a few KiB per read
 OUTPUT_QUEUE = 1 << 20  # bytes waiting for keyrun's stdout (or stderr) before it stops reading
@@ -105,9 +109,13 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
         error = exc if isinstance(exc, LaunchError) else _launch_error(argv[0], exc, program, env)
         raise _masked_error(error, masks) from None
     raw = _RawMode(0) if child.keyboard else None
+    if child.keyboard:
+        # Keys read from the background fail with EIO instead of stopping keyrun, and a
+        # continued keyrun (fg, bg) learns whether it is in the foreground now.
+        signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCONT})
+        watched = watched | {signal.SIGCONT}
     try:
-        if raw is not None:
-            raw.enter()
         status = _Loop(child, masks, keeper, watched, raw).run()
     finally:
         if raw is not None:
@@ -135,7 +143,8 @@ class _Child:
     pid: int  # on a pseudo-terminal: the session leader that ends as the command ends
     outputs: list[tuple[int, int]]  # (fd keyrun reads, keyrun's fd it goes to)
     terminal: int | None = None  # the pseudo-terminal's master side
-    keyboard: bool = False  # keyrun's stdin is relayed to the pseudo-terminal
+    keyboard: bool = False  # keyrun's stdin is the terminal: relayed while in the foreground
+    post_processing: bool = False  # the pseudo-terminal turns \n into \r\n (OPOST)
 
 
 def _spawn(program: str, argv: Sequence[str], env: Mapping[str, str],
@@ -183,8 +192,8 @@ def _enlarge_pipe(fd: int) -> None:
 
 def _spawn_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str],
                        master: int, slave: int, watched: set[int]) -> _Child:
-    keyboard = _owns_keyboard()
-    _copy_terminal(slave, keyboard)
+    foreground = _owns_keyboard()
+    _copy_terminal(slave, foreground)
     # A terminal keyrun does not own (it runs in the background) is not handed over: the
     # command reads its pseudo-terminal, rather than compete with the shell for keys.
     stdin = None if os.isatty(0) else _dup_or_none(0)
@@ -206,7 +215,8 @@ def _spawn_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str]
         raise OSError(code, os.strerror(code))
     os.set_blocking(master, False)
     outputs = [(master, 1)] if stderr_read is None else [(master, 1), (stderr_read, 2)]
-    return _Child(pid, outputs, terminal=master, keyboard=keyboard)
+    return _Child(pid, outputs, terminal=master, keyboard=os.isatty(0),
+                  post_processing=foreground)
 
 
 def _start_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str], slave: int,
@@ -303,8 +313,12 @@ def _end_like(status: int) -> NoReturn:
 def _owns_keyboard() -> bool:
     """keyrun's stdin is a terminal and keyrun is in its foreground (reading it from the
     background would stop keyrun with SIGTTIN)."""
+    return os.isatty(0) and _in_foreground(0)
+
+
+def _in_foreground(fd: int) -> bool:
     try:
-        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+        return os.tcgetpgrp(fd) == os.getpgrp()
     except OSError:
         return False
 
@@ -328,12 +342,17 @@ def _copy_terminal(slave: int, raw: bool) -> None:
     """The pseudo-terminal starts with the settings and size of keyrun's terminal.
 
     Output post-processing (``\n`` to ``\r\n``) happens once: on the pseudo-terminal
-    when keyrun's terminal will be raw, on keyrun's terminal otherwise."""
+    when keyrun's terminal will be raw, on keyrun's terminal otherwise. A terminal whose
+    foreground is another job (keyrun started with ``&``) is likely in the mode of the
+    shell's line editor: the line discipline it turns off is turned on again."""
     source = 0 if os.isatty(0) else 1
     with contextlib.suppress(termios.error):
         settings = termios.tcgetattr(source)
         if not raw:
             settings[1] &= ~termios.OPOST
+        if not _in_foreground(source):
+            settings[0] |= termios.ICRNL
+            settings[3] |= termios.ICANON | termios.ECHO | termios.ISIG | termios.IEXTEN
         termios.tcsetattr(slave, termios.TCSANOW, settings)
     copy_window_size(slave)
 
@@ -361,14 +380,28 @@ class _RawMode:
         atexit.register(self.restore)
 
     def enter(self) -> None:
-        self.saved = termios.tcgetattr(self.fd)
+        """Raw mode; again after a stop, when a shell may have set its own mode meanwhile
+        (the mode to restore stays the one keyrun found)."""
+        if self.saved is None:
+            self.saved = termios.tcgetattr(self.fd)
         tty.setraw(self.fd, termios.TCSANOW)
 
     def restore(self) -> None:
+        """The mode keyrun found, unless keyrun is in the background now: the terminal is
+        the shell's then (and setting it would stop keyrun with SIGTTOU)."""
         saved, self.saved = self.saved, None
-        if saved is not None:
+        if saved is not None and _owns_keyboard():
             with contextlib.suppress(termios.error):
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, saved)
+
+
+def _post_process(terminal: int) -> None:
+    """Output post-processing on the pseudo-terminal (set through its master side), for
+    keyrun's terminal in raw mode does none."""
+    with contextlib.suppress(termios.error):
+        settings = termios.tcgetattr(terminal)
+        settings[1] |= termios.OPOST
+        termios.tcsetattr(terminal, termios.TCSANOW, settings)
 
 
 # Signals -------------------------------------------------------------------------------
@@ -396,8 +429,8 @@ class _Signals(threading.Thread):
             info = signal.sigwaitinfo(self.watched)
             if self.stopping:
                 return
-            if info.si_signo == signal.SIGCHLD:
-                self._poke(b"c")
+            if info.si_signo in (signal.SIGCHLD, signal.SIGCONT):
+                self._poke(b"c" if info.si_signo == signal.SIGCHLD else b"k")
                 continue
             with self.lock:
                 if self.reaped:
@@ -605,15 +638,20 @@ class _Keyboard:
         self.pending = b""
         self.open = True
 
-    def read(self) -> None:
+    def read(self) -> bool:
+        """Relay what was typed; False when keyrun is not in the terminal's foreground
+        (SIGTTIN is ignored, so the read fails rather than stop keyrun)."""
         try:
             data = os.read(0, 4096)
-        except OSError:  # the terminal hung up
-            data = b""
+        except OSError as exc:
+            if exc.errno == errno.EIO and not _owns_keyboard():
+                return False
+            data = b""  # the terminal hung up
         if not data:
             self.open = False
         self.pending += data
         self.drain()
+        return True
 
     def drain(self) -> None:
         try:
@@ -641,6 +679,9 @@ class _Loop:
         self.paused: set[int] = set()  # streams not read while their output is backed up
         self.keyboard = (_Keyboard(child.terminal)
                          if child.keyboard and child.terminal is not None else None)
+        self.owning = False  # in the terminal's foreground: raw mode, keys relayed
+        self.post_processing = child.post_processing
+        self.check_at: float | None = None  # when to look again whether keyrun is in front
         self.status: int | None = None
         self.ended_at = 0.0
         self.abandon = False
@@ -653,8 +694,7 @@ class _Loop:
         self.selector.register(self.wake_read, selectors.EVENT_READ)
         for fd in self.streams:
             self.selector.register(fd, selectors.EVENT_READ)
-        if self.keyboard is not None:
-            self.selector.register(0, selectors.EVENT_READ)
+        self._check_foreground()
         self._reap()
         renew_at = _deadline(self.keeper.first_renewal())
         try:
@@ -684,6 +724,8 @@ class _Loop:
         linger = self._linger_until()
         if linger is not None:
             deadlines.append(linger)
+        if self.check_at is not None:
+            deadlines.append(self.check_at)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -715,6 +757,8 @@ class _Loop:
             self.abandon = True
         if b"w" in why:
             self._outputs_changed()
+        if b"k" in why:
+            self._check_foreground()
 
     def _outputs_changed(self) -> None:
         """An output has room again, or its reader went away."""
@@ -742,12 +786,9 @@ class _Loop:
         keyrun as a job; once continued (fg, bg), take it again and continue the command."""
         for output in self.outputs.values():
             output.drain(SUSPEND_DRAIN)  # what the command wrote before it stopped
-        if self.raw is not None:
-            self.raw.restore()
+        self._release_keyboard()
         os.kill(os.getpid(), signal.SIGTSTP)  # discarded if keyrun's group is orphaned
-        if self.raw is not None and _owns_keyboard():
-            with contextlib.suppress(termios.error):
-                self.raw.enter()
+        self._check_foreground()
         if self.child.terminal is not None:
             copy_window_size(self.child.terminal)
         with contextlib.suppress(ProcessLookupError):
@@ -763,8 +804,44 @@ class _Loop:
 
     def _type(self) -> None:
         assert self.keyboard is not None
-        self.keyboard.read()
+        if self.keyboard.read():
+            self._watch_keyboard()
+        else:
+            self._release_keyboard()
+
+    def _check_foreground(self) -> None:
+        """Relay keys while keyrun is the terminal's foreground job, and only then."""
+        if self.keyboard is None:
+            return
+        if _owns_keyboard():
+            self._take_keyboard()
+        else:
+            self._release_keyboard()
+
+    def _take_keyboard(self) -> None:
+        assert self.child.terminal is not None
+        self.check_at = None
+        if self.raw is not None:
+            with contextlib.suppress(termios.error):
+                self.raw.enter()
+        if not self.post_processing:
+            _post_process(self.child.terminal)
+            self.post_processing = True
+        copy_window_size(self.child.terminal)  # no SIGWINCH reaches a background job
+        self.owning = True
         self._watch_keyboard()
+
+    def _release_keyboard(self) -> None:
+        """Give the terminal back (its mode is restored if keyrun is still in front) and
+        stop reading keys; look again for the foreground every FOREGROUND_POLL."""
+        if self.keyboard is None:
+            return
+        if self.raw is not None:
+            self.raw.restore()
+        self.owning = False
+        self.check_at = time.monotonic() + FOREGROUND_POLL
+        if 0 in self.selector.get_map():
+            self.selector.unregister(0)
 
     def _watch_keyboard(self) -> None:
         """Read keys only while the last ones are delivered; wait for the terminal to
@@ -777,7 +854,7 @@ class _Loop:
         registered = 0 in self.selector.get_map()
         if registered and (waiting or not keyboard.open):
             self.selector.unregister(0)
-        elif not registered and keyboard.open and not waiting:
+        elif not registered and keyboard.open and not waiting and self.owning:
             self.selector.register(0, selectors.EVENT_READ)
 
     def _stop_keyboard(self) -> None:
@@ -786,6 +863,7 @@ class _Loop:
         if 0 in self.selector.get_map():
             self.selector.unregister(0)
         self.keyboard = None
+        self.check_at = None
         if self.child.terminal in self.streams:
             self._watch(self.child.terminal)
 
@@ -807,6 +885,8 @@ class _Loop:
         for stream in list(self.streams.values()):
             if stream.flush_due(now):
                 stream.flush()
+        if self.check_at is not None and now >= self.check_at:
+            self._check_foreground()
         linger = self._linger_until()
         if linger is not None and now >= linger and self.child.terminal is not None:
             self._close(self.child.terminal)

@@ -5,6 +5,7 @@ keyrun.relay.relay() is driven through a small launcher (the CLI's --mask calls 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -340,7 +341,8 @@ class Terminal:
 
     def __init__(self, command: Sequence[str], *, stdout_tty: bool = True,
                  stderr_tty: bool = True, stdin_tty: bool = True, size: tuple[int, int] = (24, 80),
-                 values: Mapping[str, str] = VALUES, as_job: bool = False, **extra: str) -> None:
+                 values: Mapping[str, str] = VALUES, as_job: bool = False,
+                 background: bool = False, editor: bool = False, **extra: str) -> None:
         self.master, self.slave = os.openpty()
         self.resize(*size, fd=self.slave)
         self.before = termios.tcgetattr(self.slave)
@@ -354,6 +356,7 @@ class Terminal:
         env = launcher_env(values, **extra)
         argv = keyrun_argv(*command)
         job_read, job_write = os.pipe()
+        control_read, self.control = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
             try:
@@ -362,12 +365,12 @@ class Terminal:
                 for target, fd in child_ends.items():
                     os.dup2(fd, target)
                 if as_job:
-                    _job_control_shell(argv, env, job_write)
+                    _job_control_shell(argv, env, job_write, control_read, background, editor)
                 os.write(job_write, str(os.getpid()).encode())
                 os.execve(PY, argv, env)
             finally:
                 os._exit(127)
-        for fd in (*child_ends.values(), job_write):
+        for fd in (*child_ends.values(), job_write, control_read):
             os.close(fd)
         self.job = int(os.read(job_read, 32))  # keyrun's pid
         os.close(job_read)
@@ -384,6 +387,14 @@ class Terminal:
 
     def type(self, data: bytes) -> None:
         os.write(self.master, data)
+
+    def shell(self, command: bytes) -> None:
+        """Job control by the shell of ``as_job``: b"bg", b"fg" (of a running job)."""
+        os.write(self.control, command[:1])
+
+    def raw(self) -> bool:
+        """In keyrun's raw mode (a line editor's keeps ISIG: Ctrl-C still interrupts)."""
+        return not termios.tcgetattr(self.slave)[3] & (termios.ICANON | termios.ISIG)
 
     def _pump(self, timeout: float) -> None:
         sources = [self.master, *(fd for t, fd in self.pipes.items() if t != 0)]
@@ -426,24 +437,46 @@ class Terminal:
         if self.status is None:
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
-        for fd in (self.master, self.slave, *self.pipes.values()):
+        for fd in (self.master, self.slave, self.control, *self.pipes.values()):
             os.close(fd)
 
 
-def _job_control_shell(argv: Sequence[str], env: Mapping[str, str], report: int) -> None:
+def _job_control_shell(argv: Sequence[str], env: Mapping[str, str], report: int,
+                       control: int, background: bool, editor: bool) -> None:
     """In the forked session leader: start keyrun as a shell starts a job (its own process
-    group, in the terminal's foreground, a parent in the same session, so Ctrl-Z can stop
-    it), then end as keyrun ends."""
+    group, in the terminal's foreground unless ``background``, a parent in the same
+    session, so Ctrl-Z can stop it), do as told on ``control`` (``Terminal.shell``), then
+    end as keyrun ends. ``editor``: the terminal is in the mode of a shell's line editor
+    (readline's) while the job runs in the background."""
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    cooked = termios.tcgetattr(0)
+    if editor:
+        mode = termios.tcgetattr(0)
+        mode[0] &= ~termios.ICRNL
+        mode[3] &= ~(termios.ICANON | termios.ECHO)
+        termios.tcsetattr(0, termios.TCSANOW, mode)
     job = os.fork()
     if job == 0:
         os.setpgid(0, 0)
-        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-        os.tcsetpgrp(1, os.getpid())
+        if not background:
+            os.tcsetpgrp(1, os.getpid())
         signal.signal(signal.SIGTTOU, signal.SIG_DFL)
         os.execve(PY, list(argv), dict(env))
+    with contextlib.suppress(OSError):
+        os.setpgid(job, job)
     os.write(report, str(job).encode())
-    _, status = os.waitpid(job, 0)
-    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    while not (ended := os.waitpid(job, os.WNOHANG))[0]:
+        if not select.select([control], [], [], 0.02)[0]:
+            continue
+        command = os.read(control, 1)
+        if command == b"b":  # bg: the shell takes its terminal back, the job goes on
+            os.tcsetpgrp(0, os.getpgrp())
+            os.killpg(job, signal.SIGCONT)
+        elif command == b"f":  # fg of a running job: the terminal only, no signal
+            termios.tcflush(0, termios.TCIFLUSH)  # what was typed meanwhile was the shell's
+            termios.tcsetattr(0, termios.TCSANOW, cooked)
+            os.tcsetpgrp(0, job)
+    os._exit(os.waitstatus_to_exitcode(ended[1]) & 0xFF)
 
 
 def process_state(pid: int) -> str:
@@ -610,6 +643,60 @@ def test_ctrl_z_stops_the_command_and_keyrun_as_a_job(terminals: Start) -> None:
     assert not termios.tcgetattr(terminal.slave)[3] & termios.ICANON  # raw again
     terminal.expect(b"done")
     assert terminal.wait() == 0
+    assert terminal.restored()
+
+
+def never_stopped(pid: int, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if process_state(pid) == "T":
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_keys_typed_at_the_shell_after_bg_do_not_stop_keyrun(terminals: Start) -> None:
+    """Ctrl-Z, then bg: keyrun runs on in the background and leaves the keyboard (and the
+    terminal's mode) to the shell; fg: it takes both again."""
+    code = "print('ready', flush=True); line = input('line? '); print('got', line)"
+    terminal = terminals(py(code), as_job=True)
+    terminal.expect(b"line? ")
+    terminal.type(b"\x1a")
+    wait_for_state(terminal.job, stopped=True)
+    terminal.shell(b"bg")
+    wait_for_state(terminal.job, stopped=False)
+    terminal.type(b"echo typed at the shell\r")
+    assert never_stopped(terminal.job, 1.0)  # no read of the shell's keys, no SIGTTIN
+    assert terminal.restored()
+    terminal.shell(b"fg")
+    end = time.monotonic() + 10
+    while not terminal.raw():
+        assert time.monotonic() < end
+        time.sleep(0.02)
+    terminal.type(b"abc\r")
+    assert terminal.wait() == 0
+    assert terminal.terminal == (b"ready\r\nline? ^Z"  # echoed by the command's terminal
+                                 b"echo typed at the shell\r\n"  # by keyrun's, for the shell
+                                 b"abc\r\ngot abc\r\n")
+    assert terminal.restored()
+
+
+def test_started_in_the_background_then_fg_gets_the_keyboard(terminals: Start) -> None:
+    """Started with &, while the shell's line editor has the terminal: the command's
+    pseudo-terminal is line-buffered all the same, and keys reach it after fg."""
+    code = "print('GOT', input('name? '))"
+    terminal = terminals(py(code), as_job=True, background=True, editor=True)
+    terminal.expect(b"name? ")
+    assert never_stopped(terminal.job, 0.5)
+    assert not terminal.raw()  # the mode of the shell's editor, left alone
+    terminal.shell(b"fg")
+    end = time.monotonic() + 10
+    while not terminal.raw():
+        assert time.monotonic() < end
+        time.sleep(0.02)
+    terminal.type(b"bob\r")
+    assert terminal.wait() == 0
+    assert terminal.terminal == b"name? bob\r\nGOT bob\r\n"
     assert terminal.restored()
 
 
