@@ -27,6 +27,12 @@ SIGWINCH are forwarded, but a signal that the terminal already sent to the comma
 process group is not sent twice; keyrun exits with the command's status or dies of the
 same signal. A thread waits for signals (``sigwaitinfo`` tells who sent one) so that the
 output loop never misses one.
+
+Leases are released as soon as the command has ended (SPEC: revoked when it ends), not
+when its outputs are drained: a process it left in the background may hold them open
+for long. The drain goes on to the end of both pipes, unless keyrun itself was told to
+end (SIGINT, SIGTERM, SIGHUP, SIGQUIT): it then stops ``SIGNAL_GRACE`` after the
+command ended, or after the signal came, whichever is later.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ FLUSH_AFTER = 0.05  # seconds of silence before a held prefix is let out
 SUSPEND_DRAIN = 1.0  # on Ctrl-Z, wait at most this long for keyrun's outputs to take what is left
 FOREGROUND_POLL = 0.2  # in the background, look this often whether keyrun is in front again
 PTY_LINGER = 0.2  # after the command ends, wait this long for more terminal output
+SIGNAL_GRACE = 0.3  # keyrun was told to end and the command has: drain at most this long
 READ_SIZE = 1 << 20  # from a pipe; a terminal gives at most a few KiB per read
 OUTPUT_QUEUE = 1 << 20  # bytes waiting for keyrun's stdout (or stderr) before it stops reading
 TERMINAL_READ_SIZE = 1 << 16
@@ -94,7 +101,7 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
     """Run the command with its output masked, then exit as it did (status, or the same
     signal). Returns only by raising ``LaunchError`` (command not found or not runnable),
     after releasing the supervisor's leases."""
-    keeper = supervisor or NoLeases()
+    keeper = _ReleaseOnce(supervisor or NoLeases())
     watched = {getattr(signal, name) for name in FORWARDED if hasattr(signal, name)}
     watched.add(signal.SIGCHLD)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an inherited SIG_IGN would reap it for us
@@ -122,6 +129,26 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
             raw.restore()
         keeper.release()
     _exit_like(status)
+
+
+class _ReleaseOnce:
+    """The supervisor, released once: as soon as the command has ended, and on every
+    other way out (a launch error, a crash of the relay)."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.released = False
+
+    def first_renewal(self) -> float | None:
+        return None if self.released else self.supervisor.first_renewal()
+
+    def renew(self) -> float | None:
+        return None if self.released else self.supervisor.renew()
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.supervisor.release()
 
 
 def _masked_error(error: LaunchError, masks: MaskSet) -> LaunchError:
@@ -423,6 +450,7 @@ class _Signals(threading.Thread):
         self.lock = threading.Lock()
         self.reaped = False
         self.stopping = False
+        self.told_to_end = False  # keyrun got SIGINT, SIGTERM, SIGHUP or SIGQUIT
 
     def run(self) -> None:
         while True:
@@ -433,6 +461,8 @@ class _Signals(threading.Thread):
                 self._poke(b"c" if info.si_signo == signal.SIGCHLD else b"k")
                 continue
             with self.lock:
+                if info.si_signo in _TERMINATING:
+                    self.told_to_end = True
                 if self.reaped:
                     if info.si_signo in _TERMINATING:
                         self._poke(b"s")  # stop waiting for what lingers after the command
@@ -451,6 +481,10 @@ class _Signals(threading.Thread):
     def _poke(self, what: bytes) -> None:
         with contextlib.suppress(OSError):
             os.write(self.wake, what)
+
+    def ending(self) -> bool:
+        with self.lock:
+            return self.told_to_end
 
     def reap(self) -> int | None:
         """The command's wait status once it has ended (it is then never signalled), or
@@ -684,7 +718,8 @@ class _Loop:
         self.check_at: float | None = None  # when to look again whether keyrun is in front
         self.status: int | None = None
         self.ended_at = 0.0
-        self.abandon = False
+        self.cut_at: float | None = None  # told to end: stop draining then
+        self.renew_at: float | None = None
 
     def run(self) -> int:
         """Relay until the command has ended and its outputs are drained; its status."""
@@ -695,16 +730,18 @@ class _Loop:
         for fd in self.streams:
             self.selector.register(fd, selectors.EVENT_READ)
         self._check_foreground()
+        self.renew_at = _deadline(self.keeper.first_renewal())
         self._reap()
-        renew_at = _deadline(self.keeper.first_renewal())
         try:
-            while (self.streams or self.status is None) and not self.abandon:
-                for key, events in self.selector.select(self._timeout(renew_at)):
+            while self.streams or self.status is None:
+                for key, events in self.selector.select(self._timeout()):
                     self._handle(int(key.fd), events)
                 now = time.monotonic()
+                if self.cut_at is not None and now >= self.cut_at:
+                    break
                 self._timers(now)
-                if renew_at is not None and now >= renew_at:
-                    renew_at = _deadline(self.keeper.renew())
+                if self.renew_at is not None and now >= self.renew_at:
+                    self.renew_at = _deadline(self.keeper.renew())
             for fd in list(self.streams):
                 self._close(fd)
             for output in self.outputs.values():
@@ -717,10 +754,11 @@ class _Loop:
         assert self.status is not None  # the loop ends only once the command has
         return self.status
 
-    def _timeout(self, renew_at: float | None) -> float | None:
+    def _timeout(self) -> float | None:
         deadlines = [s.flush_at for s in self.streams.values() if s.flush_at is not None]
-        if renew_at is not None:
-            deadlines.append(renew_at)
+        for deadline in (self.renew_at, self.cut_at):
+            if deadline is not None:
+                deadlines.append(deadline)
         linger = self._linger_until()
         if linger is not None:
             deadlines.append(linger)
@@ -754,7 +792,7 @@ class _Loop:
         if b"c" in why:
             self._reap()
         if b"s" in why:
-            self.abandon = True
+            self._cut()
         if b"w" in why:
             self._outputs_changed()
         if b"k" in why:
@@ -780,6 +818,18 @@ class _Loop:
             if self.status is not None:
                 self.ended_at = time.monotonic()
                 self._stop_keyboard()
+                if self.raw is not None:
+                    self.raw.restore()  # keys are not relayed any more; release may warn
+                self.renew_at = None
+                self.keeper.release()  # now, not once a background process lets go
+                if self.signals.ending():
+                    self._cut()
+
+    def _cut(self) -> None:
+        """keyrun was told to end and the command has ended: what its leftover processes
+        write is drained for ``SIGNAL_GRACE`` more, not until they close it."""
+        if self.cut_at is None:
+            self.cut_at = time.monotonic() + SIGNAL_GRACE
 
     def _suspend(self) -> None:
         """The command stopped on its terminal (Ctrl-Z): give the terminal back and stop

@@ -6,7 +6,10 @@ import base64
 import os
 import pty
 import select
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,24 @@ def test_keyrun_errors_are_masked(project: Path, tmp_path: Path) -> None:
         f"keyrun: error: {bin_dir}/<OPENAI_API_KEY>: permission denied",
         f"  hint: make it executable: chmod +x {bin_dir}/<OPENAI_API_KEY>"]
     assert_no_leak(CANARY, missing.stdout, missing.stderr, denied.stdout, denied.stderr)
+
+
+def test_sigterm_to_keyrun_does_not_wait_for_a_process_left_holding_stdout(
+        project: Path, tmp_path: Path) -> None:
+    """The command dies of the SIGTERM keyrun forwards; the sleep it left in the background
+    still holds stdout, and keyrun ends all the same (dying of the same signal)."""
+    process = subprocess.Popen(
+        [PY, "-m", "keyrun", "run", "--mask", "--", "sh", "-c",
+         'sleep 5 & echo "hi $OPENAI_API_KEY"; wait'],
+        cwd=project, env=clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"hi <OPENAI_API_KEY>\n"
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(5) == -signal.SIGTERM
+        assert time.monotonic() - started < 1.5
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -305,6 +305,56 @@ def test_leases_renewed_while_relaying_and_released_after(tmp_path: Path) -> Non
     assert events.count("renew") >= 2
 
 
+def test_leases_released_when_the_command_ends_not_when_the_drain_does(tmp_path: Path) -> None:
+    """A process the command left behind may hold its outputs for long: the leases go when
+    the command ends (issue 4), the drain still goes on to the end of the pipes (issue 6)."""
+    log = tmp_path / "leases"
+    process = subprocess.Popen(keyrun_argv("sh", "-c", "(sleep 2; echo late) & echo hi; exit 4"),
+                               stdout=subprocess.PIPE, env=launcher_env(TEST_LEASE_LOG=str(log)))
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"hi\n"
+    deadline = time.monotonic() + 1
+    while "release" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None  # still draining
+    assert log.read_text().split()[-1] == "release"
+    assert process.stdout.read() == b"late\n"
+    assert wait_for(process) == 4
+    events = log.read_text().split()
+    assert events.count("release") == 1
+    assert events[-1] == "release"  # no renewal after it
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signal_to_keyrun_does_not_wait_for_what_the_command_left_behind(
+        number: int, tmp_path: Path) -> None:
+    """keyrun told to end: the command gets the signal and dies; a process it left holding
+    the pipes does not keep keyrun (and its leases) alive."""
+    log = tmp_path / "leases"
+    code = f"sleep 5 & echo hi {SECRET}; wait"
+    process = subprocess.Popen(keyrun_argv("sh", "-c", code), stdout=subprocess.PIPE,
+                               env=launcher_env(TEST_LEASE_LOG=str(log)))
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"hi <OPENAI_API_KEY>\n"
+    started = time.monotonic()
+    process.send_signal(number)
+    assert wait_for(process) == -number
+    assert time.monotonic() - started < 1.5
+    assert log.read_text().split().count("release") == 1
+
+
+def test_signal_after_the_command_ended_stops_the_drain(tmp_path: Path) -> None:
+    process = subprocess.Popen(keyrun_argv("sh", "-c", "sleep 5 & echo hi; exit 3"),
+                               stdout=subprocess.PIPE, env=launcher_env())
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"hi\n"
+    time.sleep(0.3)  # the command has ended; the sleep holds its stdout
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert wait_for(process) == 3
+    assert time.monotonic() - started < 1.5
+
+
 SIGNAL_REPORTER = (
     "import signal, sys, time\n"
     "got = []\n"
