@@ -543,3 +543,32 @@ def test_cli_the_shipped_vault_example_works(openbao: OpenBao, database: Any,
     assert done.returncode == 0, done.stderr
     assert done.stdout == "sk-example-0000 True True\n"
     assert set(redis_server.users()) == before  # revoked at exit
+
+
+def test_cli_mask_revokes_when_the_command_ends_not_when_its_outputs_close(
+        openbao: OpenBao, database: Any, redis_server: Redis, tmp_path: Path) -> None:
+    """With --mask keyrun drains the command's outputs to their end; a process the command
+    left behind holding stdout does not keep the credential alive meanwhile."""
+    root, out, env = cli_project(tmp_path, openbao, role(database))
+    script = (f'"{sys.executable}" child.py exit0 {redis_server.port} "{out}" 0; '
+              "(sleep 4; echo late) & echo started; exit 5")
+    process = subprocess.Popen([sys.executable, "-m", "keyrun", "run", "--mask", "--",
+                                "sh", "-c", script], cwd=root, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "started\n"
+        ended = time.monotonic()
+        user = report(out)["user"]
+        while redis_server.user_exists(user) and time.monotonic() - ended < 1.5:
+            time.sleep(0.05)
+        assert process.poll() is None  # still draining: the sleep holds stdout
+        assert not redis_server.user_exists(user)
+        assert process.stdout.read() == "late\n"
+        assert process.wait(20) == 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.stderr is not None
+    assert_clean_output(redis_server, user, process.stderr.read())
