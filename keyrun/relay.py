@@ -818,8 +818,8 @@ class _Loop:
             if self.status is not None:
                 self.ended_at = time.monotonic()
                 self._stop_keyboard()
-                if self.raw is not None:
-                    self.raw.restore()  # keys are not relayed any more; release may warn
+                # keyrun's terminal stays raw while output may still come: restored now,
+                # the pseudo-terminal's \r\n would become \r\r\n on the way out
                 self.renew_at = None
                 self.keeper.release()  # now, not once a background process lets go
                 if self.signals.ending():

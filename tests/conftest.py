@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# gRPC (the Google tests' client and fake) logs a line into any process the suite forks
+# while its threads run, from its fork handlers; the terminal tests compare a
+# pseudo-terminal's bytes exactly. (GRPC_VERBOSITY must stay unset: a test checks that
+# keyrun's own setting of it does not reach the command.)
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 
 def require_tool(path_or_name: str) -> None:
     """A test needing a missing program fails under CI and skips elsewhere."""
