@@ -20,6 +20,7 @@ from tests.vault_server import (
     OpenBao,
     Redis,
     configure_redis_engine,
+    dynamic_config,
     openbao_fixture,  # noqa: F401 (a fixture)
     redis_server_fixture,  # noqa: F401 (a fixture)
 )
@@ -101,23 +102,6 @@ def test_load_has_no_exec_limits_but_inject_does(project: Path) -> None:
 
 # Dynamic credentials: real OpenBao making real Redis users (tests/vault_server.py)
 
-DYNAMIC = """project = "demo"
-default_env = "dev"
-
-[keys]
-REDIS_USER = {{ name = "{role}", field = "username" }}
-REDIS_PASSWORD = {{ name = "{role}", field = "password" }}
-
-[sources.vault]
-type = "vault"
-url = "{url}"
-mount = "database"
-path = "creds/{{key}}"
-child_token_ttl = "{child_ttl}"
-
-[env.dev]
-sources = ["vault"]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +117,8 @@ def dynamic_project(tmp_path: Path, openbao: OpenBao, database: Any, *, default_
                                           creation_statements=['["~*", "+@read"]'],
                                           default_ttl=default_ttl, max_ttl="10m")
     root = tmp_path / "dynamic"
-    write(root / "keyrun.toml", DYNAMIC.format(role=role, url=openbao.url, child_ttl=child_ttl))
+    write(root / "keyrun.toml", dynamic_config(openbao.url, role, child_ttl=child_ttl,
+                                               head='project = "demo"\ndefault_env = "dev"'))
     return root, clean_env(tmp_path, VAULT_TOKEN=ROOT_TOKEN)
 
 

@@ -22,6 +22,7 @@ from tests.vault_server import (
     OpenBao,
     Redis,
     configure_redis_engine,
+    dynamic_config,
     openbao_fixture,  # noqa: F401 (a fixture)
     redis_server_fixture,  # noqa: F401 (a fixture)
 )
@@ -117,18 +118,7 @@ def test_one_lease_for_every_settings_instance(openbao: OpenBao, redis_server: R
                                                project: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     configure_redis_engine(openbao, redis_server, role="settings")
-    write(project / "keyrun.toml", f"""
-[keys]
-REDIS_USER = {{ name = "settings", field = "username" }}
-REDIS_PASSWORD = {{ name = "settings", field = "password" }}
-[sources.vault]
-type = "vault"
-url = "{openbao.url}"
-mount = "database"
-path = "creds/{{key}}"
-[env.dev]
-sources = ["vault"]
-""")
+    write(project / "keyrun.toml", dynamic_config(openbao.url, "settings"))
     monkeypatch.setenv("VAULT_TOKEN", ROOT_TOKEN)
     monkeypatch.setenv("HOME", str(project))
 

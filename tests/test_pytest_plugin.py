@@ -14,6 +14,7 @@ from tests.vault_server import (
     OpenBao,
     Redis,
     configure_redis_engine,
+    dynamic_config,
     openbao_fixture,  # noqa: F401 (a fixture)
     redis_server_fixture,  # noqa: F401 (a fixture)
 )
@@ -151,18 +152,7 @@ def test_leases_are_revoked_when_the_session_ends(openbao: OpenBao, redis_server
                                                   tmp_path: Path) -> None:
     configure_redis_engine(openbao, redis_server, role="plugin")
     root = tmp_path / "dyn"
-    write(root / "keyrun.toml", f"""
-[keys]
-REDIS_USER = {{ name = "plugin", field = "username" }}
-REDIS_PASSWORD = {{ name = "plugin", field = "password" }}
-[sources.vault]
-type = "vault"
-url = "{openbao.url}"
-mount = "database"
-path = "creds/{{key}}"
-[env.dev]
-sources = ["vault"]
-""")
+    write(root / "keyrun.toml", dynamic_config(openbao.url, "plugin"))
     write(root / "test_user.py", '''
 import os
 

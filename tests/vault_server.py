@@ -249,6 +249,26 @@ def configure_redis_engine(bao: OpenBao, redis: Redis, *, role: str = "keyrun",
         default_ttl=default_ttl, max_ttl=max_ttl)
 
 
+def dynamic_config(url: str, role: str, *, child_ttl: str = "5m", head: str = "") -> str:
+    """A keyrun.toml whose two keys are the two fields of one leased Redis credential made by
+    the database role ``role`` (see configure_redis_engine)."""
+    return f"""{head}
+[keys]
+REDIS_USER = {{ name = "{role}", field = "username" }}
+REDIS_PASSWORD = {{ name = "{role}", field = "password" }}
+
+[sources.vault]
+type = "vault"
+url = "{url}"
+mount = "database"
+path = "creds/{{key}}"
+child_token_ttl = "{child_ttl}"
+
+[env.dev]
+sources = ["vault"]
+"""
+
+
 @pytest.fixture(scope="session", name="openbao")
 def openbao_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
     """One dev server for the whole session; tests use their own paths in it."""
