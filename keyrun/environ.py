@@ -149,5 +149,5 @@ def secrets_in_argv(argv: Iterable[str], keys: Mapping[str, str], minimum: int =
     """Names of secret-looking keys whose value appears literally in the command's
     arguments."""
     args = list(argv)
-    return [name for name, value in keys.items()
-            if looks_secret(name, value, minimum) and any(value in arg for arg in args)]
+    return [name for name, value in keys.items()  # cheap test first: most values are not there
+            if any(value in arg for arg in args) and looks_secret(name, value, minimum)]
