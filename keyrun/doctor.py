@@ -107,11 +107,6 @@ def diagnose_all(options: DoctorOptions, environ: Mapping[str, str] | None = Non
         fetches.close()
 
 
-def known_envs(options: DoctorOptions, environ: Mapping[str, str] | None = None) -> list[str]:
-    environ = os.environ if environ is None else environ
-    return load_config(None, options.config, environ).env_names()
-
-
 class _Fetch:
     """One environment's values, fetched in a daemon thread."""
 
@@ -769,5 +764,5 @@ def _record(resolution: Resolution, environ: Mapping[str, str]) -> None:
         record_resolution(resolution, environ, action="doctor")
 
 
-__all__ = ["Check", "DoctorOptions", "Report", "diagnose", "diagnose_all", "known_envs",
+__all__ = ["Check", "DoctorOptions", "Report", "diagnose", "diagnose_all",
            "looks_random"]
