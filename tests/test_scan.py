@@ -717,3 +717,58 @@ def test_cli_finds_the_profiles_own_values(tmp_path: Path) -> None:
         f"notes.txt:1 profile-value {done.stdout.split()[2]} [TOKEN]"]
     assert ".env" not in done.stdout  # outside git, the source's own file is not a leak
     assert value not in done.stdout + done.stderr
+
+
+def test_staged_fetches_the_profile_once_and_only_with_text_to_search(repo: Path,
+                                                                       keys: list[str]) -> None:
+    calls: list[int] = []
+
+    def values() -> dict[str, str]:
+        calls.append(1)
+        return {"TOKEN": "local-" + "value-" + "8d2f61"}
+
+    assert scan([], root=repo, mode="staged", values=values).scanned == 0
+    (repo / "logo.png").write_bytes(b"\x89PNG\0\0\0" + keys[0].encode())
+    git(repo, "add", "logo.png")
+    assert scan([], root=repo, mode="staged", values=values).findings == []
+    assert calls == []
+    (repo / "a.py").write_text("token = 'local-value-8d2f61'\n")
+    (repo / "b.py").write_text(f"key = '{keys[1]}'\n")
+    git(repo, "add", "a.py", "b.py")
+    result = scan([], root=repo, mode="staged", values=values)
+    assert [(f.path, f.key) for f in result.findings] == [("a.py", "TOKEN"), ("b.py", None)]
+    assert calls == [1]
+
+
+def test_cli_staged_touches_no_remote_source_until_something_is_staged(tmp_path: Path) -> None:
+    from tests.doppler_server import FakeDoppler
+    from tests.helpers import clean_env, keyrun, write
+
+    token = "dp.st.dev." + "fake0123456789abcdefTOKEN"
+    value = "remote-" + "value-" + "41c9e7d2"
+    fake = FakeDoppler()
+    try:
+        fake.grant(token)
+        fake.put("proj", "dev", "TOKEN", value)
+        root = tmp_path / "repo"
+        root.mkdir()
+        git(root, "init", "-q", "-b", "main")
+        write(root / "keyrun.toml", f'project = "proj"\n[keys]\nTOKEN = {{}}\n'
+              f'[sources.doppler]\ntype = "doppler"\napi_host = "{fake.url}"\n'
+              '[env.dev]\nsources = ["doppler"]\n')
+        env = clean_env(tmp_path, DOPPLER_TOKEN=token)
+        assert keyrun(["scan", "--staged"], cwd=root, env=env).returncode == 0
+        (root / "logo.png").write_bytes(b"\x89PNG\0\0\0" + value.encode())
+        git(root, "add", "keyrun.toml", "logo.png")
+        git(root, "rm", "-q", "--cached", "keyrun.toml")
+        assert keyrun(["scan", "--staged"], cwd=root, env=env).returncode == 0
+        assert fake.seen == []
+        write(root / "notes.txt", f"the token is {value}\n")
+        git(root, "add", "notes.txt")
+        done = keyrun(["scan", "--staged"], cwd=root, env=env)
+        assert done.returncode == 1
+        assert done.stdout.split()[:2] == ["notes.txt:1", "profile-value"]
+        assert value not in done.stdout + done.stderr
+        assert [seen.path for seen in fake.seen] == ["/v3/configs/config/secrets/download"]
+    finally:
+        fake.stop()

@@ -219,14 +219,18 @@ def complete_keys(incomplete: str, env: str | None = None, config: str | None = 
 def scan_command(selection: Selection, paths: list[str], *, staged: bool, history: bool,
                  output: str) -> int:
     """Leaked credentials: exit 0 clean, 1 findings, 125 when the scan cannot run."""
-    from pathlib import Path
 
     from keyrun import scan as scanner
 
     if staged and history:
         raise UsageError("--staged and --history cannot be used together")
     mode: scanner.Mode = "staged" if staged else "history" if history else "tree"
-    values = _profile_values(selection)
+    def note(message: str) -> None:
+        if not selection.quiet:
+            _warn(message)
+
+    values = scanner.profile_values(selection.env, config=selection.config,
+                                    project=selection.project, note=note)
     result = scanner.scan([Path(p) for p in paths], root=Path.cwd(), mode=mode, values=values)
     if mode == "tree" and not paths and not _in_git_work_tree():
         # Outside git nothing marks .env files as private: they are where secrets belong
@@ -246,47 +250,6 @@ def scan_command(selection: Selection, paths: list[str], *, staged: bool, histor
         print(f"keyrun: scanned {result.scanned} {unit}{'s' if result.scanned != 1 else ''}, "
               f"{found} finding{'s' if found != 1 else ''}", file=sys.stderr)
     return 1 if result.findings else 0
-
-
-def _profile_values(selection: Selection) -> dict[str, str]:
-    """The profile's own values, to find wherever they leaked; none when it cannot resolve
-    (scan still finds every known key format)."""
-    from keyrun.config import find_config
-    from keyrun.errors import ConfigError, MissingSdkError
-    from keyrun.profile import open_profile
-    from keyrun.resolve import fetch_profile
-
-    def note(message: str) -> None:
-        if not selection.quiet:
-            print(f"keyrun: warning: {message}", file=sys.stderr)
-
-    try:
-        profile = open_profile(selection.env, config=selection.config,
-                               project=selection.project)
-        resolution = fetch_profile(profile)
-    except MissingSdkError as exc:  # pre-commit's own venv has no cloud extras
-        note(f"not searching for the profile's values: {exc.message}")
-        return {}
-    except (ConfigError, UsageError):
-        # An invalid keyrun.toml or unknown environment: scan cannot do its whole job
-        # (125). Without any keyrun.toml there is simply no profile to search for.
-        if selection.config is None and find_config(
-                Path.cwd(), None, os.environ) is None:
-            return {}
-        raise
-    except KeyrunError as exc:
-        note(f"not searching for the profile's values: {exc.message}")
-        return {}
-    try:
-        unread = [key for key, result in resolution.results.items()
-                  if result.status == "error"]
-        if unread:
-            note(f"could not read {', '.join(unread)}, so their values are not searched "
-                 "for (keyrun list says why)")
-        return resolution.values()
-    finally:
-        for warning in resolution.release():
-            note(warning)
 
 
 def _in_git_work_tree() -> bool:

@@ -1,17 +1,22 @@
 """``keyrun scan``: leaked credentials in files, the index or the history (SPEC §3, §4a).
 
-    result = scan([], root=Path.cwd(), mode="staged", values=resolution.values())
+    values = profile_values(env, config=None, project=None, note=warn)   # nothing fetched yet
+    result = scan([], root=Path.cwd(), mode="staged", values=values)
     print(render_text(result.findings))
     exit_code = 1 if result.findings else 0
 
 Finds the key formats in ``keyrun.scan.rules`` and the exact values of the profile's keys
-(those at least 8 characters long). A line carrying ``keyrun:allow`` is skipped. A finding's
-``preview`` is masked: at least half of a secret (and at least 8 characters) is never shown.
+(those at least 8 characters long). The values come from a callable that ``scan`` calls at
+most once, and only when there is text to search: a commit that stages nothing (or only
+deletions and binary files) touches no source at all. A line carrying ``keyrun:allow`` is
+skipped. A finding's ``preview`` is masked: at least half of a secret (and at least 8
+characters) is never shown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +32,7 @@ from keyrun.scan.rules import (
 from keyrun.scan.walk import Blob, ScanError, Skipped, read_history, read_staged, read_tree
 
 Mode = Literal["tree", "staged", "history"]
+Values = Mapping[str, str] | Callable[[], Mapping[str, str]] | None
 
 __all__ = [
     "MIN_VALUE_LENGTH",
@@ -36,6 +42,7 @@ __all__ = [
     "ScanError",
     "ScanResult",
     "Skipped",
+    "profile_values",
     "render_json",
     "render_sarif",
     "render_text",
@@ -76,22 +83,25 @@ class ScanResult:
 
 
 def scan(paths: Sequence[Path] = (), *, root: Path, mode: Mode = "tree",
-         values: Mapping[str, str] | None = None) -> ScanResult:
+         values: Values = None) -> ScanResult:
     """Scan ``paths`` (default: all of ``root``) in one mode.
 
     ``tree``: the work tree (git's tracked and untracked, non-ignored files; every file when
     not in a repository). ``staged``: the index's copy of each file the next commit adds or
     changes. ``history``: the lines every commit of every ref added, with the commit id.
-    ``values`` maps key names to the profile's values to look for. Paths in findings are
-    relative to ``root``. Raises ``ScanError`` when the scan cannot run.
+    ``values`` maps key names to the profile's values to look for, or is a callable that
+    returns them: called once, before the first text is searched, never when there is none.
+    Paths in findings are relative to ``root``. Raises ``ScanError`` when the scan cannot run.
     """
     readers = {"tree": read_tree, "staged": read_staged, "history": read_history}
-    encoded = {key: value.encode("utf-8") for key, value in (values or {}).items()}
+    encoded: dict[str, bytes] | None = None
     result = ScanResult()
     for item in readers[mode](list(paths), root):
         if isinstance(item, Skipped):
             result.skipped.append(item)
             continue
+        if encoded is None:
+            encoded = _encoded(values() if callable(values) else values)
         result.scanned += 1
         findings, stopped = scan_blob(item, encoded)
         result.findings.extend(findings)
@@ -105,8 +115,60 @@ def scan(paths: Sequence[Path] = (), *, root: Path, mode: Mode = "tree",
 def scan_bytes(data: bytes, path: str = "-", values: Mapping[str, str] | None = None
                ) -> list[Finding]:
     """Findings in one text (a file's bytes, stdin)."""
-    encoded = {key: value.encode("utf-8") for key, value in (values or {}).items()}
-    return scan_blob(Blob(path, data), encoded)[0]
+    return scan_blob(Blob(path, data), _encoded(values))[0]
+
+
+def _encoded(values: Mapping[str, str] | None) -> dict[str, bytes]:
+    return {key: value.encode("utf-8") for key, value in (values or {}).items()}
+
+
+def profile_values(env: str | None, *, config: str | None, project: str | None,
+                   note: Callable[[str], None]) -> Callable[[], dict[str, str]]:
+    """Open the profile now (an invalid keyrun.toml or an unknown environment raises: scan
+    cannot do its whole job), and return what fetches its values, for ``scan`` to call when
+    it has text to search. A profile that cannot be opened or read is a ``note``, not an
+    error: scan still finds every known key format."""
+    from keyrun.config import find_config
+    from keyrun.errors import ConfigError, KeyrunError, MissingSdkError, UsageError
+    from keyrun.profile import open_profile
+
+    try:
+        profile = open_profile(env, config=config, project=project)
+    except MissingSdkError as exc:  # pre-commit's own venv has no cloud extras
+        return _noting(note, f"not searching for the profile's values: {exc.message}")
+    except (ConfigError, UsageError):
+        # Without any keyrun.toml there is simply no profile to search for.
+        if config is None and find_config(Path.cwd(), None, os.environ) is None:
+            return dict
+        raise
+    except KeyrunError as exc:
+        return _noting(note, f"not searching for the profile's values: {exc.message}")
+
+    def fetch() -> dict[str, str]:
+        from keyrun.resolve import fetch_profile
+
+        try:
+            resolution = fetch_profile(profile)
+        except KeyrunError as exc:
+            note(f"not searching for the profile's values: {exc.message}")
+            return {}
+        try:
+            unread = [key for key, result in resolution.results.items()
+                      if result.status == "error"]
+            if unread:
+                note(f"could not read {', '.join(unread)}, so their values are not searched "
+                     "for (keyrun list says why)")
+            return resolution.values()
+        finally:
+            for warning in resolution.release():
+                note(warning)
+
+    return fetch
+
+
+def _noting(note: Callable[[str], None], message: str) -> Callable[[], dict[str, str]]:
+    note(message)
+    return dict
 
 
 def _stopped(text: Text) -> str:
