@@ -11,12 +11,38 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
-
-from dotenv.parser import parse_stream
-from dotenv.variables import Atom, Literal, Variable, parse_variables
+from types import ModuleType
+from typing import TYPE_CHECKING, NamedTuple
 
 from keyrun.errors import ConfigError
+
+
+def _dotenv_module(name: str) -> ModuleType:
+    """python-dotenv's ``parser`` or ``variables`` module, which import nothing of their
+    package: loaded alone, because the package's ``__init__`` imports ``dotenv.main`` and with
+    it logging and tempfile, about 10 ms of every keyrun start."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if "dotenv" not in sys.modules and (package := importlib.util.find_spec("dotenv")):
+        for folder in package.submodule_search_locations or ():
+            spec = importlib.util.spec_from_file_location(f"dotenv.{name}", f"{folder}/{name}.py")
+            if spec is not None and spec.loader is not None:
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                return module
+    return importlib.import_module(f"dotenv.{name}")
+
+
+if TYPE_CHECKING:
+    from dotenv.parser import parse_stream
+    from dotenv.variables import Atom, Literal, Variable, parse_variables
+else:
+    parse_stream = _dotenv_module("parser").parse_stream
+    _variables = _dotenv_module("variables")
+    Atom, Literal, Variable = _variables.Atom, _variables.Literal, _variables.Variable
+    parse_variables = _variables.parse_variables
 
 _VALUE_START = re.compile(r"\s*(?:export\s+)?(?:'[^']+'|[^=#\s]+)\s*=[^\S\r\n]*(.?)")
 _NEWLINE = re.compile(r"\r\n|\n|\r")
