@@ -1,11 +1,14 @@
 """Start-up cost of `keyrun -e dev -- /bin/true` against python-dotenv's own CLI.
 
-    python benchmarks/startup.py [--runs 40]
+    python benchmarks/startup.py [--runs 40] [--before DIR]
 
 Ten keys in a .env file, read three ways, each command run --runs times in interleaved
 rounds (so machine noise hits all of them alike); prints each median and the ratios.
 python-dotenv's `dotenv run` needs its CLI extra (click), which the test extra installs.
 Byte code is compiled first, as `pip install` does for an installed package.
+--before DIR also times the keyrun package found in DIR (e.g. `git archive main keyrun | tar
+-x -C DIR`) through the same console script, so a change is measured against its base in
+the same rounds.
 """
 
 from __future__ import annotations
@@ -47,30 +50,43 @@ def time_once(command: list[str], cwd: Path, env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="a directory holding another keyrun package to time as well")
     args = parser.parse_args()
     compileall.compile_dir(ROOT / "keyrun", quiet=1)
+    if args.before:
+        compileall.compile_dir(args.before / "keyrun", quiet=1)
     dotenv = shutil.which("dotenv", path=str(BIN)) or "dotenv"
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         env = setup(directory)
+        keyrun = [str(BIN / "keyrun"), "-e", "dev", "--", "/bin/true"]
         commands = {
-            "keyrun -e dev -- /bin/true": [str(BIN / "keyrun"), "-e", "dev", "--", "/bin/true"],
-            "dotenv -f .env run -- /bin/true": [dotenv, "-f", ".env", "run", "--", "/bin/true"],
-            "python -c pass": [sys.executable, "-c", "pass"],
+            "keyrun -e dev -- /bin/true": (keyrun, env),
+            "dotenv -f .env run -- /bin/true": ([dotenv, "-f", ".env", "run", "--", "/bin/true"],
+                                                env),
+            "python -c pass": ([sys.executable, "-c", "pass"], env),
         }
-        for command in commands.values():  # warm the page cache
-            time_once(command, directory, env)
+        if args.before:
+            before = dict(env, PYTHONPATH=str(args.before.resolve()))
+            commands["keyrun (before)"] = (keyrun, before)
+        for command, command_env in commands.values():  # warm the page cache
+            time_once(command, directory, command_env)
         samples: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.runs):
-            for name, command in commands.items():
-                samples[name].append(time_once(command, directory, env))
+            for name, (command, command_env) in commands.items():
+                samples[name].append(time_once(command, directory, command_env))
     medians = {name: statistics.median(values) * 1000 for name, values in samples.items()}
     print(f"{args.runs} runs each, interleaved; median wall time")
     for name, median in medians.items():
         print(f"  {name:<34} {median:7.1f} ms")
-    keyrun, dotenv_run, python = medians.values()
-    print(f"  keyrun / dotenv run              {keyrun / dotenv_run:7.2f}x")
-    print(f"  keyrun / python -c pass          {keyrun / python:7.2f}x")
+    keyrun_ms, dotenv_ms, python_ms = (medians[name] for name in list(commands)[:3])
+    print(f"  keyrun / dotenv run              {keyrun_ms / dotenv_ms:7.2f}x")
+    print(f"  keyrun / python -c pass          {keyrun_ms / python_ms:7.2f}x")
+    if args.before:
+        before_ms = medians["keyrun (before)"]
+        print(f"  keyrun (before) / dotenv run     {before_ms / dotenv_ms:7.2f}x")
+        print(f"  keyrun / keyrun (before)         {keyrun_ms / before_ms:7.2f}x")
 
 
 if __name__ == "__main__":
