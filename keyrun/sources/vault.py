@@ -28,14 +28,16 @@ from keyrun.sources import (
 )
 from keyrun.sources._values import as_text, field_of, pick_field
 from keyrun.sources.vault_auth import (
-    DEFAULT_ADDR,
     TOKEN_VARIABLES,
     Credential,
     TokenFinder,
-    VaultApi,
-    VaultHttpError,
     auth_env_vars,
     check_auth,
+)
+from keyrun.sources.vault_transport import (
+    DEFAULT_ADDR,
+    VaultApi,
+    VaultHttpError,
     env_value,
     tls_settings,
 )
@@ -66,6 +68,19 @@ class Mount(NamedTuple):
     @property
     def per_token(self) -> bool:
         return self.type in ("cubbyhole", "ns_cubbyhole")
+
+    @property
+    def point(self) -> str:
+        """The mount as hvac's ``mount_point``: ``secret``."""
+        return self.path.rstrip("/")
+
+    def inner(self, logical: str) -> str:
+        """The entry's path inside the mount (KV v2: without ``data/`` or ``metadata/``)."""
+        rest = logical[len(self.path):] if logical.startswith(self.path) else ""
+        if self.kv2:
+            for prefix in ("data/", "metadata/"):
+                rest = rest.removeprefix(prefix)
+        return rest
 
 
 class Entry(NamedTuple):
@@ -288,8 +303,10 @@ class VaultSource(Source):
                 if f"{logical}/".startswith(mount.path):
                     return mount
         try:
-            answer = api.call("GET", f"sys/internal/ui/mounts/{logical}", deadline,
-                              token=credential.token)
+            # Raw: hvac has no method for the one mount lookup any token may make (the Vault
+            # CLI's); hvac's sys/mounts calls need a policy most tokens lack.
+            answer = api.client(credential.token, deadline).adapter.get(
+                f"/v1/sys/internal/ui/mounts/{logical}")
             data = answer.get("data") or {}
             kind = str(data.get("type") or "")
             options = data.get("options") or {}
@@ -305,14 +322,11 @@ class VaultSource(Source):
         return mount
 
     def _api_path(self, mount: Mount, logical: str, area: str = "data") -> str:
-        """The HTTP path: KV v2 puts ``data/`` (or ``metadata/``) after the mount."""
+        """The HTTP path (for messages): KV v2 puts ``data/`` (or ``metadata/``) after the
+        mount."""
         if not mount.kv2:
             return logical
-        rest = logical[len(mount.path):] if logical.startswith(mount.path) else ""
-        for prefix in ("data/", "metadata/"):
-            if rest.startswith(prefix):
-                rest = rest[len(prefix):]
-        return f"{mount.path}{area}/{rest}".rstrip("/")
+        return f"{mount.path}{area}/{mount.inner(logical)}".rstrip("/")
 
     # reading
 
@@ -376,10 +390,12 @@ class VaultSource(Source):
             return Problem("error", f"{self.name}: version {version!r} of {logical} is not a "
                                     "KV v2 version number")
         body = self._params() if not mount.kv else None
+        vault = api.client(credential.token, deadline)
         try:
-            answer = api.call("POST" if body else "GET", path, deadline,
-                              token=credential.token, body=body or None,
-                              params={"version": version} if version else None)
+            if mount.kv:
+                answer = _kv_read(vault, mount, logical, version)
+            else:
+                answer = vault.write_data(logical, data=body) if body else vault.read(logical)
         except VaultHttpError as exc:
             return self._problem(exc, logical, path, credential, version)
         if mount.kv2:
@@ -490,14 +506,13 @@ class VaultSource(Source):
         policies = self._own_policies(api, parent, deadline)
         ttl = _duration(self.settings, "child_token_ttl", self.name)
         max_ttl = _duration(self.settings, "child_token_max_ttl", self.name)
-        body = {"policies": policies, "ttl": f"{ttl:.0f}s",
-                "explicit_max_ttl": f"{max_ttl:.0f}s", "renewable": True,
-                "display_name": f"keyrun-{self.context.project}-{self.context.env}",
-                "meta": {"keyrun": f"{self.context.project}/{self.context.env}"},
-                "no_default_policy": "default" not in policies}
+        options = {"policies": policies, "ttl": f"{ttl:.0f}s",
+                   "explicit_max_ttl": f"{max_ttl:.0f}s", "renewable": True,
+                   "display_name": f"keyrun-{self.context.project}-{self.context.env}",
+                   "meta": {"keyrun": f"{self.context.project}/{self.context.env}"},
+                   "no_default_policy": "default" not in policies}
         try:
-            answer = api.call("POST", "auth/token/create", deadline, token=parent.token,
-                              body=body)
+            answer = api.client(parent.token, deadline).auth.token.create(**options)
         except VaultHttpError as exc:
             if exc.status not in (400, 403):
                 raise SourceError(self.name, f"cannot create a child token for leased "
@@ -519,8 +534,8 @@ class VaultSource(Source):
         """Whether the token may call sys/leases/revoke (asked of sys/capabilities-self,
         which the default policy allows)."""
         try:
-            answer = api.call("POST", "sys/capabilities-self", deadline, token=token.token,
-                              body={"paths": ["sys/leases/revoke"]})
+            answer = api.client(token.token, deadline).sys.get_capabilities(
+                ["sys/leases/revoke"])
         except VaultHttpError:
             return False
         data = answer["data"] if isinstance(answer.get("data"), dict) else answer
@@ -543,7 +558,7 @@ class VaultSource(Source):
 
     def _own_policies(self, api: VaultApi, parent: Credential, deadline: Deadline) -> list[str]:
         try:
-            answer = api.call("GET", "auth/token/lookup-self", deadline, token=parent.token)
+            answer = api.client(parent.token, deadline).auth.token.lookup_self()
         except VaultHttpError as exc:
             if exc.status == 403:
                 raise SourceError(self.name, denied("auth/token/lookup-self", parent),
@@ -571,8 +586,8 @@ class VaultSource(Source):
     def _renew_token(self, api: VaultApi, token: Credential, deadline: Deadline) -> float:
         wanted = _duration(self.settings, "child_token_ttl", self.name)
         try:
-            answer = api.call("POST", "auth/token/renew-self", deadline, token=token.token,
-                              body={"increment": f"{wanted:.0f}s"})
+            answer = api.client(token.token, deadline).auth.token.renew_self(
+                increment=f"{wanted:.0f}s")
         except (VaultHttpError, SourceError) as exc:
             self._warn_once("renew-token", f"{self.name}: cannot renew the child token that "
                             f"holds this run's leases ({_reason(exc)}); will retry")
@@ -593,8 +608,8 @@ class VaultSource(Source):
                                 f"is not renewable and ends in {format_age(left)}")
             return None
         try:
-            answer = api.call("PUT", "sys/leases/renew", deadline, token=token.token,
-                              body={"lease_id": lease.id, "increment": int(lease.duration)})
+            answer = api.client(token.token, deadline).sys.renew_lease(
+                lease.id, increment=int(lease.duration))
         except (VaultHttpError, SourceError) as exc:
             self._warn_once(f"renew:{lease.id}", f"{self.name}: cannot renew the lease on "
                             f"{lease.path} ({_reason(exc)}); will retry")
@@ -637,7 +652,7 @@ class VaultSource(Source):
         if login is None or not login.owned:
             return []
         try:
-            api.call("POST", "auth/token/revoke-self", deadline, token=login.token)
+            api.client(login.token, deadline).auth.token.revoke_self()
         except (VaultHttpError, SourceError) as exc:
             return [f"{self.name}: could not revoke the token keyrun logged in with "
                     f"({_reason(exc)}); it stays valid until its TTL ends"]
@@ -646,15 +661,14 @@ class VaultSource(Source):
     def _revoke_token(self, api: VaultApi, token: Credential, accessor: str | None,
                       leases: list[_Lease], deadline: Deadline) -> list[str]:
         try:
-            api.call("POST", "auth/token/revoke-self", deadline, token=token.token)
+            api.client(token.token, deadline).auth.token.revoke_self()
             return self._await_revocation(api, leases, deadline)
         except (VaultHttpError, SourceError) as exc:
             first = _reason(exc)
         parent = self._credential
         if accessor and parent is not None:
             try:
-                api.call("POST", "auth/token/revoke-accessor", deadline, token=parent.token,
-                         body={"accessor": accessor})
+                api.client(parent.token, deadline).auth.token.revoke_accessor(accessor)
                 return []
             except (VaultHttpError, SourceError):
                 pass
@@ -672,10 +686,10 @@ class VaultSource(Source):
         if parent is None:
             return []
         pending = [lease for lease in leases]
+        lookup = api.client(parent.token, deadline)
         while pending and not deadline.expired():
             try:
-                api.call("PUT", "sys/leases/lookup", deadline, token=parent.token,
-                         body={"lease_id": pending[0].id})
+                lookup.sys.read_lease(pending[0].id)
             except VaultHttpError as exc:
                 if exc.status != 400:
                     return []  # not allowed to look: revoke-self was accepted, trust it
@@ -691,8 +705,7 @@ class VaultSource(Source):
     def _revoke_lease(self, api: VaultApi, token: Credential, lease: _Lease,
                       deadline: Deadline) -> list[str]:
         try:
-            api.call("PUT", "sys/leases/revoke", deadline, token=token.token,
-                     body={"lease_id": lease.id})
+            api.client(token.token, deadline).sys.revoke_lease(lease.id)
             return []
         except (VaultHttpError, SourceError) as exc:
             return [f"{self.name}: could not revoke the lease on {lease.path} "
@@ -723,7 +736,7 @@ class VaultSource(Source):
     def check(self, deadline: Deadline) -> Health:
         api, credential = self._connect(deadline)
         try:
-            answer = api.call("GET", "auth/token/lookup-self", deadline, token=credential.token)
+            answer = api.client(credential.token, deadline).auth.token.lookup_self()
         except VaultHttpError as exc:
             hint = "log in again (vault login), or export a valid VAULT_TOKEN"
             if exc.status == 403:
@@ -784,9 +797,9 @@ class VaultSource(Source):
             return Meta(note=f"dynamic: {mount.type} secrets are made for each run")
         if not mount.kv2:
             return Meta(note="KV v1 records no versions or change times")
-        path = self._api_path(mount, logical, "metadata")
         try:
-            answer = api.call("GET", path, deadline, token=credential.token)
+            answer = api.client(credential.token, deadline).secrets.kv.v2.read_secret_metadata(
+                mount.inner(logical), mount_point=mount.point)
         except VaultHttpError as exc:
             if exc.status == 404:
                 return Meta(exists=False)
@@ -809,13 +822,17 @@ class VaultSource(Source):
                               "not KV: keyrun set writes KV entries only",
                               "set the key in a KV source with --source NAME")
         path = self._api_path(mount, logical)
-        data, version = self._current(api, credential, mount, path, logical, deadline)
+        vault = api.client(credential.token, deadline)
+        data, version = self._current(vault, mount, path, logical, credential)
         field = self._write_field(request, data)
         data[field] = value.reveal()
-        body: dict[str, Any] = {"data": data, "options": {"cas": version}} if mount.kv2 \
-            else data
         try:
-            answer = api.call("POST", path, deadline, token=credential.token, body=body)
+            if mount.kv2:
+                answer = vault.secrets.kv.v2.create_or_update_secret(
+                    mount.inner(logical), data, cas=version, mount_point=mount.point)
+            else:
+                answer = vault.secrets.kv.v1.create_or_update_secret(
+                    mount.inner(logical), data, method="POST", mount_point=mount.point)
         except VaultHttpError as exc:
             if exc.status == 400 and any("check-and-set" in e for e in exc.errors):
                 raise SourceError(self.name, f"{logical} changed while keyrun set was writing "
@@ -838,11 +855,11 @@ class VaultSource(Source):
             return request.name
         return request.field or self._default_field(current) or "value"
 
-    def _current(self, api: VaultApi, credential: Credential, mount: Mount, path: str,
-                 logical: str, deadline: Deadline) -> tuple[dict[str, Any], int]:
+    def _current(self, vault: Any, mount: Mount, path: str, logical: str,
+                 credential: Credential) -> tuple[dict[str, Any], int]:
         """The entry's fields now, and (KV v2) the version they are, for check-and-set."""
         try:
-            answer = api.call("GET", path, deadline, token=credential.token)
+            answer = _kv_read(vault, mount, logical)
         except VaultHttpError as exc:
             if exc.status != 404:
                 raise SourceError(self.name, self._write_failure(exc, logical, path,
@@ -887,6 +904,16 @@ def denied(path: str, credential: Credential) -> str:
 def _mount(found: Mount | Problem) -> Mount:
     assert isinstance(found, Mount)
     return found
+
+
+def _kv_read(vault: Any, mount: Mount, logical: str, version: str | None = None
+             ) -> dict[str, Any]:
+    """A KV entry through the hvac client ``vault``; a deleted KV v2 version raises (404)."""
+    if mount.kv2:
+        return dict(vault.secrets.kv.v2.read_secret_version(
+            mount.inner(logical), version, mount_point=mount.point,
+            raise_on_deleted_version=True))
+    return dict(vault.secrets.kv.v1.read_secret(mount.inner(logical), mount_point=mount.point))
 
 
 def _kv2_entry(answer: Mapping[str, Any]) -> Entry:

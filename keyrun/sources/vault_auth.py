@@ -1,33 +1,21 @@
-"""Talking to Vault / OpenBao for the ``vault`` source: TLS settings, one HTTP call with
-retries inside the run's deadline, and where the token comes from.
-
-hvac reads ``VAULT_ADDR``, ``VAULT_TOKEN`` and ``~/.vault-token`` by itself but none of
-``VAULT_NAMESPACE``, ``VAULT_SKIP_VERIFY``, ``VAULT_CACERT`` or token helpers, so keyrun
-reads them all here from the run's environment and hands hvac's adapter explicit values.
-OpenBao's ``BAO_*`` spellings are read where the ``VAULT_*`` one is unset.
+"""Logging in to Vault / OpenBao for the ``vault`` source: the ``auth`` settings, and where
+the token comes from when there are none (``VAULT_TOKEN``, a token helper, ``~/.vault-token``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
 from keyrun.sources import Deadline
-from keyrun.sources._retry import pause_before_retry
+from keyrun.sources.vault_transport import VaultApi, VaultHttpError, env_value
 
-DEFAULT_ADDR = "https://127.0.0.1:8200"  # the Vault CLI's default
 KUBERNETES_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 (a path)
 TOKEN_VARIABLES = ("VAULT_TOKEN", "BAO_TOKEN")
-_RETRIED = frozenset({412, 429, 500, 502, 503, 504})
-_CONNECT_TIMEOUT = 5.0
-_CONNECT_ATTEMPTS = 3
-_SERVER_ERROR_ATTEMPTS = 4
-_TRUE = ("1", "t", "T", "TRUE", "true", "True")  # Go's strconv.ParseBool, as the CLI parses
-_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 # auth = { method = …, … }: the settings each method takes (besides method and mount).
 AUTH_METHODS: dict[str, tuple[str, ...]] = {
@@ -38,241 +26,6 @@ AUTH_METHODS: dict[str, tuple[str, ...]] = {
     "userpass": ("username", "password_env"),
 }
 _REQUIRED = {"jwt": ("role",), "kubernetes": ("role",), "userpass": ("username",)}
-
-
-def env_value(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:
-    """``(variable, value)`` of ``VAULT_<name>``, else ``BAO_<name>``, when set and not empty."""
-    for variable in (f"VAULT_{name}", f"BAO_{name}"):
-        value = environ.get(variable)
-        if value:
-            return variable, value
-    return None
-
-
-# TLS
-
-
-class Tls(NamedTuple):
-    """What requests needs: ``verify`` (True, False, a CA file or directory) and a client cert."""
-
-    verify: bool | str
-    cert: tuple[str, str] | None
-    skip_verify: bool
-    skip_variable: str | None = None
-
-
-def tls_settings(environ: Mapping[str, str], ca_cert: str | None, root: Path) -> Tls:
-    """TLS from ``VAULT_CACERT``/``VAULT_CAPATH``/``VAULT_CLIENT_CERT``/``VAULT_CLIENT_KEY``/
-    ``VAULT_SKIP_VERIFY`` (and the ``ca_cert`` option, which wins over ``VAULT_CACERT``)."""
-    skip = env_value(environ, "SKIP_VERIFY")
-    skipping = skip is not None and _parse_bool(*skip)
-    verify: bool | str = True
-    ca = str(root / ca_cert) if ca_cert else None
-    if ca is None:
-        found = env_value(environ, "CACERT") or env_value(environ, "CAPATH")
-        ca = _existing(*found) if found else None
-    if ca is not None:
-        verify = ca
-    if skipping:
-        verify = False
-    return Tls(verify, _client_cert(environ), skipping, skip[0] if skip else None)
-
-
-def _parse_bool(variable: str, text: str) -> bool:
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"{variable}={text!r} is not a boolean",
-                      f"set {variable} to true or false (or 1 or 0), or unset it")
-
-
-def _existing(variable: str, path: str) -> str:
-    if not Path(path).exists():
-        raise ConfigError(f"{variable} names {path}, which does not exist",
-                          f"point {variable} at the PEM file (or directory) of the CA that "
-                          "signed the Vault server's certificate")
-    return path
-
-
-def _client_cert(environ: Mapping[str, str]) -> tuple[str, str] | None:
-    cert = env_value(environ, "CLIENT_CERT")
-    key = env_value(environ, "CLIENT_KEY")
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        have, lacking = (cert[0], "VAULT_CLIENT_KEY") if cert else (key[0] if key else "",
-                                                                      "VAULT_CLIENT_CERT")
-        raise ConfigError(f"{have} is set but {lacking} is not",
-                          "a TLS client certificate needs both VAULT_CLIENT_CERT and "
-                          "VAULT_CLIENT_KEY")
-    return _existing(*cert), _existing(*key)
-
-
-# HTTP
-
-
-class VaultHttpError(Exception):
-    """An answer Vault gave that is about this request alone (4xx other than 429)."""
-
-    def __init__(self, status: int, errors: list[str], body: Mapping[str, Any] | None) -> None:
-        errors = [line for error in errors for line in _error_lines(error)]
-        super().__init__(f"HTTP {status}: {'; '.join(errors) or 'no detail'}")
-        self.status = status
-        self.errors = errors
-        self.body = body or {}
-
-    @property
-    def detail(self) -> str:
-        return "; ".join(self.errors) or f"HTTP {self.status}"
-
-
-class VaultApi:
-    """One Vault server, reached through hvac's adapter (a requests session).
-
-    ``call`` retries 429 answers with backoff while the deadline allows, and 412, 5xx and
-    failed connections a few times within it; a sealed server, an unreachable one and a TLS
-    failure each raise a SourceError of their own. Other errors raise
-    :class:`VaultHttpError` for the caller to judge, key by key."""
-
-    def __init__(self, source: str, url: str, namespace: str | None, tls: Tls) -> None:
-        import hvac.adapters
-
-        self.source = source
-        self.url = url.rstrip("/")
-        self.namespace = namespace
-        self.tls = tls
-        self.adapter = hvac.adapters.RawAdapter(
-            base_uri=self.url, token=None, cert=tls.cert, verify=tls.verify,
-            namespace=namespace or None, allow_redirects=True)
-        if tls.skip_verify:
-            _quiet_insecure_warning()
-
-    def call(self, method: str, path: str, deadline: Deadline, *, token: Secret | None,
-             body: Mapping[str, Any] | None = None,
-             params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The decoded answer (``{}`` for 204); raises VaultHttpError or SourceError."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._send(method, path, deadline, token, body, params)
-            except SourceError:
-                raise
-            except Exception as exc:
-                failure = self._transport_failure(exc, deadline)
-                if attempt >= _CONNECT_ATTEMPTS or not _backoff(attempt, deadline):
-                    raise failure from None
-                continue
-            status = response.status_code
-            if status in (200, 204):
-                return _json(response) if status == 200 else {}
-            decoded = _json(response)
-            errors = [str(e) for e in decoded.get("errors") or []]
-            if status == 503 and any("sealed" in e.lower() for e in errors):
-                raise SourceError(self.source, f"the Vault server at {self.url} is sealed",
-                                  "unseal it (vault operator unseal, or bao operator unseal), "
-                                  "then run again")
-            if status in _RETRIED:
-                # A rate limit passes: wait for it while the deadline allows. A server error
-                # often does not (a plugin that cannot reach its database): a few tries, then
-                # it is this path's error.
-                failing = status != 429
-                if (not failing or attempt < _SERVER_ERROR_ATTEMPTS) and _backoff(
-                        attempt, deadline, response.headers.get("Retry-After")):
-                    continue
-                if not failing:
-                    raise SourceError(
-                        self.source, f"{self.url} answered HTTP 429 (rate limited) to {method} "
-                        f"{path} until the deadline",
-                        "try again later, or raise the deadline with timeout = \"60s\" in "
-                        "the environment's table")
-            raise VaultHttpError(status, errors, decoded)
-
-    def _send(self, method: str, path: str, deadline: Deadline, token: Secret | None,
-              body: Mapping[str, Any] | None, params: Mapping[str, str] | None) -> Any:
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise SourceError(self.source, f"timed out: no answer from {self.url} within the "
-                              f"total deadline of {deadline.seconds:g}s",
-                              "check that the server is reachable; raise the deadline with "
-                              "timeout = \"60s\" in the environment's table")
-        headers = {"X-Vault-Token": token.reveal()} if token is not None else {}
-        extra: dict[str, Any] = {}
-        if body is not None:
-            extra["json"] = dict(body)
-        if params:
-            extra["params"] = dict(params)
-        return self.adapter.request(method, f"/v1/{path.lstrip('/')}", headers=headers,
-                                    raise_exception=False,
-                                    timeout=(min(_CONNECT_TIMEOUT, remaining), remaining),
-                                    **extra)
-
-    def _transport_failure(self, exc: Exception, deadline: Deadline) -> SourceError:
-        import requests
-
-        reason = _reason(exc)
-        if isinstance(exc, requests.exceptions.SSLError):
-            return SourceError(
-                self.source, f"TLS failure talking to {self.url}: {reason}",
-                "point VAULT_CACERT at the CA that signed the server's certificate (keyrun never "
-                "falls back to an unverified connection)")
-        if isinstance(exc, requests.exceptions.Timeout):
-            return SourceError(self.source, f"timed out: no answer from {self.url} within the "
-                               f"total deadline of {deadline.seconds:g}s",
-                               "check that the server is reachable; raise the deadline with "
-                               "timeout = \"60s\" in the environment's table")
-        if isinstance(exc, requests.exceptions.RequestException):
-            return SourceError(self.source, f"cannot reach the Vault server at {self.url}: "
-                               f"{reason}",
-                               "check url (or VAULT_ADDR), that the server runs, and any proxy")
-        return SourceError(self.source, f"request to {self.url} failed: "
-                           f"{type(exc).__name__}: {reason}")
-
-    def close(self) -> None:
-        self.adapter.close()
-
-
-def _error_lines(error: str) -> list[str]:
-    """Vault's errors, without go-multierror's "1 error occurred:" and bullets."""
-    lines = [line.strip().removeprefix("* ").strip() for line in error.splitlines()]
-    return [line for line in lines
-            if line and not re.fullmatch(r"\d+ errors? occurred:", line)]
-
-
-def _backoff(attempt: int, deadline: Deadline, retry_after: str | None = None) -> bool:
-    """Sleep before the next attempt; False when the deadline does not leave room for it."""
-    return pause_before_retry(attempt, deadline, retry_after=retry_after, margin=0.2)
-
-
-def _json(response: Any) -> dict[str, Any]:
-    try:
-        decoded = response.json()
-    except ValueError:
-        return {}
-    return decoded if isinstance(decoded, dict) else {}
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for pattern in (r"\[SSL[^\]]*\] ([^(')\"]+)", r"\[Errno -?\d+\] ([^'\")]+)",
-                    r"(Read timed out|Connection refused|Name or service not known)"):
-        match = re.search(pattern, text)
-        if match:
-            return match.group(1).strip().rstrip(".")
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def _quiet_insecure_warning() -> None:
-    # keyrun prints its own warning for VAULT_SKIP_VERIFY; urllib3's would repeat per request.
-    import warnings
-
-    import urllib3
-
-    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-
-
-# Tokens
 
 
 class Credential(NamedTuple):
@@ -398,16 +151,17 @@ class TokenFinder:
         if method == "token":
             return self._token_setting(auth)
         if method == "approle":
-            body = {"role_id": self._secret(auth, "role_id", "the AppRole role id")}
-            if "secret_id_env" in auth or "secret_id_file" in auth:
-                body["secret_id"] = self._secret(auth, "secret_id", "the AppRole secret id")
-            return self._post_login(f"auth/{mount}/login", body, f"approle login at "
-                                    f"auth/{mount}", deadline)
+            role_id = self._secret(auth, "role_id", "the AppRole role id")
+            secret_id = self._secret(auth, "secret_id", "the AppRole secret id") \
+                if "secret_id_env" in auth or "secret_id_file" in auth else None
+            return self._log_in(lambda vault: vault.auth.approle.login(
+                role_id, secret_id, use_token=False, mount_point=mount),
+                f"approle login at auth/{mount}", deadline)
         if method == "jwt":
             jwt = self._secret(auth, "token", "the JWT")
-            return self._post_login(f"auth/{mount}/login", {"role": auth["role"], "jwt": jwt},
-                                    f"jwt login at auth/{mount} as role {auth['role']}",
-                                    deadline)
+            return self._log_in(lambda vault: vault.auth.jwt.jwt_login(
+                auth["role"], jwt, use_token=False, path=mount),
+                f"jwt login at auth/{mount} as role {auth['role']}", deadline)
         if method == "kubernetes":
             path = str(auth.get("token_file") or KUBERNETES_TOKEN)
             account = _read(self._path(path))
@@ -415,14 +169,14 @@ class TokenFinder:
                 raise SourceError(self.source, f"kubernetes login: no service account token "
                                   f"in {path}", "run inside a pod with a service account "
                                   "token mounted, or set auth.token_file")
-            return self._post_login(f"auth/{mount}/login",
-                                    {"role": auth["role"], "jwt": account},
-                                    f"kubernetes login at auth/{mount} as role {auth['role']}",
-                                    deadline)
+            return self._log_in(lambda vault: vault.auth.kubernetes.login(
+                auth["role"], account, use_token=False, mount_point=mount),
+                f"kubernetes login at auth/{mount} as role {auth['role']}", deadline)
         username = str(auth["username"])
         password = self._password(auth, username)
-        return self._post_login(f"auth/{mount}/login/{username}", {"password": password},
-                                f"userpass login at auth/{mount} as {username}", deadline)
+        return self._log_in(lambda vault: vault.auth.userpass.login(
+            username, password, use_token=False, mount_point=mount),
+            f"userpass login at auth/{mount} as {username}", deadline)
 
     def _token_setting(self, auth: Mapping[str, Any]) -> Credential:
         if "token_env" in auth or "token_file" in auth:
@@ -473,10 +227,11 @@ class TokenFinder:
 
         return getpass.getpass(f"Vault password for {username} ({self.api.url}): ")
 
-    def _post_login(self, path: str, body: Mapping[str, str], what: str,
-                    deadline: Deadline) -> Credential:
+    def _log_in(self, login: Callable[[Any], dict[str, Any]], what: str,
+                deadline: Deadline) -> Credential:
+        """``login(client)``: an hvac login method, called with no token."""
         try:
-            answer = self.api.call("POST", path, deadline, token=None, body=body)
+            answer = login(self.api.client(None, deadline))
         except VaultHttpError as exc:
             raise SourceError(self.source, f"{what} failed: {exc.detail}",
                               "check the auth settings and the credentials they name") from None
