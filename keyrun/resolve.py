@@ -241,13 +241,10 @@ class _Job:
     def wait(self) -> None:
         self._thread.join(self.deadline.remaining())
         if self._thread.is_alive() and self.error is None:
+            from keyrun.sources.runtime import timed_out
+
             self.elapsed = self.deadline.seconds
-            self.error = SourceError(
-                self.source.name,
-                f"timed out: no answer within the total deadline of {self.deadline.seconds:g}s",
-                'check that the backend is reachable; raise the deadline with timeout = "60s" '
-                "in the environment's table",
-            )
+            self.error = timed_out(self.source.name, self.deadline)
 
     def outcome(self, key: str) -> Outcome:
         if self.error is not None:

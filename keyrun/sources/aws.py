@@ -35,8 +35,8 @@ from keyrun.sources import (
     Source,
     import_sdk,
 )
-from keyrun.sources._retry import pause_before_retry
 from keyrun.sources._values import as_text, decode_text, field_of, pick_field
+from keyrun.sources.runtime import Failure, Runtime, pause_before_retry
 from keyrun.template import Template
 
 T = TypeVar("T")
@@ -79,28 +79,14 @@ _EXPIRED = {"ExpiredTokenException", "ExpiredToken", "RequestExpired", "TokenRef
 _SOURCE_KINDS = {"no-credentials", "rejected", "expired", "unreachable", "timeout", "setup"}
 
 
-class AwsFailure(Exception):
+class AwsFailure(Failure):
     """One failed AWS call, classified; ``detail`` is AWS's own message (never a value)."""
 
-    def __init__(self, kind: str, code: str, detail: str = "", attempts: int = 1) -> None:
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.kind = kind
-        self.code = code
-        self.detail = detail
-        self.attempts = attempts
-
-    @property
-    def whole_source(self) -> bool:
-        """Credentials, network and timeouts fail every key alike."""
-        return self.kind in _SOURCE_KINDS
+    whole_source_kinds = frozenset(_SOURCE_KINDS)
 
     @property
     def retryable(self) -> bool:
         return self.kind in _MAX_ATTEMPTS
-
-    @property
-    def reason(self) -> str:
-        return f"{self.code}: {self.detail}" if self.detail else self.code
 
 
 def classify(exc: BaseException) -> AwsFailure:
@@ -183,6 +169,7 @@ class AwsApi:
     client: Any
     deadline: Deadline
     source: str
+    runtime: Runtime
 
     @property
     def region(self) -> str:
@@ -258,12 +245,19 @@ class AwsSession:
         self._lock = threading.Lock()
         self._session: Any = None
         self._api: AwsApi | None = None
+        self.runtime = Runtime(source, self._timed_out, workers=_WORKERS)
 
     def api(self, deadline: Deadline) -> AwsApi:
         with self._lock:
             if self._api is None or self._api.deadline is not deadline:
-                self._api = AwsApi(self._client(deadline), deadline, self.source.name)
+                self._api = AwsApi(self._client(deadline), deadline, self.source.name,
+                                   self.runtime)
             return self._api
+
+    def _timed_out(self, deadline: Deadline) -> SourceError:
+        endpoint = self._api.endpoint if self._api is not None else None
+        return whole_source_error(self.source.name, AwsFailure("timeout", "timeout"), deadline,
+                                  endpoint)
 
     def _client(self, deadline: Deadline) -> Any:
         boto3 = import_sdk("boto3", self.source)
@@ -296,38 +290,7 @@ def validate_aws(settings: Mapping[str, Any], where: str) -> None:
 
 
 def run_parallel(tasks: Sequence[Callable[[], T]], api: AwsApi) -> list[T]:
-    """Run ``tasks`` on up to ``_WORKERS`` daemon threads (a hung call must not hold up
-    keyrun's exit, nor outlast ``api``'s deadline); results in order; the first exception
-    is re-raised."""
-    deadline = api.deadline
-    results: list[Any] = [None] * len(tasks)
-    errors: list[BaseException] = []
-    pending = list(enumerate(tasks))
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                if not pending or errors:
-                    return
-                index, task = pending.pop(0)
-            try:
-                results[index] = task()
-            except BaseException as exc:
-                with lock:
-                    errors.append(exc)
-
-    threads = [threading.Thread(target=work, daemon=True, name="keyrun:aws")
-               for _ in range(min(_WORKERS, len(tasks)))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(deadline.remaining())
-    if errors:
-        raise errors[0]
-    if any(thread.is_alive() for thread in threads):
-        raise api.source_error(AwsFailure("timeout", "timeout"))
-    return results
+    return api.runtime.parallel(api.deadline, tasks)
 
 
 def chunked(items: Sequence[T], size: int) -> list[list[T]]:

@@ -26,8 +26,8 @@ from keyrun.sources import (
     Source,
     import_sdk,
 )
-from keyrun.sources._retry import pause_before_retry
 from keyrun.sources._values import as_text, field_of, pick_field
+from keyrun.sources.runtime import pause_before_retry
 from keyrun.template import PLACEHOLDERS, Template
 
 NAME_RULE = re.compile(r"^[0-9A-Za-z-]{1,127}$")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -10,20 +11,9 @@ from urllib.parse import urlsplit
 
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
-from keyrun.sources import (
-    Deadline,
-    Health,
-    Item,
-    Meta,
-    Option,
-    Outcome,
-    Problem,
-    Request,
-    Source,
-    import_sdk,
-)
-from keyrun.sources._retry import pause_before_retry
+from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
 from keyrun.sources._values import pick_field
+from keyrun.sources.runtime import Busy, Endpoint, Runtime, Verdict, gave_up, timed_out
 from keyrun.template import Template
 
 DEFAULT_API_HOST = "https://api.doppler.com"
@@ -35,7 +25,6 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 _CONNECT_TIMEOUT = 5.0
 _CONNECT_ATTEMPTS = 3
 _MARGIN = 0.25  # seconds kept back so that a timeout is reported by the source, not the core
-_MIN_WAIT = 0.05
 # Doppler's "not found" messages name what is missing: "Could not find requested config
 # 'dev'", "Could not find requested project 'bot'." (a 404, or a 400 on some endpoints)
 _NOT_FOUND = re.compile(r"^could not find requested (project|config|environment)\b",
@@ -85,6 +74,7 @@ class DopplerSource(Source):
         self._lock = threading.Lock()
         self._client: Any = None
         self._token: tuple[str, str] | None = None  # (token, where it came from)
+        self.runtime = Runtime(self, self._timed_out, margin=_MARGIN, spare=_MARGIN)
 
     @classmethod
     def validate(cls, settings: Mapping[str, Any], where: str) -> None:
@@ -109,15 +99,19 @@ class DopplerSource(Source):
     def label(self) -> str:
         return f"{self.project}/{self.config}"
 
-    @property
-    def api_host(self) -> str:
+    @functools.cached_property
+    def endpoint(self) -> Endpoint:
         configured = self.settings.get("api_host")
         if configured:
-            return str(configured).rstrip("/")
+            return self.runtime.endpoint(str(configured), f"[sources.{self.name}] api_host")
         from_env = self.context.environ.get(HOST_VARIABLE)
         if from_env:
-            return _check_host(from_env, HOST_VARIABLE).rstrip("/")
-        return DEFAULT_API_HOST
+            return self.runtime.endpoint(_check_host(from_env, HOST_VARIABLE), HOST_VARIABLE)
+        return self.runtime.endpoint(DEFAULT_API_HOST, "default")
+
+    @property
+    def api_host(self) -> str:
+        return self.endpoint.url
 
     def locate(self, request: Request) -> str:
         return f"doppler:{self.label}#{request.name}"
@@ -194,44 +188,43 @@ class DopplerSource(Source):
               params: Mapping[str, str] | None = None,
               json_body: Mapping[str, Any] | None = None) -> Any:
         """One API request, retried on 429/5xx and refused connections within the deadline."""
-        httpx = import_sdk("httpx", self)
+        httpx = self.runtime.sdk("httpx")
         client = self._http()
         token, origin = self._credentials()
+        url = f"{self.endpoint.url}{path}"
         query = {"project": self.project, "config": self.config, **(params or {})}
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        attempt = 0
-        while True:
-            attempt += 1
-            remaining = self._remaining(deadline)
-            try:
-                response = client.request(
-                    method, f"{self.api_host}{path}", params=query, json=json_body,
-                    headers=headers,
-                    timeout=httpx.Timeout(remaining, connect=min(_CONNECT_TIMEOUT, remaining)))
-            except httpx.TimeoutException:
-                raise self._timed_out(deadline) from None
-            except httpx.TransportError as exc:
-                if attempt < _CONNECT_ATTEMPTS and self._pause(attempt, None, deadline):
-                    continue
-                raise SourceError(self.name, f"cannot reach {self.api_host}: "
-                                  f"{_reason(exc)}",
-                                  f"check api_host / {HOST_VARIABLE}, your network and any "
-                                  "proxy (HTTPS_PROXY)") from None
-            status = response.status_code
-            if status == 429 or status >= 500:
-                after = response.headers.get("Retry-After")
-                if self._pause(attempt, after, deadline):
-                    continue
-                tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
-                asked = (f"; it asked to wait {after}s, past the deadline"
-                         if _seconds(after) > deadline.remaining() else "")
-                raise SourceError(self.name, f"Doppler answered HTTP {status} for {self.label} "
-                                  f"({_message(response)}), {tries} within the deadline of "
-                                  f"{deadline.seconds:g}s{asked}",
-                                  "try again later; https://status.doppler.com shows outages")
-            if status >= 400:
-                raise self._refused(response, origin, action)
+
+        def attempt(seconds: float) -> Any:
+            response = client.request(
+                method, url, params=query, json=json_body, headers=headers,
+                timeout=httpx.Timeout(seconds, connect=min(_CONNECT_TIMEOUT, seconds)))
+            if response.status_code == 429 or response.status_code >= 500:
+                raise Busy(response)
             return response
+
+        def judge(exc: Exception, tries: int) -> Verdict:
+            if isinstance(exc, httpx.TimeoutException):
+                return Verdict(self._timed_out(deadline))
+            if isinstance(exc, httpx.TransportError):
+                return Verdict(SourceError(self.name, f"cannot reach {self.api_host}: "
+                                           f"{_reason(exc)}",
+                                           f"check api_host / {HOST_VARIABLE}, your network "
+                                           "and any proxy (HTTPS_PROXY)"),
+                               again=tries < _CONNECT_ATTEMPTS)
+            if isinstance(exc, Busy):
+                after = exc.response.headers.get("Retry-After")
+                return Verdict(SourceError(
+                    self.name, f"Doppler answered HTTP {exc.response.status_code} for "
+                    f"{self.label} ({_message(exc.response)}), {gave_up(tries, deadline, after)}",
+                    "try again later; https://status.doppler.com shows outages"),
+                    again=True, retry_after=after)
+            return Verdict(exc)
+
+        response = self.runtime.retry(deadline, attempt, judge)
+        if response.status_code >= 400:
+            raise self._refused(response, origin, action)
+        return response
 
     def _refused(self, response: Any, origin: str, action: str) -> SourceError:
         status = response.status_code
@@ -267,30 +260,14 @@ class DopplerSource(Source):
                            f"(HTTP {status}: {detail})",
                            f"check [sources.{self.name}] and the token from {origin}")
 
-    def _pause(self, attempt: int, retry_after: str | None, deadline: Deadline) -> bool:
-        """Sleep before the next attempt; False when the deadline leaves no room for the
-        pause, the margin and a request worth making after them."""
-        return pause_before_retry(attempt, deadline, retry_after=retry_after,
-                                  margin=2 * _MARGIN)
-
-    def _remaining(self, deadline: Deadline) -> float:
-        """Time for one request: a little less than the deadline leaves, so that a silent
-        API host is reported here, by name, rather than by the core's own timer."""
-        remaining = deadline.remaining() - _MARGIN
-        if remaining <= _MIN_WAIT:
-            raise self._timed_out(deadline)
-        return remaining
-
     def _timed_out(self, deadline: Deadline) -> SourceError:
-        return SourceError(self.name, f"timed out: no answer from {self.api_host} for "
-                           f"{self.label} within the total deadline of {deadline.seconds:g}s",
-                           "check that the API host is reachable; raise the deadline with "
-                           "timeout = \"60s\" in the environment's table")
+        return timed_out(self.name, deadline, f"{self.api_host} for {self.label}",
+                         "the API host")
 
     def _http(self) -> Any:
         with self._lock:
             if self._client is None:
-                httpx = import_sdk("httpx", self)
+                httpx = self.runtime.sdk("httpx")
                 self._client = httpx.Client(
                     headers={"User-Agent": "keyrun", "client-sdk": "keyrun"},
                     follow_redirects=False)
@@ -376,13 +353,6 @@ def _not_found(response: Any) -> str | None:
         if found:
             return found.group(1).lower()
     return None
-
-
-def _seconds(text: str | None) -> float:
-    try:
-        return float(text) if text else 0.0
-    except ValueError:  # an HTTP date
-        return 0.0
 
 
 def _reason(exc: Exception) -> str:

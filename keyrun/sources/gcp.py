@@ -28,8 +28,8 @@ from keyrun.sources import (
     Source,
     import_sdk,
 )
-from keyrun.sources._retry import pause_before_retry
 from keyrun.sources._values import as_text, field_of, pick_field
+from keyrun.sources.runtime import Failure, Runtime, pause_before_retry
 from keyrun.template import PLACEHOLDERS
 
 T = TypeVar("T")
@@ -87,26 +87,15 @@ def _crc_table() -> tuple[int, ...]:
     return tuple(table)
 
 
-class GcpFailure(Exception):
+class GcpFailure(Failure):
     """One failed call, classified; ``detail`` is Google's own message (never a value)."""
 
+    whole_source_kinds = frozenset(_WHOLE_SOURCE)
+
     def __init__(self, kind: str, code: str, detail: str = "", attempts: int = 1) -> None:
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.kind = kind
-        self.code = code
-        self.detail = detail
-        self.attempts = attempts
+        super().__init__(kind, code, detail, attempts)
         self.state: str | None = None  # of a version that is not enabled, when known
         self.number: str | None = None  # the version "latest" resolved to, when known
-
-    @property
-    def whole_source(self) -> bool:
-        """Credentials, network and timeouts fail every key alike."""
-        return self.kind in _WHOLE_SOURCE
-
-    @property
-    def reason(self) -> str:
-        return f"{self.code}: {self.detail}" if self.detail else self.code
 
 
 _KINDS = {
@@ -228,6 +217,7 @@ class GcpSecretManagerSource(Source):
         self._authorizing = threading.Lock()  # see GcpApi._rpc
         self._authorized = False
         self._found_project: str | None = None
+        self.runtime = Runtime(self, self._timed_out, margin=_MARGIN, workers=_PARALLEL)
 
     @classmethod
     def validate(cls, settings: Mapping[str, Any], where: str) -> None:
@@ -615,6 +605,9 @@ class GcpSecretManagerSource(Source):
                           "neither GOOGLE_CLOUD_PROJECT nor the credentials name one — set "
                           f"gcp_project = \"…\" in [sources.{self.name}]")
 
+    def _timed_out(self, deadline: Deadline) -> SourceError:
+        return self._source_error(GcpFailure("timeout", "DeadlineExceeded"), deadline)
+
     def _source_error(self, failure: GcpFailure, deadline: Deadline | None = None) -> SourceError:
         endpoint = self.settings.get("endpoint") or "secretmanager.googleapis.com"
         reason = failure.reason
@@ -702,39 +695,7 @@ class GcpApi:
         return getattr(self.client, method)(request=request, retry=None, timeout=timeout)
 
     def parallel(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
-        """Run ``tasks`` on up to ``_PARALLEL`` daemon threads (a hung call must not hold up
-        keyrun's exit); results in order; the first exception is re-raised."""
-        if len(tasks) <= 1:
-            return [task() for task in tasks]
-        results: list[Any] = [None] * len(tasks)
-        errors: list[BaseException] = []
-        pending = list(enumerate(tasks))
-        lock = threading.Lock()
-
-        def work() -> None:
-            while True:
-                with lock:
-                    if not pending or errors:
-                        return
-                    index, task = pending.pop(0)
-                try:
-                    results[index] = task()
-                except BaseException as exc:
-                    with lock:
-                        errors.append(exc)
-
-        threads = [threading.Thread(target=work, daemon=True, name=f"keyrun:{self.source.name}")
-                   for _ in range(min(_PARALLEL, len(tasks)))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(self.deadline.remaining())
-        if errors:
-            raise errors[0]
-        if any(thread.is_alive() for thread in threads):
-            raise self.source._source_error(GcpFailure("timeout", "DeadlineExceeded"),
-                                            self.deadline)
-        return results
+        return self.source.runtime.parallel(self.deadline, tasks)
 
 
 def _import_quietly(module: str, source: Source) -> ModuleType:

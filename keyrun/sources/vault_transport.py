@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
 from keyrun.sources import Deadline
-from keyrun.sources._retry import pause_before_retry
+from keyrun.sources.runtime import pause_before_retry
 
 DEFAULT_ADDR = "https://127.0.0.1:8200"  # the Vault CLI's default
 _RETRIED = frozenset({412, 429, 500, 502, 503, 504})

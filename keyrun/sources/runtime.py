@@ -1,0 +1,240 @@
+"""What every remote source shares, written once: the endpoint it contacts, retries with
+backoff under the run's one deadline, parallel calls, and the messages for a timeout or a
+backend that kept failing.
+
+A source makes one :class:`Runtime` and passes through it:
+
+- every endpoint it is about to contact, before the first request (:meth:`Runtime.endpoint`:
+  the one place that sees where a source sends its requests and its credentials);
+- every call, through :meth:`Runtime.retry`, which gives each attempt the time the deadline
+  leaves and asks the source's own ``judge`` what a failure means (a :class:`Verdict`);
+- batches of calls, through :meth:`Runtime.parallel`.
+
+Messages name the item and the next step but never the source: :class:`~keyrun.errors.SourceError`
+and the core add the source's name, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+from keyrun.errors import KeyrunError, SourceError
+from keyrun.sources import Deadline, Source, import_sdk
+
+T = TypeVar("T")
+
+RAISE_DEADLINE = "raise the deadline with timeout = \"60s\" in the environment's table"
+MIN_WAIT = 0.05  # less time than this left for a call: it is not made, the source timed out
+_BASE = 0.1  # the first pause between attempts, doubled on each, at most _CAP
+_CAP = 2.0
+
+
+class Endpoint(NamedTuple):
+    """Where a source sends its requests, and with them its credentials."""
+
+    url: str  # as the client is given it: https://host[:port], or HOST[:PORT] for gRPC
+    origin: str  # who chose it: an option ("[sources.NAME] url"), a variable, or "default"
+
+    @property
+    def host(self) -> str:
+        """``host[:port]``, as messages name it."""
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.url).netloc or self.url
+
+
+class Verdict(NamedTuple):
+    """What a failed attempt means: ``error`` is raised, unless ``again`` is set and the
+    deadline leaves room for a pause (longer when the server asked: ``retry_after``)."""
+
+    error: BaseException
+    again: bool = False
+    retry_after: str | None = None
+
+
+class Busy(Exception):
+    """An HTTP answer worth trying again (429, 5xx), raised by an attempt for its judge."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+class Runtime:
+    """One source's calls under keyrun's deadline.
+
+    ``timed_out`` makes the source's own error for a deadline that ran out (it names the
+    backend). Each call is given the deadline's remaining time less ``margin``, so that a
+    silent backend is reported by the source, not by the core's timer; a pause between
+    attempts is made only if it leaves ``margin + spare`` for the attempt after it.
+    """
+
+    def __init__(self, source: Source, timed_out: Callable[[Deadline], BaseException], *,
+                 margin: float = 0.0, spare: float = 0.1, workers: int = 8) -> None:
+        self.source = source
+        self.timed_out = timed_out
+        self.margin = margin
+        self.spare = spare
+        self.workers = workers
+
+    def sdk(self, module: str) -> ModuleType:
+        """The source's SDK, or an error naming the exact pip command that installs it."""
+        return import_sdk(module, self.source)
+
+    def endpoint(self, url: str, origin: str) -> Endpoint:
+        """The endpoint the source is about to contact, from ``url`` (a trailing ``/``
+        dropped). Every source calls this before a client or request is made with it."""
+        return Endpoint(url.rstrip("/"), origin)
+
+    def retry(self, deadline: Deadline, attempt: Callable[[float], T],
+              judge: Callable[[Exception, int], Verdict]) -> T:
+        """``attempt(seconds)`` until it returns. ``judge(exception, attempts so far)`` says
+        whether to try again; a KeyrunError (the source's own verdict) ends at once."""
+        tries = 0
+        while True:
+            tries += 1
+            left = deadline.remaining() - self.margin
+            if left <= MIN_WAIT:
+                raise self.timed_out(deadline)
+            try:
+                return attempt(left)
+            except KeyrunError:
+                raise
+            except Exception as exc:
+                verdict = judge(exc, tries)
+            if not (verdict.again and pause_before_retry(
+                    tries, deadline, retry_after=verdict.retry_after,
+                    margin=self.margin + self.spare)):
+                raise verdict.error
+
+    def parallel(self, deadline: Deadline, tasks: Sequence[Callable[[], T]], *,
+                 first_alone: bool = False) -> list[T]:
+        """Run ``tasks`` on up to ``workers`` daemon threads (a hung call must not hold up
+        keyrun's exit, nor outlast the deadline); results in order; the first exception is
+        re-raised. ``first_alone`` finishes the first task before the others start, so
+        that one sign-in serves them all."""
+        if first_alone and len(tasks) > 1:
+            first = tasks[0]()
+            return [first, *self.parallel(deadline, tasks[1:])]
+        if len(tasks) <= 1:
+            return [task() for task in tasks]
+        results: list[Any] = [None] * len(tasks)
+        errors: list[BaseException] = []
+        pending = list(enumerate(tasks))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    if not pending or errors:
+                        return
+                    index, task = pending.pop(0)
+                try:
+                    results[index] = task()
+                except BaseException as exc:
+                    with lock:
+                        errors.append(exc)
+
+        threads = [threading.Thread(target=work, daemon=True, name=f"keyrun:{self.source.name}")
+                   for _ in range(min(self.workers, len(tasks)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(deadline.remaining())
+        if errors:
+            raise errors[0]
+        if any(thread.is_alive() for thread in threads):
+            raise self.timed_out(deadline)
+        return results
+
+
+def pause_before_retry(attempt: int, deadline: Deadline, *, retry_after: str | None = None,
+                       margin: float = 0.1) -> bool:
+    """Sleep before attempt ``attempt + 1``: exponential backoff with jitter (half to all
+    of ``_BASE * 2**(attempt-1)``, at most ``_CAP``), or longer when the server's
+    Retry-After asks. False, without sleeping, when the deadline leaves no room for the
+    pause and ``margin`` more: the caller reports its failure instead of waiting for the
+    deadline."""
+    delay = min(_CAP, _BASE * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+    if retry_after:
+        with contextlib.suppress(ValueError):  # an HTTP date: the backoff stands
+            delay = max(delay, float(retry_after))
+    if delay + margin >= deadline.remaining():
+        return False
+    time.sleep(delay)
+    return True
+
+
+class Failure(Exception):
+    """One failed call, sorted by what keyrun does about it (``kind``); ``detail`` is the
+    backend's own message (never a value). Subclasses name the kinds that fail every key
+    of the source alike."""
+
+    whole_source_kinds: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, kind: str, code: str, detail: str = "", attempts: int = 1) -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.kind = kind
+        self.code = code
+        self.detail = detail
+        self.attempts = attempts
+
+    @property
+    def whole_source(self) -> bool:
+        """Credentials, network and timeouts fail every key alike."""
+        return self.kind in self.whole_source_kinds
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.detail}" if self.detail else self.code
+
+
+# messages
+
+
+def no_answer(deadline: Deadline | None, peer: str = "") -> str:
+    """``no answer from PEER within the total deadline of 30s``."""
+    of = f" of {deadline.seconds:g}s" if deadline else ""
+    return f"no answer{f' from {peer}' if peer else ''} within the total deadline{of}"
+
+
+def check_reachable(what: str) -> str:
+    """The next step after a timeout."""
+    return f"check that {what} is reachable; {RAISE_DEADLINE}"
+
+
+def timed_out(source: str, deadline: Deadline | None, peer: str = "",
+              what: str = "the backend") -> SourceError:
+    """A whole source that did not answer before the deadline."""
+    return SourceError(source, f"timed out: {no_answer(deadline, peer)}", check_reachable(what))
+
+
+def attempts(count: int) -> str:
+    return "1 attempt" if count == 1 else f"{count} attempts"
+
+
+def gave_up(count: int, deadline: Deadline, retry_after: str | None = None) -> str:
+    """``3 attempts within the deadline of 10s``, and whether the server asked to wait
+    longer than the deadline allowed."""
+    asked = (f"; it asked to wait {retry_after}s, past the deadline"
+             if _seconds(retry_after) > deadline.remaining() else "")
+    return f"{attempts(count)} within the deadline of {deadline.seconds:g}s{asked}"
+
+
+def short(text: str, limit: int = 300) -> str:
+    """A backend's message on one line, bounded."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _seconds(text: str | None) -> float:
+    try:
+        return float(text) if text else 0.0
+    except ValueError:  # an HTTP date
+        return 0.0
