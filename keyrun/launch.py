@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Protocol
 from keyrun.errors import EXIT_KEYRUN_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, LaunchError
 
 # Signals whose disposition Python changes at start-up and exec would pass on.
-_PYTHON_IGNORED = ("SIGPIPE", "SIGXFSZ")
+PYTHON_IGNORED = ("SIGPIPE", "SIGXFSZ")
 
 # Standard streams the caller closed (``keyrun -- cmd <&-``): open on /dev/null while
 # keyrun runs, closed again for the command.
@@ -52,7 +52,7 @@ def close_actions(keep: Sequence[int] = ()) -> list[tuple[int, ...]]:
 
 def restore_signals() -> None:
     """Undo what CPython did to signal handling, so the command starts as from a shell."""
-    for name in _PYTHON_IGNORED:
+    for name in PYTHON_IGNORED:
         number = getattr(signal, name, None)
         if number is not None:
             signal.signal(number, signal.SIG_DFL)
@@ -96,7 +96,7 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
                 raise
             os.execve(*as_shell_script(program, argv), dict(env))
     except OSError as exc:
-        raise _launch_error(argv[0], exc, program, env) from None
+        raise launch_error(argv[0], exc, program, env) from None
 
 
 def as_shell_script(program: str, argv: Sequence[str]) -> tuple[str, list[str]]:
@@ -116,8 +116,10 @@ def spawn(program: str, argv: Sequence[str], env: Mapping[str, str], **options: 
         return os.posix_spawn(shell, shell_argv, dict(env), **options)
 
 
-def _launch_error(program: str, exc: OSError, path: str | None = None,
-                  env: Mapping[str, str] | None = None) -> LaunchError:
+def launch_error(program: str, exc: OSError, path: str | None = None,
+                 env: Mapping[str, str] | None = None) -> LaunchError:
+    """What exec's ``exc`` means for ``program`` (found at ``path``), as env(1) reports it:
+    127 when it or its interpreter is missing, 126 when it cannot be run."""
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         if path is not None and os.path.exists(path):
             return LaunchError(f"{program}: the interpreter its #! line names was not found",
@@ -142,7 +144,7 @@ def _launch_error(program: str, exc: OSError, path: str | None = None,
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 # si_code values of signals sent by a process (kill, sigqueue, tkill); a terminal's
 # Ctrl-C comes from the kernel and already reached the command's process group.
-_SENT_BY_PROCESS = (0, -1, -6)
+SENT_BY_PROCESS = (0, -1, -6)
 
 
 class Supervisor(Protocol):
@@ -182,7 +184,7 @@ def supervise(argv: Sequence[str], env: Mapping[str, str], supervisor: Superviso
     watched = {getattr(signal, name) for name in FORWARDED if hasattr(signal, name)}
     watched.add(signal.SIGCHLD)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an inherited SIG_IGN would reap it for us
-    defaults = watched | {getattr(signal, name) for name in _PYTHON_IGNORED}
+    defaults = watched | {getattr(signal, name) for name in PYTHON_IGNORED}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
         pid = spawn(program, argv, env, setsigmask=(), setsigdef=defaults,
@@ -190,12 +192,12 @@ def supervise(argv: Sequence[str], env: Mapping[str, str], supervisor: Superviso
     except OSError as exc:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
         supervisor.release()
-        raise _launch_error(argv[0], exc, program, env) from None
+        raise launch_error(argv[0], exc, program, env) from None
     try:
         status = _wait(pid, watched, supervisor)
     finally:
         supervisor.release()
-    _exit_like(status)
+    exit_like(status)
 
 
 def _wait(pid: int, watched: set[int], supervisor: Supervisor) -> int:
@@ -215,12 +217,12 @@ def _wait(pid: int, watched: set[int], supervisor: Supervisor) -> int:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done == pid:
                 return status
-        elif info.si_code in _SENT_BY_PROCESS:
+        elif info.si_code in SENT_BY_PROCESS:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, info.si_signo)
 
 
-def _exit_like(status: int) -> NoReturn:
+def exit_like(status: int) -> NoReturn:
     """Exit with the command's status; if a signal killed it, die of the same signal."""
     sys.stdout.flush()
     sys.stderr.flush()

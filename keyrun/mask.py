@@ -13,9 +13,11 @@ What a masker promises (SPEC §5, issue 6):
   longer become a match.
 - Matches that overlap or nest are masked as one span, named after the longest match in
   it, so no tail of a secret is ever left showing. Each span becomes ``<KEY_NAME>``.
-- ``flush()`` (after ~50 ms of silence) emits a held prefix so that a prompt which starts
-  like a secret does not hang; the flushed bytes are still matched against what follows,
-  so a secret split across that pause is masked from the pause on.
+- ``release()`` (after a short silence) lets out at most the first ``RELEASE`` (4) bytes
+  of a held prefix, so that a prompt ending in a few characters that could begin a value
+  does not hang, and never more of it however the writes are spaced: a value the command
+  prints in full shows at most its first 4 bytes before its label (SPEC §5). The released
+  bytes stay in the matcher, so the rest is masked when it comes.
 - Memory is bounded by the longest variant, however long the stream.
 """
 
@@ -363,8 +365,15 @@ class _Span:
         self.best = max(self.best, (end - start, -start, -index))
 
 
+# A release (the stream went quiet) lets out at most this many bytes of anything that may
+# still become a match: SPEC §5 allows the first 4 characters of a value before its mask.
+RELEASE = 4
+
+_FEED, _RELEASE, _CLOSE = range(3)
+
+
 class Masker:
-    """Filters one stream: ``feed`` bytes in, get masked bytes out; ``flush`` after a
+    """Filters one stream: ``feed`` bytes in, get masked bytes out; ``release`` after a
     silence; ``close`` at end of stream. Not thread-safe."""
 
     def __init__(self, masks: MaskSet) -> None:
@@ -381,41 +390,58 @@ class Masker:
 
     @property
     def pending(self) -> bool:
-        """Whether bytes are held back undecided (what ``flush`` would emit)."""
+        """Whether bytes are held back undecided (what ``close`` would emit)."""
         return self._open is not None or self._base + len(self._tail) > self._done
+
+    @property
+    def releasable(self) -> bool:
+        """Whether ``release`` would let anything out now."""
+        if self._open is not None:
+            return True
+        return self._done < self._base + _release_end(self._tail, 0)
 
     def feed(self, data: bytes) -> bytes:
         if not self._masks.patterns:
             return data
-        return self._advance(data, final=False, keep=True)
+        return self._advance(data, _FEED)
 
-    def flush(self) -> bytes:
-        """Emit what is held (the stream went quiet); a finished match is still masked."""
+    def release(self) -> bytes:
+        """The stream went quiet: let out a finished match (as its label) and at most the
+        first ``RELEASE`` bytes of what may still become one, never more of it however
+        often this is called. The held bytes stay in the matcher, so a value whose first
+        bytes were let out is masked from there on when the rest comes."""
         if not self._masks.patterns:
             return b""
-        return self._advance(b"", final=True, keep=True)
+        return self._advance(b"", _RELEASE)
 
     def close(self) -> bytes:
         """End of stream: emit everything that is left."""
         if not self._masks.patterns:
             return b""
-        return self._advance(b"", final=True, keep=False)
+        return self._advance(b"", _CLOSE)
 
-    def _advance(self, data: bytes, *, final: bool, keep: bool) -> bytes:
+    def _advance(self, data: bytes, mode: int) -> bytes:
         buf = self._tail + data if self._tail else data
         base = self._base
-        live = self._masks.live_start(buf) if keep else len(buf)
-        cut = len(buf) if final else live  # nothing from here on is decided yet
-        out, pos, span = self._decide(buf, base, cut)
+        live = self._masks.live_start(buf) if mode != _CLOSE else len(buf)
+        if mode == _FEED:
+            cut = live  # nothing from here on is decided yet
+        elif mode == _CLOSE:
+            cut = len(buf)
+        else:
+            cut = max(self._done - base, _release_end(buf, live))
+        out, pos, span = self._decide(buf, base, cut, mode != _FEED)
         self._open = span
         self._tail = buf[live:]
         self._base = base + live
         self._done = base + pos
         return b"".join(out)
 
-    def _decide(self, buf: bytes, base: int, cut: int) -> tuple[list[bytes], int, _Span | None]:
+    def _decide(self, buf: bytes, base: int, cut: int,
+                label_open: bool) -> tuple[list[bytes], int, _Span | None]:
         """Emit ``buf`` up to ``cut`` with its matches masked; return the output, the
-        relative offset decided so far, and a span still open past ``cut``."""
+        relative offset decided so far, and a span still open past ``cut`` (given its
+        label now when ``label_open``: a longer match then gets a label of its own)."""
         out: list[bytes] = []
         pos = self._done - base
         span = self._open
@@ -425,7 +451,7 @@ class Masker:
                 pos = max(pos, end)
                 continue
             if end <= pos:
-                continue  # inside bytes a flush already emitted
+                continue  # inside bytes already let out or masked
             if span is not None:
                 if span.end - base > cut:
                     break
@@ -437,7 +463,7 @@ class Masker:
                 out.append(buf[pos:start])
             span = _Span(base + end, (end - start, -(base + start), -index))
             pos = end
-        if span is not None and span.end - base <= cut:
+        if span is not None and (label_open or span.end - base <= cut):
             out.append(self._label(span))
             span = None
         if span is None and cut > pos:
@@ -448,3 +474,16 @@ class Masker:
     def _label(self, span: _Span) -> bytes:
         return self._masks.label(-span.best[2])
 
+
+def _release_end(buf: bytes, live: int) -> int:
+    """Where a release stops: ``RELEASE`` bytes into the live prefix at ``live``, moved
+    back so that it does not cut a UTF-8 character in two."""
+    end = min(len(buf), live + RELEASE)
+    for back in range(min(3, end - live)):
+        byte = buf[end - 1 - back]
+        if byte < 0x80:
+            return end
+        if byte >= 0xC0:  # the lead byte of a character of 2, 3 or 4 bytes
+            size = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return end if back + 1 >= size else end - 1 - back
+    return end

@@ -28,11 +28,17 @@ process group is not sent twice; keyrun exits with the command's status or dies 
 same signal. A thread waits for signals (``sigwaitinfo`` tells who sent one) so that the
 output loop never misses one.
 
-Leases are released as soon as the command has ended (SPEC: revoked when it ends), not
-when its outputs are drained: a process it left in the background may hold them open
-for long. The drain goes on to the end of both pipes, unless keyrun itself was told to
-end (SIGINT, SIGTERM, SIGHUP, SIGQUIT): it then stops ``SIGNAL_GRACE`` after the
-command ended, or after the signal came, whichever is later.
+A held prefix (``Masker``) is released, at most its first ``RELEASE`` bytes, once its
+stream has been quiet for ``RELEASE_AFTER`` with nothing left to read.
+
+keyrun ends with the command. Leases are released as soon as it has ended (SPEC: revoked
+when it ends). What it wrote before it ended (what was unread then: ``FIONREAD``) is
+relayed whole; after that an output is read only until it has been quiet for
+``LEFTOVER_QUIET`` (``TERMINAL_LEFTOVER_QUIET``: a pseudo-terminal hands over its last
+bytes a little late), at most ``LEFTOVER_LIMIT`` after the end: a process the command left
+in the background is not waited for, and finds the pipe closed when it writes later. When
+keyrun itself was told to end (SIGINT, SIGTERM, SIGHUP, SIGQUIT) it stops ``SIGNAL_GRACE``
+after the command ended, or after the signal came, whichever is later.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import os
 import select
 import selectors
 import signal
+import sys
 import termios
 import threading
 import time
@@ -56,25 +63,29 @@ from typing import Any, NoReturn
 
 from keyrun.errors import LaunchError
 from keyrun.launch import (
-    _PYTHON_IGNORED,
-    _SENT_BY_PROCESS,
     FORWARDED,
+    PYTHON_IGNORED,
+    SENT_BY_PROCESS,
     Supervisor,
-    _exit_like,
-    _launch_error,
     as_shell_script,
     close_actions,
+    exit_like,
     find_program,
+    launch_error,
     make_undumpable,
     restore_signals,
     spawn,
 )
 from keyrun.mask import Masker, MaskSet
 
-FLUSH_AFTER = 0.05  # seconds of silence before a held prefix is let out
+RELEASE_AFTER = 0.03  # seconds of silence before a held prefix's first bytes are let out
 SUSPEND_DRAIN = 1.0  # on Ctrl-Z, wait at most this long for keyrun's outputs to take what is left
 FOREGROUND_POLL = 0.2  # in the background, look this often whether keyrun is in front again
-PTY_LINGER = 0.2  # after the command ends, wait this long for more terminal output
+# After the command ended: what it wrote is relayed whole; then an output is closed once it
+# has been quiet this long (a pseudo-terminal may hand over its last bytes a little late)...
+LEFTOVER_QUIET = 0.05
+TERMINAL_LEFTOVER_QUIET = 0.2
+LEFTOVER_LIMIT = 1.0  # ...or this long after the command ended, however chatty what it left
 SIGNAL_GRACE = 0.3  # keyrun was told to end and the command has: drain at most this long
 READ_SIZE = 1 << 20  # from a pipe; a terminal gives at most a few KiB per read
 OUTPUT_QUEUE = 1 << 20  # bytes waiting for keyrun's stdout (or stderr) before it stops reading
@@ -113,7 +124,7 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
     except (LaunchError, OSError) as exc:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
         keeper.release()
-        error = exc if isinstance(exc, LaunchError) else _launch_error(argv[0], exc, program, env)
+        error = exc if isinstance(exc, LaunchError) else launch_error(argv[0], exc, program, env)
         raise _masked_error(error, masks) from None
     raw = _RawMode(0) if child.keyboard else None
     if child.keyboard:
@@ -128,7 +139,7 @@ def relay(argv: Sequence[str], env: Mapping[str, str], masks: MaskSet,
         if raw is not None:
             raw.restore()
         keeper.release()
-    _exit_like(status)
+    exit_like(status)
 
 
 class _ReleaseOnce:
@@ -183,7 +194,7 @@ def _spawn(program: str, argv: Sequence[str], env: Mapping[str, str],
             pass  # no pseudo-terminal to be had: pipes still mask
         else:
             return _spawn_on_terminal(program, argv, env, master, slave, watched)
-    defaults = watched | {getattr(signal, name) for name in _PYTHON_IGNORED}
+    defaults = watched | {getattr(signal, name) for name in PYTHON_IGNORED}
     return _spawn_with_pipes(program, argv, env, defaults)
 
 
@@ -324,7 +335,7 @@ def _monitor(command: int, watched: set[int]) -> NoReturn:
 
 
 def _end_like(status: int) -> NoReturn:
-    """``_exit_like`` for the forked monitor, which must not flush keyrun's buffers."""
+    """``exit_like`` for the forked monitor, which must not flush keyrun's buffers."""
     if os.WIFSIGNALED(status):
         import resource
 
@@ -467,7 +478,7 @@ class _Signals(threading.Thread):
                     if info.si_signo in _TERMINATING:
                         self._poke(b"s")  # stop waiting for what lingers after the command
                     continue
-                self._forward(info.si_signo, info.si_code in _SENT_BY_PROCESS)
+                self._forward(info.si_signo, info.si_code in SENT_BY_PROCESS)
 
     def _forward(self, number: int, sent: bool) -> None:
         if self.terminal is None:
@@ -589,9 +600,11 @@ class _Stream:
         self.output = output
         self.masker = masker
         self.terminal = terminal
-        self.flush_at: float | None = None
+        self.release_at: float | None = None
         self.active_at = time.monotonic()  # when the last read was masked
         self.read_size = TERMINAL_READ_SIZE if terminal else READ_SIZE
+        self.taken = 0  # bytes read so far
+        self.owed: int | None = None  # what must be read before the stream may be closed
 
     def pump(self) -> bool:
         """Relay what is readable; False once the stream is over."""
@@ -601,12 +614,25 @@ class _Stream:
         if self.terminal:  # a pseudo-terminal gives a few KiB per read: take what is there
             while len(data) < self.read_size and (more := self._read()):
                 data += more
+        self.taken += len(data)
         self.emit(self.masker.feed(data))
-        # Silence counts from here: masking a large read can take longer than FLUSH_AFTER
+        # Silence counts from here: masking a large read can take longer than RELEASE_AFTER
         # while the rest of a secret already waits in the pipe.
         self.active_at = time.monotonic()
-        self.flush_at = self.active_at + FLUSH_AFTER if self.masker.pending else None
+        self.release_at = self.active_at + RELEASE_AFTER if self.masker.releasable else None
         return self.over()
+
+    def settle(self) -> None:
+        """The command has ended: what it wrote is owed in full (what waits unread now)."""
+        waiting = bytearray(4)
+        try:
+            fcntl.ioctl(self.fd, termios.FIONREAD, waiting)
+        except OSError:
+            waiting = bytearray(4)
+        self.owed = self.taken + int.from_bytes(waiting, sys.byteorder)
+
+    def settled(self) -> bool:
+        return self.owed is not None and self.taken >= self.owed
 
     def over(self) -> bool:
         """False when keyrun's output went away. A reader that went away: stop reading, so
@@ -625,14 +651,14 @@ class _Stream:
                 raise
             return b""
 
-    def flush_due(self, now: float) -> bool:
-        """A held prefix may be let out: the command has really been quiet for
-        FLUSH_AFTER, with nothing waiting to be read (which may complete the secret)."""
-        return self.flush_at is not None and now >= self.flush_at and not _readable(self.fd)
+    def release_due(self, now: float) -> bool:
+        """The first bytes of a held prefix may be let out (a prompt may end there): the
+        command has really been quiet for RELEASE_AFTER, with nothing waiting to be read."""
+        return self.release_at is not None and now >= self.release_at and not _readable(self.fd)
 
-    def flush(self) -> None:
-        self.flush_at = None
-        self.emit(self.masker.flush())
+    def release(self) -> None:
+        self.release_at = None
+        self.emit(self.masker.release())
 
     def finish(self) -> None:
         self.emit(self.masker.close())
@@ -755,13 +781,13 @@ class _Loop:
         return self.status
 
     def _timeout(self) -> float | None:
-        deadlines = [s.flush_at for s in self.streams.values() if s.flush_at is not None]
+        deadlines = [s.release_at for s in self.streams.values() if s.release_at is not None]
         for deadline in (self.renew_at, self.cut_at):
             if deadline is not None:
                 deadlines.append(deadline)
-        linger = self._linger_until()
-        if linger is not None:
-            deadlines.append(linger)
+        if self.status is not None:
+            leftovers = [self._leftover_deadline(s) for s in self.streams.values()]
+            deadlines += [d for d in leftovers if d is not None]
         if self.check_at is not None:
             deadlines.append(self.check_at)
         if not deadlines:
@@ -817,6 +843,8 @@ class _Loop:
             self.status = status
             if self.status is not None:
                 self.ended_at = time.monotonic()
+                for stream in self.streams.values():
+                    stream.settle()
                 self._stop_keyboard()
                 # keyrun's terminal stays raw while output may still come: restored now,
                 # the pseudo-terminal's \r\n would become \r\r\n on the way out
@@ -844,13 +872,14 @@ class _Loop:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.child.pid, signal.SIGCONT)
 
-    def _linger_until(self) -> float | None:
-        """After the command ended, how long its terminal may stay quiet before keyrun
-        stops waiting for output (a background process may hold it open forever)."""
-        terminal = self.child.terminal
-        if self.status is None or terminal not in self.streams or terminal in self.paused:
+    def _leftover_deadline(self, stream: _Stream) -> float | None:
+        """After the command ended: when keyrun stops reading this output. What was written
+        before the end is relayed however long that takes (the reader may be slow); then a
+        process the command left behind is not waited for: keyrun ends with the command."""
+        if not stream.settled():
             return None
-        return max(self.ended_at, self.streams[terminal].active_at) + PTY_LINGER
+        quiet = TERMINAL_LEFTOVER_QUIET if stream.terminal else LEFTOVER_QUIET
+        return min(max(self.ended_at, stream.active_at) + quiet, self.ended_at + LEFTOVER_LIMIT)
 
     def _type(self) -> None:
         assert self.keyboard is not None
@@ -933,13 +962,15 @@ class _Loop:
 
     def _timers(self, now: float) -> None:
         for stream in list(self.streams.values()):
-            if stream.flush_due(now):
-                stream.flush()
+            if stream.release_due(now):
+                stream.release()
         if self.check_at is not None and now >= self.check_at:
             self._check_foreground()
-        linger = self._linger_until()
-        if linger is not None and now >= linger and self.child.terminal is not None:
-            self._close(self.child.terminal)
+        if self.status is not None:
+            for fd, stream in list(self.streams.items()):
+                deadline = self._leftover_deadline(stream)
+                if deadline is not None and now >= deadline:
+                    self._close(fd)
 
     def _close(self, fd: int) -> None:
         stream = self.streams.pop(fd)

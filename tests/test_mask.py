@@ -97,7 +97,7 @@ def test_no_values_pass_everything_through() -> None:
     masker = masks.stream()
     data = bytes(range(256)) * 3
     assert masker.feed(data) is data
-    assert masker.flush() == b""
+    assert masker.release() == b""
     assert masker.close() == b""
 
 
@@ -338,22 +338,58 @@ def test_output_never_holds_a_registered_pattern(
     assert not any(p in piece for p in masks.patterns for piece in pieces)
 
 
-# Held prefixes, flush, memory ----------------------------------------------------------
+# Held prefixes, release, memory --------------------------------------------------------
 
 
 @ENGINE
-def test_prompt_that_starts_like_a_secret_is_flushed(engine: str) -> None:
+def test_release_lets_out_at_most_four_bytes_of_a_prefix(engine: str) -> None:
     masks = MaskSet({"OPENAI_API_KEY": OPENAI}, engine=engine)
     masker = masks.stream()
     assert masker.feed(b"Enter key: sk-pro") == b"Enter key: "
+    assert masker.releasable
+    assert masker.release() == b"sk-p"
     assert masker.pending
-    assert masker.flush() == b"sk-pro"
-    assert not masker.pending
-    assert masker.flush() == b""
-    # the rest of the secret, after the pause, is still masked
-    rest = OPENAI.encode()[len("sk-pro"):]
+    assert not masker.releasable
+    assert masker.release() == b""
+    assert masker.feed(b"j-") == b""
+    assert masker.release() == b""  # never more of the same prefix, however many pauses
+    # the rest of the secret, after the pauses, is still masked
+    rest = OPENAI.encode()[len("sk-proj-"):]
     assert masker.feed(rest + b" ok\n") == b"<OPENAI_API_KEY> ok\n"
     assert masker.close() == b""
+
+
+@ENGINE
+def test_a_prefix_that_stops_matching_is_let_out_whole(engine: str) -> None:
+    masks = MaskSet({"OPENAI_API_KEY": OPENAI}, engine=engine)
+    masker = masks.stream()
+    assert masker.feed(b"key: sk-pro") == b"key: "
+    assert masker.release() == b"sk-p"
+    assert masker.feed(b"j-?? ") == b"roj-?? "
+    assert not masker.pending
+    masker = masks.stream()
+    assert masker.feed(b"sk-pro") + masker.release() + masker.close() == b"sk-pro"
+
+
+@ENGINE
+def test_release_counts_from_each_prefix_still_live(engine: str) -> None:
+    """After a prefix dies, a later one inside the held bytes gets its own 4 bytes, no more
+    than 4 counted from its start."""
+    masks = MaskSet({"KEY": "abababXYZ123"}, engine=engine)
+    masker = masks.stream()
+    assert masker.feed(b"ababab") == b""
+    assert masker.release() == b"abab"
+    assert masker.feed(b"ab") == b""  # "abababab": "ababab" starting at 2 is still live
+    assert masker.release() == b"ab"  # bytes 2..5 of the stream: 4 from that start
+    assert masker.feed(b"XYZ123!") == b"<KEY>!"
+
+
+def test_release_does_not_cut_a_character_in_two() -> None:
+    masks = MaskSet({"KEY": "aé✓bcdefgh"}, engine="find")
+    masker = masks.stream()
+    assert masker.feed("aé✓bc".encode()) == b""
+    assert masker.release() == "aé".encode()  # "a", "é" (2 bytes): 3 bytes; "✓" is 3 more
+    assert masker.feed(b"defgh") + masker.close() == b"<KEY>"
 
 
 @ENGINE
@@ -365,11 +401,12 @@ def test_ordinary_prompt_is_not_held(engine: str) -> None:
 
 
 @ENGINE
-def test_flush_never_emits_part_of_a_finished_match(engine: str) -> None:
+def test_release_never_emits_part_of_a_finished_match(engine: str) -> None:
     masks = MaskSet({"SHORT": "abcdef12", "LONG": "abcdef1234"}, engine=engine)
     masker = masks.stream()
     assert masker.feed(b"x abcdef12") == b"x "  # could still become LONG
-    assert masker.flush() == b"<SHORT>"
+    assert masker.release() == b"<SHORT>"
+    assert masker.feed(b"34") == b"<LONG>"  # the longer match gets a label of its own
     masker = masks.stream()
     assert masker.feed(b"x abcdef123") == b"x "
     assert masker.close() == b"<SHORT>3"
@@ -432,19 +469,19 @@ def test_masker_is_per_stream() -> None:
     half = len(OPENAI) // 2
     assert out.feed(OPENAI[:half].encode()) == b""
     assert err.feed(OPENAI[half:].encode()) + err.close() == OPENAI[half:].encode()
-    # the last byte could begin an overlapping variant: the label waits for the flush
-    assert out.feed(OPENAI[half:].encode()) + out.flush() == b"<KEY>"
+    # the last byte could begin an overlapping variant: the label waits for a release
+    assert out.feed(OPENAI[half:].encode()) + out.release() == b"<KEY>"
     assert isinstance(out, Masker)
 
 
 @st.composite
-def _feeds_and_flushes(draw: st.DrawFn) -> tuple[dict[str, str], list[bytes | None]]:
+def _feeds_and_releases(draw: st.DrawFn) -> tuple[dict[str, str], list[bytes | None]]:
     values, data, cuts = draw(_streams())
     steps: list[bytes | None] = []
     for piece in split(data, cuts):
         steps.append(piece)
         if draw(st.booleans()):
-            steps.append(None)  # a silence: flush
+            steps.append(None)  # a silence: release
     return values, steps
 
 
@@ -456,14 +493,14 @@ def _between_labels(out: bytes, names: Iterable[str]) -> list[bytes]:
 
 
 @ENGINE
-@given(case=_feeds_and_flushes())
+@given(case=_feeds_and_releases())
 @HYPO
-def test_flushes_never_let_a_whole_secret_through(
+def test_releases_never_let_more_than_four_bytes_of_a_secret_through(
         engine: str, case: tuple[dict[str, str], list[bytes | None]]) -> None:
     values, steps = case
     masks = MaskSet(values, engine=engine)
     masker = masks.stream()
-    out = b"".join(masker.flush() if step is None else masker.feed(step) for step in steps)
+    out = b"".join(masker.release() if step is None else masker.feed(step) for step in steps)
     out += masker.close()
     data = b"".join(step for step in steps if step is not None)
     if not any(p in data for p in masks.patterns):
@@ -471,3 +508,20 @@ def test_flushes_never_let_a_whole_secret_through(
     pieces = _between_labels(out, values)
     assert not any(p in piece for p in masks.patterns for piece in pieces)
     assert masker.buffered == 0
+
+
+@ENGINE
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 14, len(OPENAI) - 1])
+@pytest.mark.parametrize("lead", [b"", b"x", b"token: ", "é".encode()])
+def test_a_value_written_in_pieces_with_pauses_shows_at_most_its_first_four_bytes(
+        engine: str, size: int, lead: bytes) -> None:
+    """The issue's timings at the masker: a pause (a release) after every piece."""
+    masks = MaskSet({"OPENAI_API_KEY": OPENAI}, engine=engine)
+    masker = masks.stream()
+    data = lead + OPENAI.encode() + b"\n"
+    out = b""
+    for piece in [lead, *_chunks(OPENAI.encode(), size), b"\n"]:
+        out += masker.feed(piece) + masker.release()
+    out += masker.close()
+    assert out == lead + OPENAI.encode()[:4] + b"<OPENAI_API_KEY>\n"
+    assert masked(masks, [data]) == lead + b"<OPENAI_API_KEY>\n"
