@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from keyrun.mask import ENGINES, MaskSet  # noqa: E402
+from tests.helpers import read_to_end  # noqa: E402
 
 LAUNCHER = """
 import json, os, sys
@@ -144,15 +145,7 @@ def read_all_on_terminal(command: Sequence[str], env: dict[str, str]) -> tuple[f
     pid, fd = pty.fork()
     if pid == 0:
         os.execvpe(command[0], list(command), env)
-    total = 0
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except OSError:
-            break
-        if not chunk:
-            break
-        total += len(chunk)
+    total = len(read_to_end(fd, timeout=600))
     os.waitpid(pid, 0)
     os.close(fd)
     return time.perf_counter() - start, total

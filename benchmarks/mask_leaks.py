@@ -18,13 +18,15 @@ import difflib
 import json
 import os
 import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import read_to_end  # noqa: E402
+
 VALUE = "sk-Str3amedT0kenValue0123456Z"  # 29 characters, as in the issue
 LAUNCHER = """
 import json, os, sys
@@ -78,18 +80,7 @@ def on_terminal(root: Path, how: str) -> tuple[bytes, bytes]:
     if pid == 0:
         os.execve(sys.executable, [sys.executable, "-c", LAUNCHER, sys.executable, "-c",
                                    WRITER, how], environment(root))
-    output = b""
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        if not select.select([fd], [], [], 0.5)[0]:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
+    output = read_to_end(fd)
     os.waitpid(pid, 0)
     os.close(fd)
     return output, b""

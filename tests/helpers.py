@@ -63,3 +63,34 @@ def write(path: Path, text: str, mode: int = 0o600) -> Path:
     path.write_text(text, encoding="utf-8")
     path.chmod(mode)
     return path
+
+
+def read_to_end(fd: int, timeout: float = 60) -> bytes:
+    """Everything a pseudo-terminal's master (or a pipe) gives until its other side is
+    closed (EIO or EOF), at most ``timeout`` seconds."""
+    import select
+    import time
+
+    output = b""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not select.select([fd], [], [], 0.5)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output
+
+
+def dotenv_project(root: Path, values: Mapping[str, str], extra: str = "") -> Path:
+    """A project at ``root`` whose environment ``dev`` (the default) reads ``values`` from
+    its .env file; ``extra`` is appended to its keyrun.toml."""
+    keys = "".join(f"{name} = {{}}\n" for name in values)
+    write(root / "keyrun.toml", 'default_env = "dev"\n[keys]\n' + keys
+          + '[sources.local]\ntype = "dotenv"\n[env.dev]\nsources = ["local"]\n' + extra)
+    write(root / ".env", "".join(f"{name}={value}\n" for name, value in values.items()))
+    return root

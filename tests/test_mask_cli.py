@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import pty
-import select
 import signal
 import subprocess
 import sys
@@ -14,29 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import (
+    CANARY,
+    assert_no_leak,
+    clean_env,
+    dotenv_project,
+    keyrun,
+    read_to_end,
+    write,
+)
 
 PY = sys.executable
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", """
-default_env = "dev"
-[keys]
-OPENAI_API_KEY = {}
-PIN = {}
-[sources.local]
-type = "dotenv"
-[env.dev]
-sources = ["local"]
-[env.masked]
-sources = ["local"]
-mask = true
-""")
-    write(root / ".env", f"OPENAI_API_KEY={CANARY}\nPIN=1234\n")
-    return root
+    return dotenv_project(tmp_path / "proj", {"OPENAI_API_KEY": CANARY, "PIN": "1234"},
+                          '[env.masked]\nsources = ["local"]\nmask = true\n')
 
 
 PRINTER = ("import os, sys, base64; v = os.environ['OPENAI_API_KEY']; "
@@ -69,16 +62,7 @@ def test_mask_keeps_the_terminal(project: Path, tmp_path: Path) -> None:
         os.chdir(project)
         os.execve(PY, [PY, "-m", "keyrun", "-q", "--mask", "--", PY, "-c", code],
                   clean_env(tmp_path))
-    output = b""
-    while True:
-        try:
-            ready = select.select([fd], [], [], 10)[0]
-            chunk = os.read(fd, 1024) if ready else b""
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
+    output = read_to_end(fd, timeout=30)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert output.replace(b"\r\n", b"\n") == b"True True <OPENAI_API_KEY>\n"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, write
+from tests.helpers import clean_env, dotenv_project, read_to_end
 
 PY = sys.executable
 VALUE = "sk-Str3amedT0kenValue0123456Z"  # 29 characters, as in the issue
@@ -44,18 +44,7 @@ WAYS = ["halves", "pieces", "bytes"]
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", """
-default_env = "dev"
-[keys]
-OPENAI_API_KEY = {}
-[sources.local]
-type = "dotenv"
-[env.dev]
-sources = ["local"]
-""")
-    write(root / ".env", f"OPENAI_API_KEY={VALUE}\n")
-    return root
+    return dotenv_project(tmp_path / "proj", {"OPENAI_API_KEY": VALUE})
 
 
 def masked_run(project: Path, tmp_path: Path, command: Sequence[str],
@@ -76,18 +65,7 @@ def on_terminal(project: Path, tmp_path: Path, command: Sequence[str],
                   clean_env(tmp_path))
     if typed:
         os.write(fd, typed)
-    output = b""
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        if not select.select([fd], [], [], 1)[0]:
-            continue
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
+    output = read_to_end(fd)
     os.waitpid(pid, 0)
     os.close(fd)
     return output
