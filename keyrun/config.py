@@ -617,4 +617,5 @@ def read_example_keys(root: Path) -> list[str]:
         raise ConfigError("is not valid UTF-8 text", path=str(path)) from None
     from keyrun.dotenvfile import parse_dotenv
 
-    return list(dict.fromkeys(entry.key for entry in parse_dotenv(text, str(path))))
+    return list(dict.fromkeys(
+        entry.key for entry in parse_dotenv(text, str(path), names_only=True)))

@@ -374,7 +374,7 @@ class _Doctor:
             self.add("example-placeholders", "pass", f"no {EXAMPLE_NAME}")
             return
         try:
-            entries = parse_dotenv(path.read_text(encoding="utf-8"), str(path))
+            entries = parse_dotenv(path.read_text(encoding="utf-8"), str(path), names_only=True)
         except (ConfigError, UnicodeDecodeError) as exc:
             self.add("example-placeholders", "fail", f"{EXAMPLE_NAME} cannot be read: {exc}",
                      f"fix {EXAMPLE_NAME}")

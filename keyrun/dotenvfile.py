@@ -1,9 +1,12 @@
 """Strict ``.env`` parsing on top of python-dotenv's parser.
 
-python-dotenv logs a warning for a line it cannot parse and goes on, expands
-``${VAR}`` even inside single quotes, and lets an unterminated quote swallow the lines
-after it. keyrun treats each of those as a configuration error or does what the quote
-says instead (SPEC §5).
+Every value is exactly the one python-dotenv reads, or the file is refused with its
+line (SPEC §5). python-dotenv logs a warning for a line it cannot parse and goes on, and
+lets an unterminated quote swallow the lines after it; forms that other tools read
+differently (Node's backtick quotes, the shell's ``${X-…}`` ``${X:=…}`` ``${X:?…}``
+``${X:+…}``, a ``${…}`` nested in a default, ``${…}`` inside single quotes) it reads in
+a way of its own. keyrun refuses each of those instead of guessing. No message quotes
+any part of a value: only names, line numbers and the file.
 """
 
 from __future__ import annotations
@@ -36,34 +39,41 @@ def _dotenv_module(name: str) -> ModuleType:
 
 
 if TYPE_CHECKING:
-    from dotenv.parser import parse_stream
-    from dotenv.variables import Atom, Literal, Variable, parse_variables
+    from dotenv.parser import Binding, parse_stream
+    from dotenv.variables import Literal, Variable, parse_variables
 else:
     parse_stream = _dotenv_module("parser").parse_stream
     _variables = _dotenv_module("variables")
-    Atom, Literal, Variable = _variables.Atom, _variables.Literal, _variables.Variable
+    Literal, Variable = _variables.Literal, _variables.Variable
     parse_variables = _variables.parse_variables
 
 _VALUE_START = re.compile(r"\s*(?:export\s+)?(?:'[^']+'|[^=#\s]+)\s*=[^\S\r\n]*(.?)")
 _NEWLINE = re.compile(r"\r\n|\n|\r")
 # NAME=value on a line of its own; not a base64 line ending in "=" padding (PEM keys).
 _LOOKS_LIKE_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=(?!=|\s*$)")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# ${NAME-…} ${NAME:=…} ${NAME:?…} ${NAME:+…} and their colon-less twins: shell operators.
+_SHELL_OPERATOR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?:[-=?+]|:[=?+])")
 
 
 class Entry(NamedTuple):
     key: str
-    value: str | None  # None for a bare ``NAME`` line
+    value: str | None  # None for a bare ``NAME`` line (only where names_only allows one)
     line: int
     quote: str  # "'", '"' or "" (unquoted)
     start: int  # offsets of the assignment in the text, line break excluded
     end: int
 
 
-def parse_dotenv(text: str, path: str) -> list[Entry]:
-    """Every assignment in file order; raise ConfigError naming the line of any mistake."""
+def parse_dotenv(text: str, path: str, *, names_only: bool = False) -> list[Entry]:
+    """Every assignment in file order; raise ConfigError naming the line of any mistake.
+
+    ``names_only`` is for files whose values are never used (``.env.example``): a bare
+    ``NAME`` line is a name there, and the values' forms are not checked."""
     entries: list[Entry] = []
-    offset = 0
-    for binding in parse_stream(io.StringIO(text)):
+    bindings = list(parse_stream(io.StringIO(text)))
+    offset = len(text) - sum(len(b.original.string) for b in bindings)  # a BOM it dropped
+    for binding in bindings:
         original = binding.original.string
         body = original.lstrip()
         start = offset + len(original) - len(body)
@@ -78,9 +88,11 @@ def parse_dotenv(text: str, path: str) -> list[Entry]:
             )
         if binding.key is None:
             continue
-        quote = _quote_of(binding.original.string)
+        quote = _quote_of(original)
         if quote and "\n" in body.rstrip("\r\n"):
             _reject_swallowed_lines(body.rstrip("\r\n"), quote, path, line)
+        if not names_only:
+            _reject_foreign_forms(binding, quote, path, line)
         end = start + len(body.rstrip("\r\n"))
         entries.append(Entry(binding.key, binding.value, line, quote, start, end))
     return entries
@@ -89,7 +101,7 @@ def parse_dotenv(text: str, path: str) -> list[Entry]:
 def _quote_of(original: str) -> str:
     match = _VALUE_START.match(original)
     char = match.group(1) if match else ""
-    return char if char in ("'", '"') else ""
+    return char if char in ("'", '"', "`") else ""
 
 
 def _reject_swallowed_lines(written: str, quote: str, path: str, line: int) -> None:
@@ -105,52 +117,97 @@ def _reject_swallowed_lines(written: str, quote: str, path: str, line: int) -> N
             )
 
 
+def _reject_foreign_forms(binding: Binding, quote: str, path: str, line: int) -> None:
+    """Refuse what python-dotenv reads one way and other tools another (SPEC §5)."""
+    key, value = binding.key, binding.value
+    if value is None:
+        raise ConfigError(
+            "this line has no '=': it is neither NAME=value, nor a comment, nor blank",
+            "write NAME= for an empty value, or remove the line; if it continues a value "
+            "from the line above, put that value in double quotes",
+            path=path, line=line)
+    if quote == "`":
+        raise ConfigError(
+            f"{key}'s value starts with a backtick: Node's dotenv reads `…` as quotes "
+            "(spanning lines), python-dotenv keeps the backtick and ends the value at the line",
+            "use double quotes (a line break in them is kept, or write \\n)",
+            path=path, line=line)
+    problem = _expansion_problem(key or "", value, quote)
+    if problem:
+        raise ConfigError(f"{key}'s value {problem[0]}", problem[1], path=path, line=line)
+
+
+def _expansion_problem(key: str, value: str, quote: str) -> tuple[str, str] | None:
+    """What is wrong with the ``${…}`` in a value, as (message, hint); None if nothing."""
+    if "${" not in value:
+        return None
+    atoms = list(parse_variables(value))
+    variables = [a for a in atoms if isinstance(a, Variable)]
+    if quote == "'" and variables:
+        return ("holds ${…} inside single quotes: python-dotenv expands it there, "
+                "the shell, dotenvx and docker compose keep it as written",
+                "use double quotes if it is meant to expand; a value that must hold ${ as "
+                "written cannot live in a .env file (python-dotenv has no escape for it): "
+                "keep it in another source")
+    if _SHELL_OPERATOR.search(value):
+        return ("uses a shell form (${NAME-…}, ${NAME:=…}, ${NAME:?…} or ${NAME:+…}) that "
+                "python-dotenv does not read as the shell does",
+                "write ${NAME:-default}, the one default python-dotenv reads")
+    for atom in variables:
+        if atom.default is not None and "${" in atom.default:
+            return ("has a ${…} nested in a default, which python-dotenv ends at the first }",
+                    "define the inner value on a line of its own and refer to it, or write "
+                    "the default out")
+        if atom.name == key and atom.default is not None:
+            return ("refers to itself through a default, which other tools resolve "
+                    "differently",
+                    "give the default a name of its own on a line above")
+    if any(isinstance(a, Literal) and "${" in a.value for a in atoms) or any(
+            not _IDENTIFIER.match(a.name) for a in variables):
+        return ("holds a ${ that is not ${NAME} or ${NAME:-default}: python-dotenv would "
+                "drop it or keep it, where other tools differ",
+                "write ${NAME} around a variable name only; a value that must hold ${ as "
+                "written cannot live in a .env file: keep it in another source")
+    return None
+
+
 def resolve_values(entries: list[Entry], environ: Mapping[str, str],
                    path: str = ".env") -> dict[str, str | None]:
-    """Values with ``${VAR}`` expanded (from earlier lines, then the environment),
-    except inside single quotes, where text is literal. A reference to a variable that
-    is set nowhere is an error, not an empty string (fail closed); ``${VAR:-}`` is the
-    way to say that empty is fine."""
+    """Values with ``${VAR}`` expanded as python-dotenv does (from earlier lines, then the
+    environment). A reference to a variable that is set nowhere is an error, not an
+    empty string (fail closed); ``${VAR:-}`` is the way to say that empty is fine."""
     values: dict[str, str | None] = {}
     for entry in entries:
-        if entry.value is None or entry.quote == "'" or "${" not in entry.value:
+        if entry.value is None or "${" not in entry.value:
             values[entry.key] = entry.value
             continue
         scope = {**environ, **{k: v for k, v in values.items() if v is not None}}
-        atoms = [_literal_unless_a_name(atom) for atom in parse_variables(entry.value)]
+        atoms = list(parse_variables(entry.value))
         for atom in atoms:
             if isinstance(atom, Variable) and atom.default is None and atom.name not in scope:
                 raise ConfigError(
                     f"{entry.key} refers to ${{{atom.name}}}, which is set neither earlier "
                     "in the file nor in the environment",
-                    f"define {atom.name} first, write ${{{atom.name}:-}} for an empty "
-                    "default, or quote the value with ' to keep it literal",
+                    f"define {atom.name} first, or write ${{{atom.name}:-}} for an empty "
+                    "default",
                     path=path, line=entry.line)
         values[entry.key] = "".join(atom.resolve(scope) for atom in atoms)
     return values
 
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def _literal_unless_a_name(atom: Atom) -> Atom:
-    """``${…}`` around something that is no variable name (``${d0r!x}`` inside a
-    password) is kept as written: python-dotenv would drop it, and an error would quote
-    part of the value."""
-    if isinstance(atom, Variable) and not _IDENTIFIER.match(atom.name):
-        default = "" if atom.default is None else f":-{atom.default}"
-        return Literal(f"${{{atom.name}{default}}}")
-    return atom
-
-
 def format_assignment(key: str, value: str) -> str:
-    """``KEY='value'`` that python-dotenv reads back exactly and nobody expands.
+    """``KEY='value'`` that python-dotenv reads back exactly.
 
     A multi-line value goes in double quotes with ``\\n`` escapes, so that no line of it
-    can look like an assignment of its own; single quotes (which never expand) are the
-    fallback for a multi-line value that also holds ``${``.
+    can look like an assignment of its own. A value holding ``${`` cannot be written:
+    python-dotenv expands it inside any quotes and has no escape for it.
     """
-    if ("\n" in value or "\r" in value) and "${" not in value:
+    if "${" in value:
+        raise ConfigError(
+            f"the value for {key} holds ${{, which python-dotenv expands inside any quotes "
+            "(it has no escape for it), so a .env file cannot hold it as written",
+            "keep this key in another source (the keychain, a secret manager)")
+    if "\n" in value or "\r" in value:
         escaped = (value.replace("\\", "\\\\").replace('"', '\\"')
                    .replace("\n", "\\n").replace("\r", "\\r"))
         return f'{key}="{escaped}"'

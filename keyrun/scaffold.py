@@ -52,7 +52,8 @@ def _initial_keys(root: Path) -> tuple[list[str], str | None]:
         return example, EXAMPLE_NAME
     env_file = root / ".env"
     if env_file.is_file():
-        entries = parse_dotenv(env_file.read_text(encoding="utf-8"), str(env_file))
+        entries = parse_dotenv(env_file.read_text(encoding="utf-8"), str(env_file),
+                               names_only=True)
         return list(dict.fromkeys(entry.key for entry in entries)), ".env"
     return [], None
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import os
+from unittest import mock
+
+import dotenv
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +16,7 @@ from keyrun.errors import ConfigError
 
 
 def values(text: str, environ: dict[str, str] | None = None) -> dict[str, str | None]:
-    return resolve_values(parse_dotenv(text, ".env"), environ or {})
+    return resolve_values(parse_dotenv(text, "/p/.env"), environ or {}, "/p/.env")
 
 
 def test_the_usual_forms() -> None:
@@ -21,10 +26,55 @@ def test_the_usual_forms() -> None:
                             "E": "", "F": "spaced"}
 
 
-def test_expansion_except_in_single_quotes() -> None:
-    text = "HOST=db\nURL=postgres://${HOST}/x\nRAW='${HOST}'\nDQ=\"${HOST}:${PORT:-5432}\"\n"
+def test_expansion_as_python_dotenv_does() -> None:
+    text = "HOST=db\nURL=postgres://${HOST}/x\nDQ=\"${HOST}:${PORT:-5432}\"\nSQ='$HOST'\n"
     assert values(text, {"PORT": "6000"}) == {
-        "HOST": "db", "URL": "postgres://db/x", "RAW": "${HOST}", "DQ": "db:6000"}
+        "HOST": "db", "URL": "postgres://db/x", "DQ": "db:6000", "SQ": "$HOST"}
+    assert values(text, {"PORT": "6000"}) == reading_of_python_dotenv(text, {"PORT": "6000"})
+
+
+def reading_of_python_dotenv(text: str, environ: dict[str, str]) -> dict[str, str | None]:
+    with mock.patch.dict(os.environ, environ, clear=True):
+        return dict(dotenv.dotenv_values(stream=io.StringIO(text)))
+
+
+SECRET = "Zq8-v41ue"  # in every refused line below: no message may repeat it
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("KEY=`Zq8-v41ue`", "KEY's value starts with a backtick"),
+    ("KEY=`Zq8-v41ue\nMORE`", "KEY's value starts with a backtick"),
+    ("KEY=${UNSET-Zq8-v41ue}", "KEY's value uses a shell form"),
+    ("KEY=${UNSET:=Zq8-v41ue}", "KEY's value uses a shell form"),
+    ("KEY=${UNSET:?Zq8-v41ue}", "KEY's value uses a shell form"),
+    ("KEY=\"${OTHER:+Zq8-v41ue}\"", "KEY's value uses a shell form"),
+    ("KEY=${UNSET:-${OTHER:-Zq8-v41ue}}", "KEY's value has a ${…} nested in a default"),
+    ("KEY=${KEY:-Zq8-v41ue}", "KEY's value refers to itself through a default"),
+    ("KEY='Zq8-v41ue${OTHER}'", "KEY's value holds ${…} inside single quotes"),
+    ("KEY=\"Zq8-v41ue${d0r!x}\"", "KEY's value holds a ${ that is not ${NAME}"),
+    ("KEY=Zq8-v41ue${open", "KEY's value holds a ${ that is not ${NAME}"),
+    ("Zq8-v41ue", "this line has no '='"),
+])
+def test_forms_other_tools_read_differently_are_refused(line: str, says: str) -> None:
+    text = f"OTHER=1\n{line}\nAFTER=2\n"
+    with pytest.raises(ConfigError) as caught:
+        values(text)
+    assert caught.value.message.startswith(f"/p/.env:2: {says}")
+    assert SECRET not in caught.value.message + (caught.value.hint or "")
+    assert "v41ue" not in caught.value.message + (caught.value.hint or "")
+
+
+def test_a_backtick_value_over_lines_is_refused_at_its_first_line() -> None:
+    text = "A=1\nPEM=`-----BEGIN-----\nMIIBIjAN\n-----END-----`\nB=2\n"
+    with pytest.raises(ConfigError) as caught:
+        values(text)
+    assert caught.value.line == 2
+
+
+def test_example_files_may_hold_bare_names() -> None:
+    entries = parse_dotenv("OPENAI_API_KEY\nDB_URL=`placeholder`\n", ".env.example",
+                           names_only=True)
+    assert [e.key for e in entries] == ["OPENAI_API_KEY", "DB_URL"]
 
 
 def test_unparseable_line_is_an_error_with_its_line() -> None:
@@ -60,7 +110,21 @@ def test_replace_keeps_everything_else() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\0"),
-               max_size=200) | st.sampled_from(["a\nB=c", "x\r\ny", "${HOME}\nz", "\\'\"\\n"]))
+               max_size=200) | st.sampled_from(["a\nB=c", "x\r\ny", "$HOME\nz", "\\'\"\\n",
+                                                "`tick`", "a$ {b}"]))
 def test_written_values_read_back_exactly(value: str) -> None:
+    if "${" in value:
+        with pytest.raises(ConfigError, match="python-dotenv expands inside any quotes"):
+            format_assignment("KEY", value)
+        return
     text = f"BEFORE=1\n{format_assignment('KEY', value)}\nAFTER=2\n"
-    assert values(text) == {"BEFORE": "1", "KEY": value, "AFTER": "2"}
+    expected = {"BEFORE": "1", "KEY": value, "AFTER": "2"}
+    assert values(text) == expected
+    assert reading_of_python_dotenv(text, {}) == expected
+
+
+def test_a_value_holding_dollar_brace_is_not_written() -> None:
+    with pytest.raises(ConfigError) as caught:
+        format_assignment("KEY", "Zq8-v41ue${HOME}")
+    assert "KEY" in caught.value.message
+    assert "v41ue" not in caught.value.message + (caught.value.hint or "")

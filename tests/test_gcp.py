@@ -121,6 +121,8 @@ class JsonBundleHarness(PerKeyHarness):
 
 
 class DotenvBundleHarness(JsonBundleHarness):
+    holds_dollar_brace = False
+
     def put(self, name: str, value: str) -> None:
         backend = self.fake.backend
         text = backend.value("bot-dev").decode() if "bot-dev" in backend.secrets else ""
@@ -284,14 +286,25 @@ def test_json_bundle(gcp: FakeSecretManager) -> None:
 
 def test_dotenv_bundle(gcp: FakeSecretManager) -> None:
     gcp.backend.put("bot-dev", "# the bot's keys\nexport OPENAI_API_KEY=" + CANARY + "\n"
-                    "QUOTED='single $HOME ${HOME}'\nDOUBLE=\"a\\nb\"\nREF=${QUOTED}-x\nBARE\n")
+                    "QUOTED='single $HOME'\nDOUBLE=\"a\\nb\"\nREF=${QUOTED}-x\n")
     got = fetch(make(gcp, secret="{project}-{env}"), "OPENAI_API_KEY", "QUOTED", "DOUBLE",
-                "REF", "BARE")
+                "REF", "ABSENT")
     assert value(got["OPENAI_API_KEY"]) == CANARY
-    assert value(got["QUOTED"]) == "single $HOME ${HOME}"
+    assert value(got["QUOTED"]) == "single $HOME"
     assert value(got["DOUBLE"]) == "a\nb"
-    assert value(got["REF"]) == "single $HOME ${HOME}-x"
-    assert problem(got["BARE"], "missing").endswith("holds no value for 'BARE'")
+    assert value(got["REF"]) == "single $HOME-x"
+    assert problem(got["ABSENT"], "missing").endswith("has no key 'ABSENT'")
+
+
+@pytest.mark.parametrize("line", ["BARE", "QUOTED='${HOME}'", "TICK=`x`"])
+def test_a_dotenv_bundle_is_read_as_strictly_as_a_dotenv_file(gcp: FakeSecretManager,
+                                                              line: str) -> None:
+    gcp.backend.put("bot-dev", f"OPENAI_API_KEY={CANARY}\n{line}\n")
+    got = fetch(make(gcp, secret="{project}-{env}"), "OPENAI_API_KEY")["OPENAI_API_KEY"]
+    message = problem(got, "error")
+    assert "is neither a JSON object nor dotenv text (secret 'bot-dev' in project " \
+        "'keyrun-test':2: " in message
+    assert CANARY not in message
 
 
 def test_a_bundle_that_is_neither_json_nor_dotenv(gcp: FakeSecretManager) -> None:

@@ -30,6 +30,8 @@ def make(cls: type[Source], root: Path, **settings: object) -> Source:
 
 
 class DotenvHarness(Harness):
+    holds_dollar_brace = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.values: dict[str, str] = {}

@@ -436,13 +436,16 @@ def test_argv_guard_values_by_shape(project: Path, env: dict[str, str]) -> None:
     assert plain.returncode == 0, plain.stderr
 
 
-def test_dollar_brace_around_no_name_is_kept_as_written(project: Path,
-                                                        env: dict[str, str]) -> None:
+def test_dollar_brace_around_no_name_is_refused_without_quoting_it(
+        project: Path, env: dict[str, str]) -> None:
+    # python-dotenv would drop ${d0r!x}; keeping it would be a third value (SPEC §5)
     write(project / ".env", 'OPENAI_API_KEY="Tr0ub4${d0r!x}&9q"\n')
     done = keyrun(["--", PY, "-c", "import os; print(os.environ['OPENAI_API_KEY'])"],
                   cwd=project, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "Tr0ub4${d0r!x}&9q\n"
+    assert done.returncode == 125
+    assert f"{project / '.env'}:1: OPENAI_API_KEY's value holds a ${{ that is not" in done.stderr
+    assert "Tr0ub4" not in done.stderr + done.stdout
+    assert "d0r" not in done.stderr + done.stdout
 
 
 def test_no_keys_and_a_source_that_cannot_list_them_is_an_error(

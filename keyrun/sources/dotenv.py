@@ -20,8 +20,9 @@ from keyrun.template import Template
 class DotenvSource(Source):
     """A ``.env`` file: one file holding every key by name.
 
-    Parsed strictly: a line that cannot be parsed is an error naming the file and line,
-    and ``${VAR}`` is expanded in unquoted and double-quoted values only. The file's
+    Parsed strictly: every value is the one python-dotenv reads, or the file is refused
+    with its line (a line that cannot be parsed, backtick quotes, shell-only ``${…}``
+    forms, ``${VAR}`` inside single quotes). The file's
     modification time is reported as each key's last change. ``keyrun set`` rewrites
     the key's line in place and keeps the file's mode (0600 for a new file).
 

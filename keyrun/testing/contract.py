@@ -20,6 +20,9 @@ class Harness(abc.ABC):
     max_value_size: int = 64 * 1024
     #: whether the backend can hold an empty string
     supports_empty: bool = True
+    #: whether a value may hold ``${NAME}`` as written (a .env file cannot: python-dotenv
+    #: expands it inside any quotes, and keyrun reads what python-dotenv reads)
+    holds_dollar_brace: bool = True
 
     @abc.abstractmethod
     def put(self, name: str, value: str) -> None:
@@ -88,6 +91,8 @@ class SourceContract:
         value = (
             "-----BEGIN KEY-----\nMIIB\"quoted\"\n  'single' $HOME ${HOME} \\n\n-----END KEY-----"
         )
+        if not harness.holds_dollar_brace:
+            value = value.replace("${HOME}", "{HOME}")
         harness.put("MULTILINE_KEY", value)
         assert _value(_fetch(harness.source(), "MULTILINE_KEY")["MULTILINE_KEY"]) == value
 
