@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keyrun.errors import ConfigError
+from keyrun.reporter import default
 
 if TYPE_CHECKING:
     from keyrun.resolve import Resolution
@@ -101,8 +102,9 @@ def _append(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def read_entries(environ: Mapping[str, str]) -> tuple[Path | None, list[dict[str, Any]]]:
-    """Every entry, newest first."""
+def read_entries(environ: Mapping[str, str], warn: Callable[[str], None] | None = None
+                 ) -> tuple[Path | None, list[dict[str, Any]]]:
+    """Every entry, newest first; damaged lines are skipped with a warning to ``warn``."""
     path = log_path(environ)
     if path is None:
         return None, []
@@ -127,12 +129,10 @@ def read_entries(environ: Mapping[str, str]) -> tuple[Path | None, list[dict[str
         else:
             damaged.append(number)  # a line cut short by a full disk or a crash
     if damaged:
-        import sys
-
         lines = ("1 line that is not an" if len(damaged) == 1
                  else f"{len(damaged)} lines that are not")
-        print(f"keyrun: warning: {path}: skipped {lines} access-log entr"
-              f"{'y' if len(damaged) == 1 else 'ies'} "
-              f"(line {damaged[0]}{' …' if len(damaged) > 1 else ''})", file=sys.stderr)
+        (warn or default().warn)(f"{path}: skipped {lines} access-log entr"
+                                 f"{'y' if len(damaged) == 1 else 'ies'} "
+                                 f"(line {damaged[0]}{' …' if len(damaged) > 1 else ''})")
     entries.reverse()
     return path, entries

@@ -21,9 +21,8 @@ from pathlib import Path
 
 from keyrun.environ import build_environment, check_exec_values
 from keyrun.errors import KeyrunError, ResolutionError
-from keyrun.profile import Profile, open_profile
-from keyrun.resolve import Resolution, fetch_profile, release_all
-from keyrun.run import LeaseKeeper, Reporter, Selection, accesslog_record, releasing_on_failure
+from keyrun.resolve import Resolution
+from keyrun.session import LeaseKeeper, Selection, Session, open_session
 
 ALLOW_MISSING = "allow_missing=True"  # how a caller of load/inject spells --allow-missing
 _JOIN_SECONDS = 10.0  # how long release waits for a renewal already under way
@@ -100,25 +99,20 @@ def resolve(
     ``os.environ`` cannot carry and what would make every process it starts fail (E2BIG).
     ``allow_missing_spelling`` is how the caller's user spells ``--allow-missing``."""
     selection = Selection(env=env, project=project, config=None if config is None else str(config))
-    report = Reporter(selection)
-    profile = open_profile(env, config=selection.config, project=project, only=only,
-                           environ=os.environ, cwd=cwd, warn=report.warn,
+    session = open_session(selection, action=action, only=only, environ=os.environ, cwd=cwd,
                            interactive=sys.stdin is not None and sys.stdin.isatty())
-    _note_nesting(profile, report)
-    resolution = _fetch(profile, report)
-    with releasing_on_failure(resolution, report):
+    outer = session.nested_in()
+    if outer is not None:
+        session.report.note(f"inside keyrun profile {outer}; loading {session.profile.label}")
+    resolution = session.fetch()  # interrupted (Ctrl-C in a notebook): leases revoked
+    with session.releasing_on_failure():
         _check(resolution, allow_missing, allow_missing_spelling)
-        for result in resolution.results.values():
-            if result.status == "optional":
-                report.warn(f"{result.key} is optional and missing; loading without it")
-            elif result.status == "missing":
-                report.warn(f"{result.key} is missing; loading without it "
-                            f"({allow_missing_spelling})")
+        session.warn_unresolved(doing="loading", spelling=allow_missing_spelling)
         if for_environ:
             check_exec_values(resolution.values())
-    accesslog_record(resolution, os.environ, action=action, command=None, report=report)
+    session.log()
     if resolution.leased:
-        _hold(resolution, report)
+        _hold(session)
     return resolution
 
 
@@ -171,15 +165,6 @@ def noting_hints() -> Iterator[None]:
         raise
 
 
-def _fetch(profile: Profile, report: Reporter) -> Resolution:
-    try:
-        return fetch_profile(profile)
-    except BaseException:  # interrupted (Ctrl-C in a notebook): revoke what was leased
-        for warning in release_all(profile):
-            report.warn(warning)
-        raise
-
-
 def _check(resolution: Resolution, allow_missing: bool, spelling: str) -> None:
     """``Resolution.check``, its hint naming the caller's spelling of allow-missing."""
     try:
@@ -195,17 +180,11 @@ def _check(resolution: Resolution, allow_missing: bool, spelling: str) -> None:
         raise ResolutionError(exc.message, hint) from None
 
 
-def _note_nesting(profile: Profile, report: Reporter) -> None:
-    outer = os.environ.get("KEYRUN_PROFILE")
-    if outer and outer != profile.label:
-        report.note(f"inside keyrun profile {outer}; loading {profile.label}")
-
-
 class _Holding:
     """One resolution's leases, renewed by a daemon thread until released."""
 
-    def __init__(self, resolution: Resolution, report: Reporter) -> None:
-        self.keeper = LeaseKeeper(resolution, report)
+    def __init__(self, session: Session) -> None:
+        self.keeper: LeaseKeeper = session.keeper()
         self.pid = os.getpid()  # a forked child must not revoke its parent's leases
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._renew, name="keyrun:renew", daemon=True)
@@ -228,9 +207,9 @@ _LOADED: dict[tuple[object, ...], dict[str, str]] = {}
 _registered = False
 
 
-def _hold(resolution: Resolution, report: Reporter) -> None:
+def _hold(session: Session) -> None:
     global _registered
-    holding = _Holding(resolution, report)
+    holding = _Holding(session)
     with _LOCK:
         _HELD.append(holding)
         if not _registered:

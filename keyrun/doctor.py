@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shlex
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +20,9 @@ from keyrun.dotenvfile import parse_dotenv
 from keyrun.durations import format_age
 from keyrun.errors import ConfigError, KeyrunError
 from keyrun.profile import Profile, make_source, name_problems, resolve_profile
-from keyrun.resolve import KeyResult, Resolution, fetch_profile, release_all
+from keyrun.reporter import Reporter
+from keyrun.resolve import KeyResult, Resolution
+from keyrun.session import Session
 from keyrun.sources import Context, Deadline, Item, Meta
 from keyrun.sources.dotenv import DotenvSource
 
@@ -74,15 +74,16 @@ class DoctorOptions:
 
 
 def diagnose(options: DoctorOptions, environ: Mapping[str, str] | None = None,
-             cwd: Path | None = None) -> Report:
+             cwd: Path | None = None, report: Reporter | None = None) -> Report:
     """Run every check for one environment, within the environment's ``timeout``: the
     sources check and the fetches of this and every other environment (for
     ``shared-values``) run at once, under one deadline. Raises ConfigError (exit 125) only
-    when doctor cannot run at all: keyrun.toml does not parse, or the environment is unknown."""
+    when doctor cannot run at all: keyrun.toml does not parse, or the environment is unknown.
+    Warnings (a lease that could not be revoked, …) go to ``report``, each once."""
     environ = os.environ if environ is None else environ
     config = load_config(cwd, options.config, environ)
     env = choose_env(config, options.env, environ)
-    fetches = _Fetches(config, options.project, environ)
+    fetches = _Fetches(config, options.project, environ, report or Reporter(once=True))
     try:
         return _Doctor(config, env, options, environ, fetches).run()
     finally:
@@ -90,13 +91,13 @@ def diagnose(options: DoctorOptions, environ: Mapping[str, str] | None = None,
 
 
 def diagnose_all(options: DoctorOptions, environ: Mapping[str, str] | None = None,
-                 cwd: Path | None = None) -> list[Report]:
+                 cwd: Path | None = None, report: Reporter | None = None) -> list[Report]:
     """Every environment, checked at once: each environment is fetched once, under its own
     deadline, and its values serve every other environment's ``shared-values`` check, so
     the whole run takes about the longest ``timeout``, not their sum."""
     environ = os.environ if environ is None else environ
     config = load_config(cwd, options.config, environ)
-    fetches = _Fetches(config, options.project, environ)
+    fetches = _Fetches(config, options.project, environ, report or Reporter(once=True))
     try:
         for env in config.env_names():
             fetches.start(env, None, exhaustive=True)
@@ -110,39 +111,40 @@ def diagnose_all(options: DoctorOptions, environ: Mapping[str, str] | None = Non
 class _Fetch:
     """One environment's values, fetched in a daemon thread."""
 
-    def __init__(self, job: Callable[[], Resolution]) -> None:
-        self.resolution: Resolution | None = None
+    def __init__(self, job: Callable[[], Session]) -> None:
+        self.session: Session | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(job,), daemon=True)
         self._thread.start()
 
-    def _run(self, job: Callable[[], Resolution]) -> None:
+    def _run(self, job: Callable[[], Session]) -> None:
         try:
-            self.resolution = job()
+            self.session = job()
         except BaseException as exc:  # handed to whoever waits for the result
             self.error = exc
 
     def result(self) -> Resolution:
-        resolution = self.finished()
-        if resolution is None:
+        session = self.finished()
+        if session is None:
             assert self.error is not None
             raise self.error
-        return resolution
+        return session.fetch()
 
-    def finished(self) -> Resolution | None:
-        self._thread.join()  # fetch_profile itself ends by its deadline
-        return self.resolution
+    def finished(self) -> Session | None:
+        self._thread.join()  # the fetch itself ends by its deadline
+        return self.session
 
 
 class _Fetches:
     """Every environment doctor reads, each fetched once, all at once; logged (SPEC §5:
     every resolution appends a line) and released together at the end."""
 
-    def __init__(self, config: Config, project: str | None,
-                 environ: Mapping[str, str]) -> None:
+    def __init__(self, config: Config, project: str | None, environ: Mapping[str, str],
+                 report: Reporter) -> None:
         self.config = config
         self.project = project
         self.environ = environ
+        self.report = report
         self._started: dict[str, _Fetch] = {}
         self._lock = threading.Lock()
 
@@ -154,26 +156,29 @@ class _Fetches:
                 self._started[env] = _Fetch(partial(self._fetch, env, deadline, exhaustive))
             return self._started[env]
 
-    def _fetch(self, env: str, deadline: Deadline | None, exhaustive: bool) -> Resolution:
-        profile = resolve_profile(self.config, env, project=self.project,
-                                  environ=self.environ, strict=False)
-        return fetch_profile(profile, deadline or Deadline(profile.env.timeout),
-                             exhaustive=exhaustive)
+    def session(self, profile: Profile) -> Session:
+        return Session(profile, self.report, action="doctor", environ=self.environ,
+                       warn_unlogged=False)
+
+    def profile(self, env: str) -> Profile:
+        return resolve_profile(self.config, env, project=self.project, environ=self.environ,
+                               strict=False, warn=self.report.warn)
+
+    def _fetch(self, env: str, deadline: Deadline | None, exhaustive: bool) -> Session:
+        session = self.session(self.profile(env))
+        session.fetch(deadline or Deadline(session.profile.env.timeout), exhaustive=exhaustive)
+        return session
 
     def close(self) -> None:
+        """Release what every fetch leased (a failed revocation is a warning, never a
+        silent leftover credential) and log each resolution."""
         with self._lock:
             started = list(self._started.values())
         for fetch in started:
-            resolution = fetch.finished()
-            if resolution is not None:  # a failed fetch was reported to whoever waited for it
-                _warn_all(resolution.release())
-                _record(resolution, self.environ)
-
-
-def _warn_all(warnings: list[str]) -> None:
-    """A failed revocation is a warning on stderr (never a silent leftover credential)."""
-    for warning in warnings:
-        print(f"keyrun: warning: {warning}", file=sys.stderr)
+            session = fetch.finished()
+            if session is not None:  # a failed fetch was reported to whoever waited for it
+                session.release()
+                session.log()
 
 
 class _Doctor:
@@ -203,7 +208,7 @@ class _Doctor:
         try:
             timed_out = self.check_sources(profile, deadline)
         finally:  # the checks' own connections: a login token made for them is done with
-            _warn_all(release_all(profile))
+            self.fetches.session(profile).release()
         resolution = own.result()
         self.check_missing(resolution)
         self.check_gitignore(profile)
@@ -235,12 +240,11 @@ class _Doctor:
             try:
                 make_source(spec.type, spec.name, spec.settings, spec.where,
                             Context(self.report.project, self.env, self.config.root,
-                                    self.environ))
+                                    self.environ, warn=self.fetches.report.warn))
             except KeyrunError as exc:
                 problems.append(exc.message if not exc.hint else f"{exc.message} ({exc.hint})")
         try:
-            profile = resolve_profile(self.config, self.env, project=self.options.project,
-                                      environ=self.environ, strict=False)
+            profile = self.fetches.profile(self.env)
         except ConfigError as exc:
             self.add("config", "fail", exc.message, exc.hint)
             return None
@@ -755,13 +759,6 @@ def _git_output(root: Path, *args: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout
-
-
-def _record(resolution: Resolution, environ: Mapping[str, str]) -> None:
-    from keyrun.accesslog import record_resolution
-
-    with contextlib.suppress(OSError):
-        record_resolution(resolution, environ, action="doctor")
 
 
 __all__ = ["Check", "DoctorOptions", "Report", "diagnose", "diagnose_all",

@@ -103,16 +103,16 @@ def _inject(env: str | None, config: str | None, project: str | None, preserve: 
 
 def _show(env: str | None, config: str | None, project: str | None) -> None:
     from keyrun.listing import list_rows
-    from keyrun.profile import open_profile
-    from keyrun.resolve import fetch_profile
+    from keyrun.session import Selection, open_session
 
-    profile = open_profile(env, config=config, project=project)
-    resolution = fetch_profile(profile)
+    session = open_session(Selection(env, project, config), action="list", warn_unlogged=False)
+    resolution = session.fetch()
     try:
         rows = list_rows(resolution)
     finally:
-        resolution.release()
-    print(f"keyrun: {profile.label}")
+        session.release()
+    session.log()
+    print(f"keyrun: {session.profile.label}")
     for row in rows:
         print(f"  {row.name:<28} {row.status:<9} {row.source or '-'}")
 

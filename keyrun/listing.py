@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from keyrun.reporter import Reporter
 from keyrun.resolve import KeyResult, Resolution
 from keyrun.secret import preview
+from keyrun.session import Selection, open_session
 from keyrun.sources import Meta
 
 if TYPE_CHECKING:
@@ -48,38 +49,32 @@ Listed = tuple[str, str, list[Row]]  # project, environment, rows
 
 
 def list_env(env: str | None, *, config: str | None = None, project: str | None = None,
-             environ: Mapping[str, str] | None = None,
-             warn: Callable[[str], None] | None = None, details: bool = False) -> Listed:
+             environ: Mapping[str, str] | None = None, report: Reporter | None = None,
+             details: bool = False) -> Listed:
     """Fetch one environment (under its ``timeout``), log the resolution, and list it;
-    ``warn`` hears what revoking its leases had to say."""
-    from keyrun.accesslog import record_resolution
-    from keyrun.profile import open_profile
-    from keyrun.resolve import fetch_profile
-
-    environ = os.environ if environ is None else environ
+    ``report`` hears what the profile and the revoking of its leases had to say."""
     # Not strict: a name problem that would stop `run` is a row here (SPEC §3).
-    profile = open_profile(env, config=config, project=project, environ=environ, strict=False)
-    resolution = fetch_profile(profile)
+    session = open_session(Selection(env, project, config), action="list", environ=environ,
+                           strict=False, report=report or Reporter(once=True),
+                           warn_unlogged=False)
+    resolution = session.fetch()
     try:
-        rows = _with_name_problems(list_rows(resolution, details=details), profile)
+        rows = _with_name_problems(list_rows(resolution, details=details), session.profile)
     finally:
-        for warning in resolution.release():
-            if warn is not None:
-                warn(warning)
-    with contextlib.suppress(OSError):
-        record_resolution(resolution, environ, action="list")
-    return profile.project, profile.env.name, rows
+        session.release()
+    session.log()
+    return session.profile.project, session.profile.env.name, rows
 
 
 def list_all_envs(*, config: str | None = None, project: str | None = None,
-                  environ: Mapping[str, str] | None = None,
-                  warn: Callable[[str], None] | None = None,
+                  environ: Mapping[str, str] | None = None, report: Reporter | None = None,
                   details: bool = False) -> dict[str, Listed]:
     """Every environment, fetched at once: the whole listing takes about the longest
     ``timeout``, not their sum (a dead endpoint shared by every environment)."""
     from keyrun.config import load_config
 
     environ = os.environ if environ is None else environ
+    report = report or Reporter(once=True)  # one warning for every environment it concerns
     names = load_config(None, config, environ).env_names()
     listed: dict[str, Listed] = {}
     errors: dict[str, BaseException] = {}
@@ -87,7 +82,7 @@ def list_all_envs(*, config: str | None = None, project: str | None = None,
     def work(name: str) -> None:
         try:
             listed[name] = list_env(name, config=config, project=project, environ=environ,
-                                    warn=warn, details=details)
+                                    report=report, details=details)
         except BaseException as exc:  # re-raised below, in the caller's thread
             errors[name] = exc
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +21,7 @@ from keyrun.config import (
 )
 from keyrun.environ import NAME, is_reserved
 from keyrun.errors import ConfigError, UsageError
+from keyrun.reporter import default
 from keyrun.sources import Context, Deadline, Request, Source, check_settings
 from keyrun.sources.registry import source_class
 
@@ -136,7 +136,7 @@ def _usable_example_keys(config: Config, env: Environment, context: Context) -> 
     """The environment's keys. A name that only ``.env.example`` gives (keyrun.toml does
     not declare it) and that no variable can have, or a reserved one, is left out with a
     warning: the file is a convention shared with other tools, not keyrun's own."""
-    warn = context.warn or _warn_once
+    warn = context.warn or default().warn
     keys = []
     for spec in env.keys:
         from_example_only = spec.name in config.example_keys and spec.name not in config.keys
@@ -170,7 +170,7 @@ def _discovered_keys(sources: Mapping[str, Source], env: Environment,
             "list the keys it holds",
             "declare the keys the command needs in keyrun.toml's [keys] (or in .env.example)")
     keys = []
-    warn = context.warn or _warn_once
+    warn = context.warn or default().warn
     for source_name in unlisted:
         warn(f"{source_name} cannot list its keys, so nothing is read from it until the "
              "keys are declared in [keys]")
@@ -183,16 +183,6 @@ def _discovered_keys(sources: Mapping[str, Source], env: Environment,
         else:
             keys.append(KeySpec(name=name))
     return keys
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    """keyrun's own warning, once per process (doctor resolves a profile more than once)."""
-    if message not in _WARNED:
-        _WARNED.add(message)
-        print(f"keyrun: warning: {message}", file=sys.stderr)
 
 
 def _select(bindings: tuple[Binding, ...], only: Sequence[str], env: str) -> tuple[Binding, ...]:

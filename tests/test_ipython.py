@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -95,3 +96,16 @@ def test_bad_arguments_fail_the_cell(notebook: Path, tmp_path: Path) -> None:
     assert err.splitlines() == [
         "UsageError: keyrun: unrecognized arguments: --bogus", usage,
         "UsageError: keyrun: two environments named: staging and -e dev", usage]
+
+
+def test_every_resolution_is_in_the_access_log(notebook: Path, tmp_path: Path) -> None:
+    cells(notebook, tmp_path, "%keyrun --list staging", "%keyrun staging", "%keyrun --list")
+    log = (tmp_path / "access.log").read_text()
+    assert "sk-ipython-123456789" not in log
+    entries = [json.loads(line) for line in log.splitlines()]
+    assert [(e["action"], e["env"], e["keys"], e["missing"]) for e in entries] == [
+        ("list", "staging", [{"name": "OPENAI_API_KEY", "source": "local", "version": None}], []),
+        ("inject", "staging", [{"name": "OPENAI_API_KEY", "source": "local", "version": None}],
+         []),
+        ("list", "staging", [{"name": "OPENAI_API_KEY", "source": "local", "version": None}], []),
+    ]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 from keyrun.cli import render
 from keyrun.durations import format_age
 from keyrun.errors import KeyrunError, UsageError
 from keyrun.listing import Row
+from keyrun.reporter import Reporter
 from keyrun.run import Selection
 from keyrun.secret import Secret
 
@@ -21,12 +21,13 @@ _STYLE = {"ok": "green", "pass": "green", "warn": "yellow", "optional": "yellow"
 def _list_env(selection: Selection, env: str | None, details: bool) -> tuple[str, str, list[Row]]:
     from keyrun.listing import list_env
 
-    return list_env(env, config=selection.config, project=selection.project, warn=_warn,
-                    details=details)
+    return list_env(env, config=selection.config, project=selection.project,
+                    report=_reporter(selection), details=details)
 
 
-def _warn(message: str) -> None:
-    print(f"keyrun: warning: {message}", file=sys.stderr)
+def _reporter(selection: Selection) -> Reporter:
+    """Warnings of a command that may resolve more than one profile: each said once."""
+    return Reporter(selection.quiet, selection.verbose, once=True)
 
 
 def _env_names(selection: Selection) -> list[str]:
@@ -51,7 +52,8 @@ def list_command(selection: Selection, *, all_envs: bool, as_json: bool) -> int:
         return 0
     from keyrun.listing import list_all_envs
 
-    listed = list_all_envs(config=selection.config, project=selection.project, warn=_warn)
+    listed = list_all_envs(config=selection.config, project=selection.project,
+                           report=_reporter(selection))
     project = next(iter(listed.values()))[0] if listed else ""
     if as_json:
         render.print_json({"project": project, "envs": {
@@ -90,7 +92,9 @@ def doctor_command(selection: Selection, *, all_envs: bool, as_json: bool, stric
 
     options = DoctorOptions(env=selection.env, project=selection.project,
                             config=selection.config, history=history)
-    reports = diagnose_all(options) if all_envs else [diagnose(options)]
+    sink = _reporter(selection)
+    reports = (diagnose_all(options, report=sink) if all_envs
+               else [diagnose(options, report=sink)])
     ok = all(report.ok(strict) for report in reports)
     if as_json:
         if all_envs:
@@ -127,15 +131,13 @@ def set_command(selection: Selection, key: str, source: str | None) -> int:
     value = read_value(key)
     done = set_key(key, value, env=selection.env, source=source, project=selection.project,
                    config=selection.config)
-    if not selection.quiet:
-        print(f"keyrun: set {done.key} in {done.source} ({done.location}) for {done.env}",
-              file=sys.stderr)
-        if not done.declared:
-            print(f"keyrun: warning: {done.key} is not one of {done.env}'s keys, so run does "
-                  "not pass it yet: declare it in keyrun.toml's [keys] (or in .env.example)",
-                  file=sys.stderr)
-    if done.unseen:
-        print(f"keyrun: warning: {done.unseen}", file=sys.stderr)
+    report = Reporter(selection.quiet, selection.verbose)
+    report.note(f"set {done.key} in {done.source} ({done.location}) for {done.env}")
+    if not done.declared:
+        report.warn(f"{done.key} is not one of {done.env}'s keys, so run does not pass it "
+                    "yet: declare it in keyrun.toml's [keys] (or in .env.example)")
+    if done.unseen:  # even with -q: the value written is not the one run will use
+        report.always(f"warning: {done.unseen}")
     return 0
 
 
@@ -225,20 +227,15 @@ def scan_command(selection: Selection, paths: list[str], *, staged: bool, histor
     if staged and history:
         raise UsageError("--staged and --history cannot be used together")
     mode: scanner.Mode = "staged" if staged else "history" if history else "tree"
-    def note(message: str) -> None:
-        if not selection.quiet:
-            _warn(message)
-
-    values = scanner.profile_values(selection.env, config=selection.config,
-                                    project=selection.project, note=note)
+    report = Reporter(selection.quiet, selection.verbose)
+    values = scanner.profile_values(selection, report)
     result = scanner.scan([Path(p) for p in paths], root=Path.cwd(), mode=mode, values=values)
     if mode == "tree" and not paths and not _in_git_work_tree():
         # Outside git nothing marks .env files as private: they are where secrets belong
         # (doctor checks their permissions), not leaks.
         result.findings = [f for f in result.findings if not _is_env_file(f.path)]
     for skipped in result.skipped:
-        if not selection.quiet:
-            print(f"keyrun: warning: {skipped.path}: {skipped.reason}", file=sys.stderr)
+        report.warn(f"{skipped.path}: {skipped.reason}")
     render = {"text": scanner.render_text, "json": scanner.render_json,
               "sarif": scanner.render_sarif}[output]
     text = render(result.findings)

@@ -1,6 +1,6 @@
 """``keyrun scan``: leaked credentials in files, the index or the history (SPEC §3, §4a).
 
-    values = profile_values(env, config=None, project=None, note=warn)   # nothing fetched yet
+    values = profile_values(Selection(env), Reporter())   # opened; nothing fetched yet
     result = scan([], root=Path.cwd(), mode="staged", values=values)
     print(render_text(result.findings))
     exit_code = 1 if result.findings else 0
@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from keyrun.scan.report import render_json, render_sarif, render_text
 from keyrun.scan.rules import (
@@ -30,6 +30,10 @@ from keyrun.scan.rules import (
     find_hits,
 )
 from keyrun.scan.walk import Blob, ScanError, Skipped, read_history, read_staged, read_tree
+
+if TYPE_CHECKING:
+    from keyrun.reporter import Reporter
+    from keyrun.session import Selection
 
 Mode = Literal["tree", "staged", "history"]
 Values = Mapping[str, str] | Callable[[], Mapping[str, str]] | None
@@ -122,53 +126,52 @@ def _encoded(values: Mapping[str, str] | None) -> dict[str, bytes]:
     return {key: value.encode("utf-8") for key, value in (values or {}).items()}
 
 
-def profile_values(env: str | None, *, config: str | None, project: str | None,
-                   note: Callable[[str], None]) -> Callable[[], dict[str, str]]:
+def profile_values(selection: Selection, report: Reporter) -> Callable[[], dict[str, str]]:
     """Open the profile now (an invalid keyrun.toml or an unknown environment raises: scan
     cannot do its whole job), and return what fetches its values, for ``scan`` to call when
-    it has text to search. A profile that cannot be opened or read is a ``note``, not an
-    error: scan still finds every known key format."""
+    it has text to search; that fetch is one resolution session, logged as ``scan``. A
+    profile that cannot be opened or read is a warning, not an error: scan still finds
+    every known key format."""
     from keyrun.config import find_config
     from keyrun.errors import ConfigError, KeyrunError, MissingSdkError, UsageError
-    from keyrun.profile import open_profile
+    from keyrun.session import open_session
 
     try:
-        profile = open_profile(env, config=config, project=project)
+        session = open_session(selection, action="scan", report=report)
     except MissingSdkError as exc:  # pre-commit's own venv has no cloud extras
-        return _noting(note, f"not searching for the profile's values: {exc.message}")
+        return _noting(report, f"not searching for the profile's values: {exc.message}")
     except (ConfigError, UsageError):
         # Without any keyrun.toml there is simply no profile to search for.
-        if config is None and find_config(Path.cwd(), None, os.environ) is None:
+        if selection.config is None and find_config(Path.cwd(), None, os.environ) is None:
             return dict
         raise
     except KeyrunError as exc:
-        return _noting(note, f"not searching for the profile's values: {exc.message}")
+        return _noting(report, f"not searching for the profile's values: {exc.message}")
 
     def fetch() -> dict[str, str]:
-        from keyrun.resolve import fetch_profile
-
         try:
-            resolution = fetch_profile(profile)
+            resolution = session.fetch()
         except KeyrunError as exc:
-            note(f"not searching for the profile's values: {exc.message}")
+            report.warn(f"not searching for the profile's values: {exc.message}")
             return {}
         try:
             unread = [key for key, result in resolution.results.items()
                       if result.status == "error"]
             if unread:
-                note(f"could not read {', '.join(unread)}, so their values are not searched "
-                     "for (keyrun list says why)")
+                report.warn(f"could not read {', '.join(unread)}, so their values are not "
+                            "searched for (keyrun list says why)")
             return resolution.values()
         finally:
-            for warning in resolution.release():
-                note(warning)
+            session.release()
+            session.log()
 
     return fetch
 
 
-def _noting(note: Callable[[str], None], message: str) -> Callable[[], dict[str, str]]:
-    note(message)
+def _noting(report: Reporter, message: str) -> Callable[[], dict[str, str]]:
+    report.warn(message)
     return dict
+
 
 
 def _stopped(text: Text) -> str:

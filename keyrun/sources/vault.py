@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -11,6 +10,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from keyrun.durations import format_age, parse_duration
 from keyrun.errors import ConfigError, SourceError
+from keyrun.reporter import default
 from keyrun.secret import Secret
 from keyrun.sources import (
     Context,
@@ -726,10 +726,7 @@ class VaultSource(Source):
 
     def _warn(self, message: str) -> None:
         """Through keyrun's reporter (``-q``, masking) when the core gave one."""
-        if self.context.warn is not None:
-            self.context.warn(message)
-        else:
-            print(f"keyrun: warning: {message}", file=sys.stderr, flush=True)
+        (self.context.warn or default().warn)(message)
 
     # value-free
 
