@@ -50,7 +50,8 @@ def test_a_session_fetches_once_when_first_asked_and_logs_when_told(
     assert not session.fetched
     assert log_entries(tmp_path) == []
     first = session.fetch()
-    assert session.fetched and session.fetch() is first
+    assert session.fetched
+    assert session.fetch() is first
     assert session.values() == {"TOKEN": CANARY}
     session.log()
     entries = log_entries(tmp_path)
