@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from keyrun.cli.grammar import COMMANDS
 from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
 
 CONFIG = """
@@ -283,7 +284,7 @@ def test_version_and_help(project: Path, env: dict[str, str]) -> None:
     from keyrun import __version__
 
     assert keyrun(["--version"], cwd=project, env=env).stdout == f"keyrun {__version__}\n"
-    for command in ("run", "list", "doctor", "set", "init", "log", "scan", "sources"):
+    for command in COMMANDS:
         done = keyrun([command, "--help"], cwd=project, env=env)
         assert done.returncode == 0
         assert "Example: keyrun" in done.stdout, command

@@ -1,18 +1,25 @@
-"""The Typer application: every command except the fast ``run`` path (see ``keyrun.cli``)."""
+"""The Typer application: every command except the fast ``run`` path (see ``keyrun.cli``).
+
+Global and run options are not declared here but taken from ``keyrun.cli.grammar``, the table
+the fast path parses with: ``_command`` adds them to each command's own parameters.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import signal
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from keyrun import __version__
-from keyrun.cli import render
+from keyrun.cli import grammar, render
 from keyrun.errors import UsageError
-from keyrun.run import RunOptions, Selection
+from keyrun.run import Selection
 
 app = typer.Typer(
     name="keyrun",
@@ -48,20 +55,7 @@ def _complete_keys(ctx: typer.Context, incomplete: str) -> list[str]:
     return complete_keys(incomplete, env=_given(ctx, "env"), config=_given(ctx, "config"))
 
 
-# The global options, accepted after the command name too (`keyrun list -e staging`): the
-# command line is normalized before parsing, and declaring them on each command puts them in
-# its --help and lets the shell complete them there.
-EnvOption = Annotated[str | None, typer.Option(
-    "-e", "--env", metavar="ENV", help="Environment (default: $KEYRUN_ENV, else default_env).",
-    autocompletion=_complete_envs)]
-ProjectOption = Annotated[str | None, typer.Option(
-    "-p", "--project", metavar="NAME", help="Override the project name used in {project}.")]
-ConfigOption = Annotated[str | None, typer.Option(
-    "-c", "--config", metavar="PATH",
-    help="keyrun.toml to use (default: $KEYRUN_CONFIG, else found upward from here).")]
-QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")]
-VerboseOption = Annotated[bool, typer.Option("-v", "--verbose",
-                                             help="Say which source each key came from.")]
+_COMPLETIONS = {"envs": _complete_envs, "keys": _complete_keys}
 
 
 def _version(value: bool) -> None:
@@ -70,86 +64,133 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def main_options(
-    ctx: typer.Context,
-    env: EnvOption = None,
-    project: ProjectOption = None,
-    config: ConfigOption = None,
-    quiet: QuietOption = False,
-    verbose: VerboseOption = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                       help="Print the version and exit.")] = False,
-) -> None:
+def _a_value(option: grammar.Option) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if "--" in (value if isinstance(value, list) else [value]):  # `list -e -- …`: no value
+            raise grammar.needs_value(option)
+        return value
+
+    return check
+
+
+def _parameter(option: grammar.Option, *, hidden: bool = False,
+               help_text: str | None = None) -> inspect.Parameter:
+    """``option`` of the grammar as a Typer parameter."""
+    names = [name for name in (option.short, option.name) if name]
+    info = typer.Option(*names, metavar=option.metavar, help=help_text or option.help,
+                        hidden=hidden, autocompletion=_COMPLETIONS.get(option.completes),
+                        callback=None if option.metavar is None else _a_value(option))
+    kind: Any = bool if option.metavar is None else list[str] | None if option.repeat \
+        else str | None
+    default = False if option.metavar is None else None
+    return inspect.Parameter(option.dest, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[kind, info])
+
+
+def _version_parameter(*, hidden: bool) -> inspect.Parameter:
+    """--version: shown before the command name, accepted after it too."""
+    info = typer.Option(grammar.VERSION, callback=_version, is_eager=True, hidden=hidden,
+                        help="Print the version and exit.")
+    return inspect.Parameter("version", inspect.Parameter.KEYWORD_ONLY, default=False,
+                             annotation=Annotated[bool, info])
+
+
+def _with_options(body: Callable[..., int | None], options: Sequence[inspect.Parameter],
+                  *, own_first: bool = False) -> Callable[..., Any]:
+    """``body`` with ``options`` added to its own parameters (before them, or after them
+    with ``own_first``: the order of --help), which reach it only through ``ctx.params``."""
+    own = inspect.signature(body, eval_str=True)
+    first = [p for p in own.parameters.values() if p.name == "ctx"]
+    rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.parameters.values()
+            if p.name != "ctx"]
+
+    @functools.wraps(body)
+    def command(ctx: typer.Context, **values: Any) -> int | None:
+        mine = {name: value for name, value in values.items() if name in own.parameters}
+        return body(ctx, **mine) if first else body(**mine)
+
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                annotation=typer.Context)
+    ordered = [*rest, *options] if own_first else [*options, *rest]
+    command.__signature__ = own.replace(  # type: ignore[attr-defined]
+        parameters=[*(first or [context]), *ordered])
+    return command
+
+
+def _command(name: str, *, shows: Sequence[str] | None = None, own_first: bool = False,
+             run_options: bool = False, help_of: Mapping[str, str] | None = None,
+             group: typer.Typer | None = None,
+             **settings: Any) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Register a command (on ``app``, or on a sub-app ``group`` such as a future ``mcp``)
+    with the grammar's global options, which SPEC §3 lets stand after any command name:
+    listed in its --help when it uses them (``shows``: their dests, all by default;
+    ``help_of``: its own words for some), accepted silently otherwise; plus run's options for
+    ``run``."""
+    def register(body: Callable[..., int]) -> Callable[..., int]:
+        options = [_parameter(option, hidden=shows is not None and option.dest not in shows,
+                              help_text=(help_of or {}).get(option.dest))
+                   for option in grammar.GLOBAL_OPTIONS]
+        if run_options:
+            options += [_parameter(option) for option in grammar.RUN_OPTIONS]
+        options.append(_version_parameter(hidden=True))
+        (group or app).command(name, **settings)(
+            _with_options(body, options, own_first=own_first))
+        return body
+
+    return register
+
+
+def _main_options(ctx: typer.Context) -> None:
     """Run any command with the secrets it needs, fetched at start-up from where they live.
 
     Example: keyrun -e staging -- python agent.py
     """
-    ctx.obj = Selection(env=env, project=project, config=config, quiet=quiet, verbose=verbose)
+    ctx.obj = Selection(**_given_options(ctx.params, grammar.GLOBAL_OPTIONS))
+
+
+app.callback()(_with_options(_main_options, [
+    *(_parameter(option) for option in grammar.GLOBAL_OPTIONS), _version_parameter(hidden=False)]))
+
+
+def _given_options(params: Mapping[str, Any], options: Sequence[grammar.Option]
+                   ) -> dict[str, Any]:
+    """Which of ``options`` a command was given (not their defaults), by dest."""
+    given: dict[str, Any] = {}
+    for option in options:
+        value = params.get(option.dest)
+        if value not in (None, False, []):
+            given[option.dest] = tuple(value) if option.repeat else value
+    return given
 
 
 def _selection(ctx: typer.Context) -> Selection:
     """The global options, wherever on the command line they were given."""
     selection = ctx.obj
     assert isinstance(selection, Selection)
-    given = {name: value for name in Selection._fields
-             if (value := ctx.params.get(name)) not in (None, False)}
-    return selection._replace(**given)
+    return selection._replace(**_given_options(ctx.params, grammar.GLOBAL_OPTIONS))
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                      "allow_interspersed_args": False},
+@_command(
+    grammar.RUN, run_options=True,
+    context_settings={"allow_extra_args": True, "allow_interspersed_args": False},
     options_metavar="[OPTIONS] [--] COMMAND [ARGS]...",
     epilog="Example: keyrun -e staging -- python agent.py   (same as: keyrun -e staging run "
     "-- python agent.py). Exit status: the command's own; 125 when keyrun fails before it "
     "starts, 126 not executable, 127 not found.",
 )
-def run(
-    ctx: typer.Context,
-    env: EnvOption = None,
-    project: ProjectOption = None,
-    config: ConfigOption = None,
-    quiet: QuietOption = False,
-    verbose: VerboseOption = False,
-    only: Annotated[list[str] | None, typer.Option("--only", metavar="KEY",
-                    help="Fetch and pass only this key (repeatable).",
-                    autocompletion=_complete_keys)] = None,
-    allow_missing: Annotated[bool, typer.Option("--allow-missing",
-                             help="Run even if required keys are missing (warns).")] = False,
-    preserve_env: Annotated[bool, typer.Option("--preserve-env",
-                            help="A variable already set in this shell wins.")] = False,
-    clean_env: Annotated[bool, typer.Option("--clean-env", help="Pass only the keys plus PATH, "
-                         "HOME, USER, LANG, TERM, TZ and the like.")] = False,
-    allow_argv_secrets: Annotated[bool, typer.Option("--allow-argv-secrets",
-                                  help="Allow a secret value inside the command's arguments."
-                                  )] = False,
-    mask: Annotated[bool, typer.Option("--mask", help="Replace every secret value (and its "
-                    "common encodings) in the command's output with <KEY_NAME>.")] = False,
-) -> int:
+def run(ctx: typer.Context) -> int:
     """Fetch the profile's keys, then replace keyrun with COMMAND (after --)."""
-    from keyrun.run import run_command
+    from keyrun.cli import start
 
-    command = list(ctx.args)
-    if command[:1] == ["--"]:
-        command = command[1:]
-    if not command:
-        raise UsageError("no command given", "run a command as: keyrun [-e ENV] -- COMMAND")
-    if preserve_env and clean_env:
-        raise UsageError("--preserve-env and --clean-env cannot be used together")
-    options = RunOptions(tuple(only or ()), allow_missing, preserve_env, clean_env,
-                         allow_argv_secrets, mask)
-    return run_command(command, _selection(ctx), options)
+    selection = {**_given_options(ctx.find_root().params, grammar.GLOBAL_OPTIONS),
+                 **_given_options(ctx.params, grammar.GLOBAL_OPTIONS)}
+    return start(grammar.run_call(selection, _given_options(ctx.params, grammar.RUN_OPTIONS),
+                                  list(ctx.args)))
 
 
-@app.command("list", epilog="Example: keyrun list -e staging --json")
+@_command("list", epilog="Example: keyrun list -e staging --json")
 def list_keys(
     ctx: typer.Context,
-    env: EnvOption = None,
-    project: ProjectOption = None,
-    config: ConfigOption = None,
-    quiet: QuietOption = False,
-    verbose: VerboseOption = False,
     all_envs: Annotated[bool, typer.Option("--all-envs", help="Every environment side by side."
                         )] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -164,14 +205,9 @@ def list_keys(
     return list_command(_selection(ctx), all_envs=all_envs, as_json=as_json)
 
 
-@app.command(epilog="Example: keyrun doctor -e production --strict")
+@_command("doctor", epilog="Example: keyrun doctor -e production --strict")
 def doctor(
     ctx: typer.Context,
-    env: EnvOption = None,
-    project: ProjectOption = None,
-    config: ConfigOption = None,
-    quiet: QuietOption = False,
-    verbose: VerboseOption = False,
     all_envs: Annotated[bool, typer.Option("--all-envs", help="Check every environment.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
@@ -185,7 +221,7 @@ def doctor(
                           history=history)
 
 
-@app.command("set", context_settings={"allow_extra_args": True},
+@_command("set", own_first=True, context_settings={"allow_extra_args": True},
              epilog="Example: keyrun set OPENAI_API_KEY -e staging   (type the value at "
              "the hidden prompt, or pipe it in: printf '%s' \"$NEW_KEY\" | keyrun set "
              "OPENAI_API_KEY -e staging)")
@@ -195,11 +231,6 @@ def set_value(
                                        autocompletion=_complete_keys)],
     source: Annotated[str | None, typer.Option("--source", metavar="NAME",
                       help="Write to this source (default: the first writable one).")] = None,
-    env: EnvOption = None,
-    project: ProjectOption = None,
-    config: ConfigOption = None,
-    quiet: QuietOption = False,
-    verbose: VerboseOption = False,
 ) -> int:
     """Write a new value for KEY: how a key is rotated.
 
@@ -216,15 +247,13 @@ def set_value(
     return set_command(_selection(ctx), key, source)
 
 
-@app.command(epilog="Example: keyrun init   (in the project's directory; then keyrun doctor)")
+@_command("init", shows=("project", "config"), own_first=True, help_of={
+    "config": "Where to write keyrun.toml (a file, or a directory; default: here)."},
+    epilog="Example: keyrun init   (in the project's directory; then keyrun doctor)")
 def init(
     ctx: typer.Context,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing keyrun.toml."
                      )] = False,
-    project: ProjectOption = None,
-    config: Annotated[str | None, typer.Option(
-        "-c", "--config", metavar="PATH",
-        help="Where to write keyrun.toml (a file, or a directory; default: here).")] = None,
 ) -> int:
     """Write a keyrun.toml for this directory and keep .env files out of git."""
     from keyrun.scaffold import init_project
@@ -245,7 +274,7 @@ def init(
     return 0
 
 
-@app.command(epilog="Example: keyrun log -n 20   |   keyrun log --json | jq '.[0]'")
+@_command("log", shows=(), epilog="Example: keyrun log -n 20   |   keyrun log --json | jq '.[0]'")
 def log(
     limit: Annotated[int, typer.Option("-n", "--limit", metavar="N",
                                        help="Show this many entries.")] = 50,
@@ -270,15 +299,10 @@ def log(
     return 0
 
 
-@app.command(epilog="Example: keyrun scan --staged   (in a pre-commit hook; keyrun scan "
+@_command("scan", epilog="Example: keyrun scan --staged   (in a pre-commit hook; keyrun scan "
              "--history --format sarif > keyrun.sarif for code scanning)")
 def scan(
     ctx: typer.Context,
-    env: EnvOption = None,
-    project: ProjectOption = None,
-    config: ConfigOption = None,
-    quiet: QuietOption = False,
-    verbose: VerboseOption = False,
     paths: Annotated[list[str] | None, typer.Argument(
         metavar="[PATH]...", help="Files or directories (default: the git work tree).")] = None,
     staged: Annotated[bool, typer.Option("--staged", help="Scan what the next commit adds: "
@@ -299,7 +323,7 @@ def scan(
                         output=output)
 
 
-@app.command(epilog="Example: keyrun sources --json")
+@_command("sources", shows=(), epilog="Example: keyrun sources --json")
 def sources(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> int:
@@ -328,10 +352,27 @@ def _stdout_reader_gone() -> bool:
         return False
 
 
+def _missing_value(exc: Exception) -> UsageError | None:
+    """click's "Option '-e' requires an argument." for a global option, in the fast path's
+    words (click's class, vendored by Typer or not, is known here by its name)."""
+    option = grammar.find(str(getattr(exc, "option_name", "")))
+    if type(exc).__name__ == "BadOptionUsage" and option is not None and option.metavar:
+        return grammar.needs_value(option)
+    return None
+
+
+@functools.cache
+def _click_command() -> Any:
+    """The app as click sees it: built once (tests parse thousands of command lines)."""
+    import typer.main
+
+    return typer.main.get_command(app)
+
+
 def run_app(args: list[str]) -> int:
     """Run the Typer app without letting click exit or print tracebacks itself."""
     try:
-        result = app(args=args, prog_name="keyrun", standalone_mode=False)
+        result = _click_command().main(args=args, prog_name="keyrun", standalone_mode=False)
     except SystemExit as exc:
         # Typer turns a write to a closed pipe (`keyrun list | head -1`) into exit 1, which
         # for doctor means "problems found": end as GNU tools do, by SIGPIPE (141).
@@ -346,6 +387,9 @@ def run_app(args: list[str]) -> int:
         print("\naborted", file=sys.stderr)
         return 130
     except Exception as exc:
+        missing = _missing_value(exc)
+        if missing is not None:
+            raise missing from None
         # Typer's usage errors (vendored click): they know how to show themselves.
         show = getattr(exc, "show", None)
         code = getattr(exc, "exit_code", None)

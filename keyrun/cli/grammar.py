@@ -1,0 +1,203 @@
+"""The command line's grammar: one table of the global options, run's options and the command
+names, from which both parsers are built. ``route`` is the fast path's parser (``keyrun
+[opts] -- CMD`` and ``keyrun run …`` start without Typer or rich); ``keyrun.cli.app`` declares
+the same options to Typer for every other command, for --help and for shell completion.
+
+The route is chosen by position: the first word that is neither an option nor an option's
+value is the command name, and only there is a word a command. Cheap to import: no Typer,
+and no ``from __future__ import annotations``, under which NamedTuple compiles every field's
+annotation from its string (2 ms of each start for these three classes).
+"""
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from keyrun.errors import UsageError
+
+
+class Option(NamedTuple):
+    name: str  # the long form, e.g. --env
+    short: str | None  # e.g. -e
+    dest: str  # the field of keyrun.run.Selection (global) or RunOptions (run) it sets
+    metavar: str | None  # what its value is; None: a flag, which takes no value
+    help: str
+    example: str = ""  # for the hint when its value is missing
+    repeat: bool = False  # each use adds a value (--only A --only B)
+    completes: str = ""  # what the shell completes its value with: "envs" or "keys"
+
+
+_GIVE_ENV = "keyrun list -e staging"
+GLOBAL_OPTIONS = (
+    Option("--env", "-e", "env", "ENV", "Environment (default: $KEYRUN_ENV, else default_env).",
+           _GIVE_ENV, completes="envs"),
+    Option("--project", "-p", "project", "NAME", "Override the project name used in {project}.",
+           _GIVE_ENV),
+    Option("--config", "-c", "config", "PATH",
+           "keyrun.toml to use (default: $KEYRUN_CONFIG, else found upward from here).",
+           _GIVE_ENV),
+    Option("--quiet", "-q", "quiet", None, "Only errors on stderr."),
+    Option("--verbose", "-v", "verbose", None, "Say which source each key came from."),
+)
+RUN_OPTIONS = (
+    Option("--only", None, "only", "KEY", "Fetch and pass only this key (repeatable).",
+           "--only OPENAI_API_KEY", repeat=True, completes="keys"),
+    Option("--allow-missing", None, "allow_missing", None,
+           "Run even if required keys are missing (warns)."),
+    Option("--preserve-env", None, "preserve_env", None,
+           "A variable already set in this shell wins."),
+    Option("--clean-env", None, "clean_env", None,
+           "Pass only the keys plus PATH, HOME, USER, LANG, TERM, TZ and the like."),
+    Option("--allow-argv-secrets", None, "allow_argv_secrets", None,
+           "Allow a secret value inside the command's arguments."),
+    Option("--mask", None, "mask", None, "Replace every secret value (and its common encodings) "
+           "in the command's output with <KEY_NAME>."),
+)
+HELP = ("-h", "--help")
+VERSION = "--version"
+RUN = "run"
+# Every command name: a word at the command's position must be one of them (or start the
+# run path). A new command is a name here and its function in keyrun.cli.app.
+COMMANDS = (RUN, "list", "doctor", "set", "init", "log", "scan", "sources")
+RUN_USAGE = "run a command as: keyrun [-e ENV] -- COMMAND [ARGS…]"
+
+_OPTIONS = {name: option for option in (*GLOBAL_OPTIONS, *RUN_OPTIONS)
+            for name in (option.name, option.short) if name}
+_GLOBAL_DESTS = frozenset(option.dest for option in GLOBAL_OPTIONS)
+
+
+class RunCall(NamedTuple):
+    """``keyrun [opts] -- CMD…`` or ``keyrun [opts] run [opts] [--] CMD…``: the options given
+    (by dest: Selection's fields in ``selection``, RunOptions' in ``options``) and CMD…."""
+
+    selection: dict[str, Any]
+    options: dict[str, Any]
+    command: list[str]
+
+
+class AppCall(NamedTuple):
+    """Every other command line: the arguments for the Typer app."""
+
+    args: list[str]
+
+
+def find(name: str) -> Option | None:
+    """The global or run option spelled ``name`` (``-e``, ``--env``)."""
+    return _OPTIONS.get(name)
+
+
+def needs_value(option: Option) -> UsageError:
+    return UsageError(f"option {option.name} needs a value", f"e.g. {option.example}")
+
+
+def route(argv: Sequence[str]) -> RunCall | AppCall:
+    """Which parser gets ``argv``; for the run path, the parse itself.
+
+    Before the command name stand the global options (and run's, when ``--`` follows);
+    after ``run``, both until the first plain word or ``--``, where CMD starts. ``--help``
+    there goes to Typer, ``--version`` prints the version. Anything else goes to Typer as
+    given, including an option this table does not know, which Typer reports.
+    """
+    args = list(argv)
+    given: dict[str, Any] = {}
+    in_run = run_option_first = wants_help = wants_version = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return _run(args, given, args[i + 1 :], wants_help, wants_version)
+        if arg in HELP or arg == VERSION:
+            wants_help, wants_version = wants_help or arg in HELP, wants_version or arg == VERSION
+            i += 1
+        elif arg.startswith("-") and arg != "-":
+            after = _take(args, i, given)
+            if after is None:
+                if in_run:
+                    raise UsageError(f"no such option for run: {arg}", "see: keyrun run --help")
+                return AppCall(args)
+            run_option_first = run_option_first or not (in_run or set(given) <= _GLOBAL_DESTS)
+            i = after
+        elif in_run:
+            return _run(args, given, args[i:], wants_help, wants_version)
+        elif arg == RUN and not run_option_first:
+            in_run = True
+            i += 1
+        elif arg in COMMANDS or run_option_first:  # run's options belong to `keyrun … --`
+            break
+        else:
+            raise _no_such_command(arg)
+    if in_run:
+        return _run(args, given, [], wants_help, wants_version)
+    return AppCall([VERSION] if wants_version else args)
+
+
+def run_call(selection: dict[str, Any], options: dict[str, Any], command: list[str]) -> RunCall:
+    """The run path's own usage checks, for either parser."""
+    if not command:
+        raise UsageError("no command given", RUN_USAGE)
+    if options.get("preserve_env") and options.get("clean_env"):
+        raise UsageError("--preserve-env and --clean-env cannot be used together")
+    return RunCall(selection, options, command)
+
+
+def _run(args: list[str], given: dict[str, Any], command: list[str], wants_help: bool,
+         wants_version: bool) -> RunCall | AppCall:
+    if wants_version:
+        return AppCall([VERSION])
+    if wants_help:
+        return AppCall(args)
+    selection = {dest: value for dest, value in given.items() if dest in _GLOBAL_DESTS}
+    options = {dest: value for dest, value in given.items() if dest not in _GLOBAL_DESTS}
+    return run_call(selection, options, command)
+
+
+def _take(args: list[str], i: int, given: dict[str, Any]) -> int | None:
+    """Read the option at ``args[i]`` (``--env dev``, ``--env=dev``, ``-e dev``, ``-edev``,
+    ``-qv``, ``-qve dev``) into ``given``; the index after it, or None when it is not one of
+    the table's."""
+    arg = args[i]
+    found: list[tuple[Option, Any]] = []
+    if arg.startswith("--"):
+        name, eq, inline = arg.partition("=")
+        option = _OPTIONS.get(name)
+        if option is None or (eq and option.metavar is None):
+            return None
+        if option.metavar is None:
+            found.append((option, True))
+        elif eq:
+            found.append((option, inline))
+        else:
+            found.append((option, _value_after(args, i, option)))
+            i += 1
+    else:
+        for at, letter in enumerate(arg[1:], start=2):
+            option = _OPTIONS.get(f"-{letter}")
+            if option is None:
+                return None
+            if option.metavar is None:
+                found.append((option, True))
+                continue
+            if at < len(arg):
+                found.append((option, arg[at:]))
+            else:
+                found.append((option, _value_after(args, i, option)))
+                i += 1
+            break
+    for option, value in found:
+        given[option.dest] = (*given.get(option.dest, ()), value) if option.repeat else value
+    return i + 1
+
+
+def _value_after(args: list[str], i: int, option: Option) -> str:
+    if i + 1 >= len(args) or args[i + 1] == "--":
+        raise needs_value(option)
+    return args[i + 1]
+
+
+def _no_such_command(word: str) -> UsageError:
+    """A program name where a command belongs: say how to run it instead."""
+    import difflib
+
+    close = difflib.get_close_matches(word, COMMANDS, n=1)
+    hint = f"did you mean `keyrun {close[0]}`? " if close else ""
+    return UsageError(f"no such command: {word}", f"{hint}to run a program with the profile's "
+                      f"keys: keyrun [-e ENV] -- {word} …")
