@@ -17,7 +17,7 @@ from keyrun.cli import commands, grammar
 from keyrun.cli.grammar import COMMANDS, GLOBAL_OPTIONS, RUN_OPTIONS, AppCall, Option, RunCall
 from keyrun.errors import UsageError
 from keyrun.run import Selection
-from tests.helpers import clean_env, keyrun, write
+from tests.helpers import clean_env, dotenv_project, keyrun, write
 
 # An option's value may be a command's name (`-e run`, `-e list`) or look like an option.
 VALUES = ("staging", *COMMANDS, "-x", "a b")
@@ -277,31 +277,14 @@ def test_the_typer_app_is_built_from_the_table() -> None:
 
 # Real processes: the three bugs of two parsers, with exact outputs.
 
-CONFIG = """
-project = "bot"
-default_env = "dev"
-
-[keys]
-A_KEY = {}
-
-[sources.local]
-type = "dotenv"
-path = ".env.{env}"
-
-[env.dev]
-sources = ["local"]
-
-[env.run]
-sources = ["local"]
-"""
 SHOW = "import os; print(os.environ['A_KEY'])"
+RUN_ENV = '[sources.run]\ntype = "dotenv"\npath = ".env.run"\n[env.run]\nsources = ["run"]\n'
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", CONFIG)
-    write(root / ".env.dev", "A_KEY=dev-value\n")
+    """Project bot: environment dev (the default) and one named run, each with its A_KEY."""
+    root = dotenv_project(tmp_path / "bot", {"A_KEY": "dev-value"}, extra=RUN_ENV)
     write(root / ".env.run", "A_KEY=run-value\n")
     return root
 
@@ -326,9 +309,9 @@ def test_combined_short_flags_before_the_command(project: Path, env: dict[str, s
                  ["run", "-qv", "--", sys.executable, "-c", SHOW],
                  ["-qverun", "--", sys.executable, "-c", SHOW]):
         done = keyrun(argv, cwd=project, env=env)
-        value = "run" if "-qverun" in argv else "dev"
+        env_name, source = ("run", "run") if "-qverun" in argv else ("dev", "local")
         assert (done.returncode, done.stdout, done.stderr) == (
-            0, f"{value}-value\n", "keyrun: A_KEY from local\n"), argv
+            0, f"{env_name}-value\n", f"keyrun: A_KEY from {source}\n"), argv
 
 
 def test_usage_errors_exit_2_with_the_fast_paths_words(project: Path, env: dict[str, str]
