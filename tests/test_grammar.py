@@ -16,7 +16,7 @@ from keyrun.cli import app as cli_app
 from keyrun.cli import commands, grammar
 from keyrun.cli.grammar import COMMANDS, GLOBAL_OPTIONS, RUN_OPTIONS, AppCall, Option, RunCall
 from keyrun.errors import UsageError
-from keyrun.run import Selection
+from keyrun.session import Selection
 from tests.helpers import clean_env, dotenv_project, keyrun, write
 
 # An option's value may be a command's name (`-e run`, `-e list`) or look like an option.

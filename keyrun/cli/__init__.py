@@ -20,7 +20,8 @@ from keyrun.errors import EXIT_KEYRUN_FAILED, EXIT_USAGE, KeyrunError, Terminate
 
 def start(call: RunCall) -> int:
     """Run the parsed ``keyrun run``: the fast path's, or the Typer app's."""
-    from keyrun.run import RunOptions, Selection, run_command
+    from keyrun.run import RunOptions, run_command
+    from keyrun.session import Selection
 
     return run_command(call.command, Selection(**call.selection), RunOptions(**call.options))
 

@@ -19,7 +19,7 @@ import typer
 from keyrun import __version__
 from keyrun.cli import grammar, render
 from keyrun.errors import UsageError
-from keyrun.run import Selection
+from keyrun.session import Selection
 
 app = typer.Typer(
     name="keyrun",
