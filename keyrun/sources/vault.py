@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,9 +25,9 @@ from keyrun.sources import (
     Problem,
     Request,
     Source,
-    import_sdk,
 )
 from keyrun.sources._values import as_text, field_of, pick_field
+from keyrun.sources.runtime import Endpoint, Runtime, timed_out
 from keyrun.sources.vault_auth import (
     TOKEN_VARIABLES,
     Credential,
@@ -43,10 +44,10 @@ from keyrun.sources.vault_transport import (
 )
 from keyrun.template import Template
 
-_PARALLEL = 8
 _RELEASE_SECONDS = 10.0
 _RENEW_SECONDS = 15.0
 _RETRY_RENEWAL = 5.0
+_PAUSE_SPARE = 0.2  # a retry is made only if it leaves this much of the deadline for the request
 T = TypeVar("T")
 
 
@@ -213,6 +214,8 @@ class VaultSource(Source):
         self._child_accessor: str | None = None
         self._leases: dict[str, _Lease] = {}
         self._warned: set[str] = set()
+        self.runtime = Runtime(self, lambda deadline: timed_out(
+            self.name, deadline, self.url, "the server"), spare=_PAUSE_SPARE)
 
     @classmethod
     def validate(cls, settings: Mapping[str, Any], where: str) -> None:
@@ -243,12 +246,16 @@ class VaultSource(Source):
     def per_key(self) -> bool:
         return Template(str(self.settings["path"]), where=self.name).has_key
 
+    @functools.cached_property
+    def endpoint(self) -> Endpoint:
+        if self.settings.get("url"):
+            return self.runtime.endpoint(self.render("url"), f"[sources.{self.name}] url")
+        variable, url = env_value(self.context.environ, "ADDR") or ("default", DEFAULT_ADDR)
+        return self.runtime.endpoint(url, variable)
+
     @property
     def url(self) -> str:
-        if self.settings.get("url"):
-            return self.render("url").rstrip("/")
-        found = env_value(self.context.environ, "ADDR")
-        return found[1].rstrip("/") if found else DEFAULT_ADDR
+        return self.endpoint.url
 
     @property
     def namespace(self) -> str | None:
@@ -278,10 +285,10 @@ class VaultSource(Source):
     def _connect(self, deadline: Deadline) -> tuple[VaultApi, Credential]:
         with self._lock:
             if self._api is None:
-                import_sdk("hvac", self)
+                self.runtime.sdk("hvac")
                 tls = tls_settings(self.context.environ, self.settings.get("ca_cert"),
                                    self.context.root)
-                self._api = VaultApi(self.name, self.url, self.namespace, tls)
+                self._api = VaultApi(self.runtime, self.url, self.namespace, tls)
             if self._credential is None:
                 finder = TokenFinder(self._api, self.settings.get("auth"),
                                      self.context.environ, self.context.root,
@@ -353,7 +360,7 @@ class VaultSource(Source):
                   deadline: Deadline) -> dict[Location, Entry | Problem]:
         mounts = self._in_parallel(
             lambda loc: self._mount_or_problem(api, credential, loc[0], deadline),
-            locations)
+            locations, deadline)
         results: dict[Location, Entry | Problem] = {}
         for location, mount in mounts.items():
             if isinstance(mount, Problem):
@@ -367,12 +374,12 @@ class VaultSource(Source):
         leased = [loc for loc in locations if loc not in results and loc not in static]
         results.update(self._in_parallel(
             lambda loc: self._read(api, credential, _mount(mounts[loc]), loc, deadline),
-            static))
+            static, deadline))
         if leased:
             token = self._lease_credential(api, credential, deadline)
             results.update(self._in_parallel(
                 lambda loc: self._read(api, token, _mount(mounts[loc]), loc, deadline),
-                leased))
+                leased, deadline))
         return results
 
     def _mount_or_problem(self, api: VaultApi, credential: Credential, logical: str,
@@ -773,7 +780,7 @@ class VaultSource(Source):
         for request in requests:
             wanted.setdefault((self.logical_path(request), request.version), []).append(request)
         metas = self._in_parallel(lambda loc: self._meta(api, credential, loc, deadline),
-                                  list(wanted))
+                                  list(wanted), deadline)
         found: dict[str, Meta] = {}
         for location, group in wanted.items():
             for request in group:
@@ -877,15 +884,10 @@ class VaultSource(Source):
 
     # plumbing
 
-    def _in_parallel(self, work: Callable[[Location], T],
-                     targets: list[Location]) -> dict[Location, T]:
-        if len(targets) <= 1:
-            return {target: work(target) for target in targets}
-        from concurrent.futures import ThreadPoolExecutor  # ~8 ms: only when needed
-
-        with ThreadPoolExecutor(min(_PARALLEL, len(targets)),
-                                thread_name_prefix=f"keyrun:{self.name}") as pool:
-            return dict(zip(targets, pool.map(work, targets), strict=True))
+    def _in_parallel(self, work: Callable[[Location], T], targets: list[Location],
+                     deadline: Deadline) -> dict[Location, T]:
+        tasks = [functools.partial(work, target) for target in targets]
+        return dict(zip(targets, self.runtime.parallel(deadline, tasks), strict=True))
 
     def close(self) -> None:
         if self._api is not None:

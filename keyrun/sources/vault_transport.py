@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
 from keyrun.sources import Deadline
-from keyrun.sources.runtime import pause_before_retry
+from keyrun.sources.runtime import RAISE_DEADLINE, Busy, Runtime, Verdict
 
 DEFAULT_ADDR = "https://127.0.0.1:8200"  # the Vault CLI's default
 _RETRIED = frozenset({412, 429, 500, 502, 503, 504})
@@ -111,6 +111,11 @@ class VaultHttpError(Exception):
         self.errors = errors
         self.body = body or {}
 
+    @classmethod
+    def of(cls, response: Any) -> VaultHttpError:
+        decoded = _json(response)
+        return cls(response.status_code, [str(e) for e in decoded.get("errors") or []], decoded)
+
     @property
     def detail(self) -> str:
         return "; ".join(self.errors) or f"HTTP {self.status}"
@@ -124,10 +129,11 @@ class VaultApi:
     and a TLS failure each raise a SourceError of their own. Other errors raise
     :class:`VaultHttpError` for the caller to judge, key by key."""
 
-    def __init__(self, source: str, url: str, namespace: str | None, tls: Tls) -> None:
+    def __init__(self, runtime: Runtime, url: str, namespace: str | None, tls: Tls) -> None:
         import requests
 
-        self.source = source
+        self.runtime = runtime
+        self.source = runtime.source.name
         self.url = url.rstrip("/")
         self.namespace = namespace
         self.tls = tls
@@ -146,54 +152,43 @@ class VaultApi:
 
     def call(self, method: str, path: str, deadline: Deadline,
              send: Callable[[tuple[float, float]], Any]) -> dict[str, Any]:
-        """``send(timeout)`` until it gives an answer to keep, decoded."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = send(self._timeout(deadline))
-            except SourceError:
-                raise
-            except Exception as exc:
-                failure = self._transport_failure(exc, deadline)
-                if attempt >= _CONNECT_ATTEMPTS or not _backoff(attempt, deadline):
-                    raise failure from None
-                continue
-            status = response.status_code
-            if status in (200, 204):
-                return _json(response) if status == 200 else {}
-            decoded = _json(response)
-            errors = [str(e) for e in decoded.get("errors") or []]
-            if status == 503 and any("sealed" in e.lower() for e in errors):
+        """``send(timeout)``, through the source's runtime, until it gives an answer to keep,
+        decoded."""
+
+        def attempt(seconds: float) -> dict[str, Any]:
+            response = send((min(_CONNECT_TIMEOUT, seconds), seconds))
+            if response.status_code in (200, 204):
+                return _json(response) if response.status_code == 200 else {}
+            failure = VaultHttpError.of(response)
+            if failure.status == 503 and any("sealed" in e.lower() for e in failure.errors):
                 raise SourceError(self.source, f"the Vault server at {self.url} is sealed",
                                   "unseal it (vault operator unseal, or bao operator unseal), "
                                   "then run again")
-            if status in _RETRIED:
-                # A rate limit passes: wait for it while the deadline allows. A server error
-                # often does not (a plugin that cannot reach its database): a few tries, then
-                # it is this path's error.
-                failing = status != 429
-                if (not failing or attempt < _SERVER_ERROR_ATTEMPTS) and _backoff(
-                        attempt, deadline, response.headers.get("Retry-After")):
-                    continue
-                if not failing:
-                    raise SourceError(
-                        self.source, f"{self.url} answered HTTP 429 (rate limited) to {method} "
-                        f"{path} until the deadline",
-                        "try again later, or raise the deadline with timeout = \"60s\" in "
-                        "the environment's table")
-            raise VaultHttpError(status, errors, decoded)
+            if failure.status in _RETRIED:
+                raise Busy(response)
+            raise failure
 
-    def _timeout(self, deadline: Deadline) -> tuple[float, float]:
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise SourceError(self.source, f"timed out: no answer from {self.url} within the "
-                              f"total deadline of {deadline.seconds:g}s",
-                              "check that the server is reachable; raise the deadline with "
-                              "timeout = \"60s\" in the environment's table")
-        return min(_CONNECT_TIMEOUT, remaining), remaining
+        def judge(exc: Exception, tries: int) -> Verdict:
+            if isinstance(exc, VaultHttpError):
+                return Verdict(exc)
+            if not isinstance(exc, Busy):
+                return Verdict(self._transport_failure(exc, deadline),
+                               again=tries < _CONNECT_ATTEMPTS)
+            # A rate limit passes: wait for it while the deadline allows. A server error often
+            # does not (a plugin that cannot reach its database): a few tries, then it is this
+            # path's error.
+            after = exc.response.headers.get("Retry-After")
+            if exc.response.status_code != 429:
+                return Verdict(VaultHttpError.of(exc.response),
+                               again=tries < _SERVER_ERROR_ATTEMPTS, retry_after=after)
+            return Verdict(SourceError(
+                self.source, f"{self.url} answered HTTP 429 (rate limited) to {method} {path} "
+                "until the deadline", f"try again later, or {RAISE_DEADLINE}"),
+                again=True, retry_after=after)
 
-    def _transport_failure(self, exc: Exception, deadline: Deadline) -> SourceError:
+        return self.runtime.retry(deadline, attempt, judge)
+
+    def _transport_failure(self, exc: Exception, deadline: Deadline) -> BaseException:
         import requests
 
         reason = _reason(exc)
@@ -203,10 +198,7 @@ class VaultApi:
                 "point VAULT_CACERT at the CA that signed the server's certificate (keyrun never "
                 "falls back to an unverified connection)")
         if isinstance(exc, requests.exceptions.Timeout):
-            return SourceError(self.source, f"timed out: no answer from {self.url} within the "
-                               f"total deadline of {deadline.seconds:g}s",
-                               "check that the server is reachable; raise the deadline with "
-                               "timeout = \"60s\" in the environment's table")
+            return self.runtime.timed_out(deadline)
         if isinstance(exc, requests.exceptions.RequestException):
             return SourceError(self.source, f"cannot reach the Vault server at {self.url}: "
                                f"{reason}",
@@ -253,11 +245,6 @@ def _error_lines(error: str) -> list[str]:
     lines = [line.strip().removeprefix("* ").strip() for line in error.splitlines()]
     return [line for line in lines
             if line and not re.fullmatch(r"\d+ errors? occurred:", line)]
-
-
-def _backoff(attempt: int, deadline: Deadline, retry_after: str | None = None) -> bool:
-    """Sleep before the next attempt; False when the deadline does not leave room for it."""
-    return pause_before_retry(attempt, deadline, retry_after=retry_after, margin=0.2)
 
 
 def _json(response: Any) -> dict[str, Any]:
