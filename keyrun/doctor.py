@@ -19,7 +19,13 @@ from keyrun.config import EXAMPLE_NAME, Config, choose_env, load_config
 from keyrun.dotenvfile import parse_dotenv
 from keyrun.durations import format_age
 from keyrun.errors import ConfigError, KeyrunError
-from keyrun.profile import Profile, make_source, name_problems, resolve_profile
+from keyrun.profile import (
+    Profile,
+    make_source,
+    name_problems,
+    resolve_profile,
+    undeclared_names,
+)
 from keyrun.reporter import Reporter
 from keyrun.resolve import KeyResult, Resolution
 from keyrun.session import Session
@@ -502,9 +508,17 @@ class _Doctor:
     # 10. names
     def check_names(self, profile: Profile) -> None:
         problems = name_problems(profile)
+        undeclared = undeclared_names(profile)
         if problems:
             self.add("names", "fail", "; ".join(p.message for p in problems), problems[0].hint,
                      list(dict.fromkeys(p.key for p in problems)))
+        elif undeclared:
+            self.add("names", "warn", "; ".join(
+                f"{where} holds {', '.join(names)}, which no key declares (not passed)"
+                for where, names in undeclared.items()),
+                "declare them in keyrun.toml's [keys] (or .env.example) to pass them, "
+                "or remove them from the file",
+                [name for names in undeclared.values() for name in names])
         else:
             self.add("names", "pass", f"{len(profile.bindings)} valid, distinct names")
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from keyrun.profile import undeclared_names
 from keyrun.reporter import Reporter
 from keyrun.resolve import KeyResult, Resolution
 from keyrun.secret import preview
@@ -63,6 +64,10 @@ def list_env(env: str | None, *, config: str | None = None, project: str | None 
     finally:
         session.release()
     session.log()
+    for where, names in undeclared_names(session.profile).items():
+        session.report.detail(f"{where} also holds {', '.join(names)}, which no key declares: "
+                              "not passed (declare them in keyrun.toml's [keys] or "
+                              ".env.example to pass them)")
     return session.profile.project, session.profile.env.name, rows
 
 

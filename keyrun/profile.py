@@ -20,7 +20,7 @@ from keyrun.config import (
     source_specs,
 )
 from keyrun.environ import NAME, is_reserved
-from keyrun.errors import ConfigError, UsageError
+from keyrun.errors import ConfigError, KeyrunError, UsageError
 from keyrun.reporter import default
 from keyrun.sources import Context, Deadline, Request, Source, check_settings
 from keyrun.sources.registry import source_class
@@ -81,13 +81,14 @@ def open_profile(
     interactive: bool = False,
     warn: Callable[[str], None] | None = None,
     strict: bool = True,
+    always: Callable[[str], None] | None = None,
 ) -> Profile:
     """Find and parse keyrun.toml, choose the environment and resolve its profile."""
     environ = os.environ if environ is None else environ
     loaded = load_config(cwd, config, environ)
     name = choose_env(loaded, env, environ)
     return resolve_profile(loaded, name, project=project, only=only, environ=environ,
-                           interactive=interactive, warn=warn, strict=strict)
+                           interactive=interactive, warn=warn, strict=strict, always=always)
 
 
 def resolve_profile(
@@ -100,12 +101,14 @@ def resolve_profile(
     interactive: bool = False,
     strict: bool = True,
     warn: Callable[[str], None] | None = None,
+    always: Callable[[str], None] | None = None,
 ) -> Profile:
     """Bind every key of the environment to its sources. ``strict`` refuses invalid,
-    reserved and colliding names (``doctor`` reports them instead)."""
+    reserved and colliding names (``doctor`` reports them instead). ``always`` hears
+    what even ``-q`` must not hide."""
     env = environment(config, env_name)
     project_name = project or config.project
-    context = Context(project_name, env.name, config.root, environ, interactive, warn)
+    context = Context(project_name, env.name, config.root, environ, interactive, warn, always)
     used = list(dict.fromkeys([*env.sources, *(k.source for k in env.keys if k.source)]))
     specs = source_specs(config, env.name)
     sources = {name: make_source(specs[name].type, name, specs[name].settings,
@@ -174,9 +177,10 @@ def _discovered_keys(sources: Mapping[str, Source], env: Environment,
     for source_name in unlisted:
         warn(f"{source_name} cannot list its keys, so nothing is read from it until the "
              "keys are declared in [keys]")
+    loud = context.always or default().always  # the warning is the only trace: even under -q
     for name in names:
         if not NAME.match(name):
-            warn(f"{name!r} is not a valid environment variable name; left out")
+            loud(f"warning: {name!r} is not a valid environment variable name; left out")
         elif is_reserved(name) and name not in env.allow_reserved:
             warn(f"{name} is a reserved name; left out (to pass it, declare it in "
                  "keyrun.toml's [keys] and list it in allow_reserved)")
@@ -184,6 +188,27 @@ def _discovered_keys(sources: Mapping[str, Source], env: Environment,
             keys.append(KeySpec(name=name))
     return keys
 
+
+def undeclared_names(profile: Profile) -> dict[str, list[str]]:
+    """For each ``.env`` file of the profile (by its path), the names it holds that no key declares
+    (so they are not passed): a key added to ``.env`` and forgotten in keyrun.toml. Empty
+    when no keys are declared, since then every name is passed."""
+    from keyrun.sources.dotenv import DotenvSource
+
+    if not profile.env.keys:
+        return {}
+    declared = {b.key for b in profile.bindings} | {b.spec.backend_name for b in profile.bindings}
+    found: dict[str, list[str]] = {}
+    for source in profile.sources.values():
+        if not isinstance(source, DotenvSource):
+            continue
+        try:
+            names = source.names(Deadline(profile.env.timeout)) or []
+        except KeyrunError:  # a file that cannot be read is reported where it is read
+            continue
+        if extra := [name for name in names if name not in declared]:
+            found[source.display_path] = extra
+    return found
 
 def _select(bindings: tuple[Binding, ...], only: Sequence[str], env: str) -> tuple[Binding, ...]:
     if not only:

@@ -46,7 +46,8 @@ class Reporter:
 
     def always(self, message: str) -> None:
         """What even -q must not hide (SPEC §5: a nested switch says so)."""
-        self._print(f"keyrun: {message}")
+        if self._first(message):
+            self._print(f"keyrun: {message}")
 
     def detail(self, message: str) -> None:
         if self.verbose:

@@ -181,7 +181,7 @@ def open_session(selection: Selection, *, action: str, command: str | None = Non
     report = report or Reporter(selection.quiet, selection.verbose)
     profile = open_profile(selection.env, config=selection.config, project=selection.project,
                            only=only, environ=environ, cwd=cwd, interactive=interactive,
-                           warn=report.warn, strict=strict)
+                           warn=report.warn, strict=strict, always=report.always)
     return Session(profile, report, action=action, command=command, environ=environ,
                    progress=progress, stoppable=stoppable, warn_unlogged=warn_unlogged)
 

@@ -104,7 +104,7 @@ def test_list_cannot_run_is_125(project: Path, env: dict[str, str]) -> None:
 
 
 def test_doctor_healthy_project(project: Path, env: dict[str, str]) -> None:
-    write(project / ".env", "UNRELATED=1\n")
+    write(project / ".env", "# values kept elsewhere\n")  # a name here would be undeclared
     done = keyrun(["doctor", "--json"], cwd=project, env=env)
     assert done.returncode == 0, done.stdout
     data = json.loads(done.stdout)

@@ -43,7 +43,8 @@ class Context(NamedTuple):
     """What a source may know about the run it serves.
 
     ``warn`` prints a warning the way keyrun's own are printed (honouring ``-q`` and
-    masking); sources call it instead of writing to stderr."""
+    masking); sources call it instead of writing to stderr. ``always`` prints what even
+    ``-q`` must not hide (the only trace of something left out)."""
 
     project: str
     env: str
@@ -51,6 +52,7 @@ class Context(NamedTuple):
     environ: Mapping[str, str]
     interactive: bool = False
     warn: Callable[[str], None] | None = None
+    always: Callable[[str], None] | None = None
 
 
 class Request(NamedTuple):
