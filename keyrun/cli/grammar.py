@@ -99,32 +99,35 @@ def route(argv: Sequence[str]) -> RunCall | AppCall:
     """
     args = list(argv)
     given: dict[str, Any] = {}
-    in_run = run_option_first = wants_help = wants_version = False
+    in_run = wants_help = wants_version = False
     i = 0
     while i < len(args):
         arg = args[i]
         if arg == "--":
             return _run(args, given, args[i + 1 :], wants_help, wants_version)
-        if arg in HELP or arg == VERSION:
-            wants_help, wants_version = wants_help or arg in HELP, wants_version or arg == VERSION
-            i += 1
+        if arg in HELP:
+            wants_help = True
+        elif arg == VERSION:
+            wants_version = True
         elif arg.startswith("-") and arg != "-":
             after = _take(args, i, given)
             if after is None:
                 if in_run:
                     raise UsageError(f"no such option for run: {arg}", "see: keyrun run --help")
                 return AppCall(args)
-            run_option_first = run_option_first or not (in_run or set(given) <= _GLOBAL_DESTS)
             i = after
+            continue
         elif in_run:
             return _run(args, given, args[i:], wants_help, wants_version)
-        elif arg == RUN and not run_option_first:
+        elif not given.keys() <= _GLOBAL_DESTS:  # run's options stand here only before `--`
+            break
+        elif arg == RUN:
             in_run = True
-            i += 1
-        elif arg in COMMANDS or run_option_first:  # run's options belong to `keyrun … --`
+        elif arg in COMMANDS:
             break
         else:
             raise _no_such_command(arg)
+        i += 1
     if in_run:
         return _run(args, given, [], wants_help, wants_version)
     return AppCall([VERSION] if wants_version else args)
