@@ -23,7 +23,6 @@ from tests.helpers import clean_env, dotenv_project, keyrun, write
 VALUES = ("staging", *COMMANDS, "-x", "a b")
 COMMAND_LINES = (["prog"], ["prog", "-e", "x", "--mask", "--version", "--"])
 AFTER_DASHES = (["prog", "--help"], ["-prog"], ["--", "x"], ["run", "list"])
-COMBINED = ((["-qv"], {"quiet": True, "verbose": True}), (["-vq"], {"quiet": True, "verbose": True}))
 
 
 def spellings(option: Option, value: str) -> Iterator[tuple[list[str], dict[str, Any]]]:
@@ -47,11 +46,24 @@ def words(options: tuple[Option, ...], values: tuple[str, ...] = VALUES
     for option in options:
         for value in values if option.metavar else ("",):
             yield from spellings(option, value)
-    yield from COMBINED
-    for value in values:  # combined short flags, the last one taking a value
-        yield ["-qve", value], {"quiet": True, "verbose": True, "env": value}
-        yield [f"-vqe{value}"], {"quiet": True, "verbose": True, "env": value}
-        yield ["-qp", value], {"quiet": True, "project": value}
+    yield from combined(options, values)
+
+
+def combined(options: tuple[Option, ...], values: tuple[str, ...]
+             ) -> Iterator[tuple[list[str], dict[str, Any]]]:
+    """Short flags in one word (-qv, -vq), then one that takes a value (-qve dev, -qvedev)."""
+    flags = [o for o in options if o.short and o.metavar is None]
+    letters = "".join(o.short[1] for o in flags if o.short)
+    if not letters:
+        return
+    given = {o.dest: True for o in flags}
+    yield [f"-{letters}"], given
+    yield [f"-{letters[::-1]}"], given
+    for option in options:
+        if option.short and option.metavar:
+            for value in values:
+                yield [f"-{letters}{option.short[1]}", value], {**given, option.dest: value}
+                yield [f"-{letters}{option.short[1]}{value}"], {**given, option.dest: value}
 
 
 def split(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
