@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import base64
 import bisect
+import html
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 from urllib.parse import quote, quote_plus
 
@@ -53,28 +54,84 @@ def maskable(value: str) -> bool:
 
 _URL_SAFE_SETS = ("", "/", "!*'()")  # strict; Python's quote(); JavaScript's encodeURIComponent
 _PERCENT_ESCAPE = re.compile(rb"%[0-9A-F]{2}")
-# Base64 characters to drop at the start when the value begins 0, 1 or 2 bytes into a
-# 3-byte group: they also carry bits of the bytes before the value.
-_B64_LEAD = (0, 2, 3)
 
 
 def variants(value: str) -> frozenset[bytes]:
-    """The byte strings that reveal ``value``: raw, per line, with ``\\r\\n``, JSON-escaped,
-    URL-encoded, hex, base64 and base64url at every alignment, and inside
-    ``Authorization: Basic``. Empty for a value too short to mask."""
+    """The byte strings that reveal ``value``: raw, per line, with ``\\r\\n``, JSON-escaped
+    (also every character as ``\\uXXXX``), URL-encoded, HTML entities, hex (also in
+    spaced pairs and in ``xxd``'s groups of four), UTF-16, base64, base64url and base32
+    (upper case, as RFC 4648 writes it) at every alignment, and inside ``Authorization:
+    Basic``. Empty for a value too short to mask; never a form made of whitespace or with
+    fewer than ``MIN_LENGTH`` other bytes."""
     if not maskable(value):
         return frozenset()
     raw = value.encode("utf-8", "surrogateescape")
     found = {raw, raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")}
-    found |= {line.rstrip(b"\r") for line in raw.split(b"\n")}
-    found |= _json_forms(value) | _url_forms(value)
-    found |= {raw.hex().encode(), raw.hex().upper().encode()}
-    found |= _base64_forms(raw, base64.b64encode) | _base64_forms(raw, base64.urlsafe_b64encode)
+    found |= _line_forms(raw)
+    found |= _json_forms(value) | _json_every_char(value) | _url_forms(value)
+    found |= _html_forms(value) | _utf16_forms(value)
+    found |= _hex_forms(raw)
+    found |= _encoded_forms(raw, base64.b64encode, 6)
+    found |= _encoded_forms(raw, base64.urlsafe_b64encode, 6)
     # Authorization: Basic base64("user:secret"), or base64("secret:") for an API key
     # sent as the user name with an empty password.
-    found |= _base64_forms(b":" + raw, base64.b64encode)
-    found |= _base64_forms(raw + b":", base64.b64encode)
-    return frozenset(form for form in found if len(form) >= MIN_LENGTH)
+    found |= _encoded_forms(b":" + raw, base64.b64encode, 6)
+    found |= _encoded_forms(raw + b":", base64.b64encode, 6)
+    found |= _encoded_forms(raw, base64.b32encode, 5)
+    return frozenset(form for form in found if _substantial(form))
+
+
+_WHITESPACE = b" \t\r\n\v\f"
+_PEM_ARMOR = re.compile(rb"-----(?:BEGIN|END) [A-Z0-9 ]+-----")
+
+
+def _substantial(form: bytes) -> bool:
+    """Enough bytes besides whitespace (and the NULs of UTF-16) to mask only the value."""
+    return len(form.translate(None, _WHITESPACE + b"\0")) >= MIN_LENGTH
+
+
+def _line_forms(raw: bytes) -> set[bytes]:
+    """Each line of a multi-line value, without the indentation and trailing blanks that
+    ordinary text shares, and not a PEM ``-----BEGIN …-----`` line, which is not secret."""
+    if b"\n" not in raw:
+        return set()
+    lines = {line.strip(_WHITESPACE) for line in raw.split(b"\n")}
+    return {line for line in lines if not _PEM_ARMOR.fullmatch(line)}
+
+
+def _hex_forms(raw: bytes) -> set[bytes]:
+    """Hex, lower and upper case: plain, in pairs spaced as ``hexdump``/``od`` print them,
+    and in ``xxd``'s groups of two bytes (the value may begin in the middle of a group)."""
+    forms = set()
+    for text in (raw.hex().encode(), raw.hex().upper().encode()):
+        pairs = [text[i:i + 2] for i in range(0, len(text), 2)]
+        forms |= {text, b" ".join(pairs)}
+        for first in (0, 1):
+            groups = pairs[:first] + [b"".join(pairs[i:i + 2])
+                                      for i in range(first, len(pairs), 2)]
+            forms.add(b" ".join(groups))
+    return forms
+
+
+def _utf16_forms(value: str) -> set[bytes]:
+    """UTF-16 in either byte order, without the NUL at the edge that the neighbouring
+    character may not share."""
+    try:
+        little = value.encode("utf-16-le")
+        big = value.encode("utf-16-be")
+    except UnicodeEncodeError:  # a lone surrogate
+        return set()
+    return {little.rstrip(b"\0"), big.lstrip(b"\0")}
+
+
+def _html_forms(value: str) -> set[bytes]:
+    """HTML escaping as templates write it, and every character as a numeric entity."""
+    texts = {html.escape(value, quote=False), html.escape(value),
+             html.escape(value).replace("&#x27;", "&#39;")}
+    texts |= {"".join(f"&#{ord(char)};" for char in value),
+              "".join(f"&#x{ord(char):x};" for char in value),
+              "".join(f"&#x{ord(char):X};" for char in value)}
+    return {text.encode("utf-8", "surrogateescape") for text in texts}
 
 
 # JSON escapes beyond what JSON requires: Go's encoding/json (HTML-safe: < > & and the line
@@ -94,6 +151,14 @@ def _json_forms(value: str) -> set[bytes]:
     texts |= {_upper_hex(text) for text in (*texts, dotnet)}
     texts |= {text.replace("/", "\\/") for text in texts}
     return {text.encode("utf-8", "surrogateescape") for text in texts}
+
+
+def _json_every_char(value: str) -> set[bytes]:
+    """JSON with every character ``\\u``-escaped (UTF-16 code units), as obfuscating
+    emitters write it."""
+    units = value.encode("utf-16-be", "surrogatepass")
+    every = "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
+    return {every.encode(), every.upper().replace("\\U", "\\u").encode()}
 
 
 def _escape_chars(text: str, chars: str) -> str:
@@ -116,17 +181,19 @@ def _url_forms(value: str) -> set[bytes]:
     return forms
 
 
-def _base64_forms(raw: bytes, encode: Callable[[bytes], bytes]) -> set[bytes]:
-    """For each alignment of ``raw`` inside a longer base64 stream: the characters that
-    depend on ``raw`` alone, and the same through the end of a stream that ends with it
-    (with and without padding)."""
+def _encoded_forms(raw: bytes, encode: Callable[[bytes], bytes], bits: int) -> set[bytes]:
+    """For each alignment of ``raw`` inside a longer base64 (``bits`` = 6) or base32 (5)
+    stream: the characters that depend on ``raw`` alone, and the same through the end of
+    a stream that ends with it (base64 with and without padding)."""
     forms = set()
-    for offset in range(3):
+    group = 3 if bits == 6 else 5  # bytes per group of characters
+    for offset in range(group):
         encoded = encode(b"\0" * offset + raw)
-        size = offset + len(raw)
-        stable_end = 4 * (size // 3) + size % 3  # a partial last group: 1 or 2 whole chars
-        start = _B64_LEAD[offset]
-        forms |= {encoded[start:stable_end], encoded[start:], encoded[start:].rstrip(b"=")}
+        start = -(-8 * offset // bits)  # the first character with no bit from before
+        stable_end = 8 * (offset + len(raw)) // bits  # the last with no bit from after
+        forms |= {encoded[start:stable_end], encoded[start:].rstrip(b"=")}
+        if bits == 6:  # base32's padding (up to six "=") is left out: it tells nothing
+            forms.add(encoded[start:])
     return forms
 
 
@@ -144,47 +211,49 @@ class Engine(Protocol):
 class HyperscanEngine:
     """Intel Hyperscan in block mode (the fastest; wheels for x86-64 and macOS).
 
-    Every byte is written as ``\\xHH`` (the binding's literal API stops at NUL), and a
-    pattern longer than ``SEED`` bytes is looked for by its first ``SEED`` bytes, then
-    compared whole (Hyperscan limits an expression's length)."""
+    It looks for the first ``SEED`` bytes of each pattern (every pattern is at least that
+    long), then compares the patterns that begin so whole: a few thousand 6-byte literals
+    compile several times faster than the patterns themselves (every mask start-up pays
+    it), and the same database finds where a live prefix may begin (``starts``). Every byte
+    is written as ``\\xHH`` (the binding's literal API stops at NUL)."""
 
-    SEED = 1024
+    SEED = _PREFIX
 
     def __init__(self, patterns: Sequence[bytes]) -> None:
         import hyperscan  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
         self._patterns = list(patterns)
-        self._seeded: list[list[int]] = []  # expression id - len(patterns) -> pattern indexes
-        seed_ids: dict[bytes, int] = {}
-        expressions, ids = [], []
+        seeds: dict[bytes, list[int]] = {}
         for index, pattern in enumerate(self._patterns):
-            if len(pattern) <= self.SEED:
-                expressions.append(pattern)
-                ids.append(index)
-                continue
-            seed = pattern[: self.SEED]
-            if seed not in seed_ids:
-                seed_ids[seed] = len(self._patterns) + len(self._seeded)
-                self._seeded.append([])
-                expressions.append(seed)
-                ids.append(seed_ids[seed])
-            self._seeded[seed_ids[seed] - len(self._patterns)].append(index)
+            seeds.setdefault(pattern[: self.SEED], []).append(index)
+        self._seeded = list(seeds.values())  # expression id -> pattern indexes
         self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._database.compile(expressions=[_escaped(e) for e in expressions], ids=ids,
-                               flags=hyperscan.HS_FLAG_SOM_LEFTMOST)
+        # Every seed is SEED bytes long: its start is its end minus SEED, so no start-of-
+        # match tracking (HS_FLAG_SOM_LEFTMOST costs most of the compile time).
+        self._database.compile(expressions=[_escaped(seed) for seed in seeds],
+                               ids=list(range(len(seeds))))
 
     def scan(self, data: bytes) -> list[Occurrence]:
         found: list[Occurrence] = []
-        count = len(self._patterns)
+        patterns, seeded, seed = self._patterns, self._seeded, self.SEED
 
-        def on_match(index: int, start: int, end: int, flags: int, context: object) -> None:
-            if index < count:
-                found.append((start, end, index))
-                return
-            for full in self._seeded[index - count]:
-                pattern = self._patterns[full]
+        def on_match(index: int, _start: int, end: int, flags: int, context: object) -> None:
+            start = end - seed
+            for full in seeded[index]:
+                pattern = patterns[full]
                 if data.startswith(pattern, start):
                     found.append((start, start + len(pattern), full))
+
+        self._database.scan(data, match_event_handler=on_match)
+        return found
+
+    def starts(self, data: bytes) -> list[int]:
+        """Where the first ``SEED`` bytes of some pattern occur in ``data``."""
+        found: list[int] = []
+        seed = self.SEED
+
+        def on_match(index: int, _start: int, end: int, flags: int, context: object) -> None:
+            found.append(end - seed)
 
         self._database.scan(data, match_event_handler=on_match)
         return found
@@ -282,12 +351,12 @@ class MaskSet:
         prefixes = sorted({p[:_PREFIX] for p in self.patterns})
         self._short = frozenset(p[:n] for p in prefixes for n in range(1, _PREFIX))
         self._engine: Engine | None = None
-        self._prefixes: Engine | None = None
+        self._starts: Callable[[bytes], Iterable[int]] | None = None
         self.engine = ""
         if self.patterns:
             self._engine = make_engine(self.patterns, engine)
             self.engine = _engine_name(self._engine)
-            self._prefixes = make_engine(prefixes, self.engine)
+            self._starts = _prefix_starts(self._engine, prefixes)
 
     def __repr__(self) -> str:
         return f"MaskSet(keys={self.keys!r}, patterns={len(self.patterns)}, engine={self.engine!r})"
@@ -320,11 +389,11 @@ class MaskSet:
         """Where the longest tail of ``data`` that could still grow into a match begins
         (``len(data)`` when no tail can)."""
         size = len(data)
-        if self._prefixes is None or not size:
+        if self._starts is None or not size:
             return size
         low = max(0, size - self.longest + 1)
         window = data[low:]
-        for start in sorted({low + start for start, _end, _i in self._prefixes.scan(window)}):
+        for start in sorted({low + start for start in self._starts(window)}):
             if self._is_live(data[start:]):
                 return start
         for start in range(max(low, size - _PREFIX + 1), size):
@@ -339,6 +408,15 @@ class MaskSet:
             if candidate.startswith(tail) and len(candidate) > len(tail):
                 return True
         return False
+
+
+def _prefix_starts(engine: Engine, prefixes: Sequence[bytes]) -> Callable[[bytes], Iterable[int]]:
+    """Where a pattern's first ``_PREFIX`` bytes occur: Hyperscan's own database finds
+    them; other engines get one of their own for the prefixes."""
+    if isinstance(engine, HyperscanEngine):
+        return engine.starts
+    finder = make_engine(prefixes, _engine_name(engine))
+    return lambda data: [start for start, _end, _index in finder.scan(data)]
 
 
 def _engine_name(engine: Engine) -> str:
@@ -419,6 +497,39 @@ class Masker:
         if not self._masks.patterns:
             return b""
         return self._advance(b"", _CLOSE)
+
+    def continuation(self, data: bytes) -> tuple[int, int, int] | None:
+        """A value begun by the held bytes and continued by ``data`` — the next bytes of the
+        command's other output (stdout and stderr each have a masker): where it begins in
+        the held bytes, how many bytes of ``data`` it takes, and its pattern; or None."""
+        tail = self._tail
+        if not tail or not data:
+            return None
+        window = tail + data[: self._masks.longest]
+        for start, end, index in self._masks.occurrences(window):
+            if start < len(tail) < end:
+                return start, end - len(tail), index
+        return None
+
+    def end_held(self, start: int, index: int) -> bytes:
+        """The held bytes from ``start`` on began a value that went on in the other output
+        (``continuation``): they become its label, and matching starts afresh after them."""
+        out = [] if self._open is None else [self._label(self._open)]
+        done = self._done - self._base
+        if start > done:
+            out.append(self._tail[done:start])
+        out.append(self._masks.label(index))
+        self._base = self._done = self._base + len(self._tail)
+        self._tail, self._open = b"", None
+        return b"".join(out)
+
+    def feed_continuing(self, data: bytes, taken: int, index: int) -> bytes:
+        """``feed``, the first ``taken`` bytes of ``data`` being the rest of a value that
+        began in the other output (masked as pattern ``index``)."""
+        out = self._advance(b"", _CLOSE)  # what this stream held is followed by no value
+        self._open = _Span(self._base + taken, (taken, -self._base, -index))
+        self._done = self._base + taken
+        return out + self._advance(data, _FEED)
 
     def _advance(self, data: bytes, mode: int) -> bytes:
         buf = self._tail + data if self._tail else data

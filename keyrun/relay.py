@@ -603,6 +603,7 @@ class _Stream:
         self.release_at: float | None = None
         self.active_at = time.monotonic()  # when the last read was masked
         self.read_size = TERMINAL_READ_SIZE if terminal else READ_SIZE
+        self.partner: _Stream | None = None  # the command's other output
         self.taken = 0  # bytes read so far
         self.owed: int | None = None  # what must be read before the stream may be closed
 
@@ -615,12 +616,26 @@ class _Stream:
             while len(data) < self.read_size and (more := self._read()):
                 data += more
         self.taken += len(data)
-        self.emit(self.masker.feed(data))
+        self.emit(self._mask(data))
         # Silence counts from here: masking a large read can take longer than RELEASE_AFTER
         # while the rest of a secret already waits in the pipe.
         self.active_at = time.monotonic()
         self.release_at = self.active_at + RELEASE_AFTER if self.masker.releasable else None
         return self.over()
+
+    def _mask(self, data: bytes) -> bytes:
+        """The masked bytes; a value whose first part the other output holds back (the
+        command wrote it split between stdout and stderr) is masked on each."""
+        other = self.partner
+        if other is None or not other.masker.pending:
+            return self.masker.feed(data)
+        crossing = other.masker.continuation(data)
+        if crossing is None:
+            return self.masker.feed(data)
+        start, taken, index = crossing
+        other.emit(other.masker.end_held(start, index))
+        other.release_at = None
+        return self.masker.feed_continuing(data, taken, index)
 
     def settle(self) -> None:
         """The command has ended: what it wrote is owed in full (what waits unread now)."""
@@ -736,6 +751,9 @@ class _Loop:
         self.outputs = {target: _Output(target, self.wake_write) for _, target in child.outputs}
         self.streams = {fd: _Stream(fd, self.outputs[target], masks.stream(), fd == child.terminal)
                         for fd, target in child.outputs}
+        if len(self.streams) == 2:
+            first, second = self.streams.values()
+            first.partner, second.partner = second, first
         self.paused: set[int] = set()  # streams not read while their output is backed up
         self.keyboard = (_Keyboard(child.terminal)
                          if child.keyboard and child.terminal is not None else None)

@@ -4,6 +4,7 @@ how its input is split (issue 6, SPEC §5 "Masking")."""
 from __future__ import annotations
 
 import base64
+import html
 import importlib
 import itertools
 import json
@@ -127,10 +128,58 @@ def test_every_encoding_is_registered(value: str) -> None:
         base64.urlsafe_b64encode(raw).rstrip(b"="),
         base64.b64encode(raw + b":"),
     }
-    expected |= {line.rstrip("\r").encode() for line in value.split("\n") if len(line) >= 6}
+    if "\n" in value:
+        expected |= {line.strip().encode() for line in value.split("\n")
+                     if len(line.strip()) >= 6 and not line.startswith("-----")}
     missing = [form for form in expected if form not in forms and form != raw]
     assert not missing
     assert raw in forms
+
+
+@pytest.mark.parametrize("value", [OPENAI, 'p@ss w/rd+"x"<é✓>~*&', "tab\there\r\nnext line"])
+def test_the_forms_issue_13_found_missing_are_registered(value: str) -> None:
+    raw = value.encode()
+    forms = variants(value)
+    hex_pairs = [raw.hex()[i:i + 2] for i in range(0, 2 * len(raw), 2)]
+    every_u = "".join(f"\\u{ord(c):04x}" for c in value)
+    expected = {
+        value.encode("utf-16-le").rstrip(b"\0"),
+        value.encode("utf-16-be").lstrip(b"\0"),
+        base64.b32encode(raw).rstrip(b"="),
+        every_u.encode(), every_u.upper().replace("\\U", "\\u").encode(),
+        html.escape(value).encode(), html.escape(value, quote=False).encode(),
+        "".join(f"&#{ord(c)};" for c in value).encode(),
+        "".join(f"&#x{ord(c):x};" for c in value).encode(),
+        " ".join(hex_pairs).encode(), " ".join(hex_pairs).upper().encode(),
+        " ".join("".join(hex_pairs[i:i + 2]) for i in range(0, len(hex_pairs), 2)).encode(),
+    }
+    assert not [form for form in expected if form not in forms]
+
+
+@ENGINE
+@pytest.mark.parametrize("lead", [b"", b"x", b"xy", b"xyz", b"wxyz"])
+def test_base32_and_utf16_and_xxd_groups_in_a_stream(engine: str, lead: bytes) -> None:
+    masks = MaskSet({"KEY": OPENAI}, engine=engine)
+    raw = OPENAI.encode()
+    for encoded in (base64.b32encode(lead + raw), (lead.decode() + OPENAI).encode("utf-16"),
+                    (lead.decode() + OPENAI).encode("utf-16-be")):
+        out = masks.mask(b"[" + encoded + b"]")
+        assert b"<KEY>" in out
+        assert len(out) < 24, out  # what is left: the lead's own characters, padding
+    hexed = (lead + raw).hex()
+    xxd = " ".join(hexed[i:i + 4] for i in range(0, len(hexed), 4)).encode()
+    assert masks.mask(b"00000000: " + xxd + b"\n") == (
+        b"00000000: " + xxd[:len(lead) * 2 + len(lead) // 2] + b"<KEY>\n")
+
+
+def test_whitespace_and_armor_lines_of_a_value_are_not_variants() -> None:
+    value = "first line of it\n        \n\t  \n-----END PRIVATE KEY-----\n  indented-line  "
+    forms = variants(value)
+    assert b"indented-line" in forms
+    assert all(len(form.translate(None, b" \t\r\n\x00")) >= MIN_LENGTH for form in forms)
+    masks = MaskSet({"KEY": value}, engine="find")
+    ordinary = b"a" + b" " * 16 + b"b\n\t  \n-----END PRIVATE KEY-----\n  indented-line\n"
+    assert masks.mask(ordinary) == b"a" + b" " * 16 + b"b\n\t  \n-----END PRIVATE KEY-----\n  <KEY>\n"
 
 
 def test_lowercase_percent_escapes() -> None:
@@ -525,3 +574,23 @@ def test_a_value_written_in_pieces_with_pauses_shows_at_most_its_first_four_byte
     out += masker.close()
     assert out == lead + OPENAI.encode()[:4] + b"<OPENAI_API_KEY>\n"
     assert masked(masks, [data]) == lead + b"<OPENAI_API_KEY>\n"
+
+
+@ENGINE
+def test_a_value_begun_on_one_stream_and_ended_on_the_other_is_masked_on_each(
+        engine: str) -> None:
+    masks = MaskSet({"OPENAI_API_KEY": OPENAI, "OTHER": "zzzzzzzz"}, engine=engine)
+    out, err = masks.stream(), masks.stream()
+    raw = OPENAI.encode()
+    assert out.feed(b"a " + raw[:20]) == b"a "
+    assert out.release() == raw[:4]
+    assert err.feed(b"!") == b"!"
+    assert out.continuation(b"nothing") is None
+    assert err.continuation(raw[20:]) is None  # err holds nothing
+    start, taken, index = out.continuation(raw[20:] + b" zzzzzzzz!") or (0, 0, 0)
+    assert (start, taken, masks.owners[index]) == (0, len(raw) - 20, "OPENAI_API_KEY")
+    assert out.end_held(start, index) == b"<OPENAI_API_KEY>"
+    assert err.feed_continuing(raw[20:] + b" zzzzzzzz!", taken, index) == (
+        b"<OPENAI_API_KEY> <OTHER>!")
+    assert out.feed(b" done") + out.close() == b" done"
+    assert err.close() == b""

@@ -191,3 +191,62 @@ def test_keyrun_ends_with_the_command_on_pipes(project: Path, tmp_path: Path) ->
     assert time.monotonic() - started < 4
     assert done.returncode == 3
     assert done.stdout == b"started\n"
+
+
+ENCODER = """
+import base64, html, os, sys
+v = os.environ["OPENAI_API_KEY"]
+raw = v.encode()
+pairs = [raw.hex()[i:i + 2] for i in range(0, 2 * len(raw), 2)]
+forms = {
+    "utf-16-le": v.encode("utf-16-le"),
+    "utf-16-be": v.encode("utf-16-be"),
+    "utf-16 with BOM": v.encode("utf-16"),
+    "base32": base64.b32encode(raw),
+    "json every char": "".join(f"\\\\u{ord(c):04x}" for c in v).encode(),
+    "html decimal": "".join(f"&#{ord(c)};" for c in v).encode(),
+    "html hex": "".join(f"&#x{ord(c):X};" for c in v).encode(),
+    "hex pairs": " ".join(pairs).encode(),
+    "xxd groups": " ".join("".join(pairs[i:i + 2]) for i in range(0, len(pairs), 2)).encode(),
+}
+for name, form in forms.items():
+    os.write(1, name.encode() + b": " + form + b"\\n")
+"""
+
+
+def test_each_encoding_issue_13_names_is_masked(project: Path, tmp_path: Path) -> None:
+    done = masked_run(project, tmp_path, [PY, "-c", ENCODER])
+    assert done.returncode == 0
+    assert done.stdout.split(b"\n") == [
+        b"utf-16-le: " + LABEL + b"\x00",  # the NUL after the last character is not its own
+        b"utf-16-be: \x00" + LABEL,
+        b"utf-16 with BOM: \xff\xfe" + LABEL + b"\x00",
+        b"base32: " + LABEL + b"=",  # padding tells nothing
+        b"json every char: " + LABEL,
+        b"html decimal: " + LABEL,
+        b"html hex: " + LABEL,
+        b"hex pairs: " + LABEL,
+        b"xxd groups: " + LABEL,
+        b"",
+    ]
+
+
+SPLITTER = """
+import os, sys, time
+v = os.environ["OPENAI_API_KEY"].encode()
+first, second = (1, 2) if sys.argv[1] == "out-first" else (2, 1)
+os.write(first, v[:14]); time.sleep(float(sys.argv[2])); os.write(second, v[14:] + b"\\n")
+os.write(first, b"|\\n")
+"""
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.2])
+@pytest.mark.parametrize("order", ["out-first", "err-first"])
+def test_a_value_split_between_stdout_and_stderr_is_masked_on_each(
+        project: Path, tmp_path: Path, order: str, pause: float) -> None:
+    done = masked_run(project, tmp_path, [PY, "-c", SPLITTER, order, str(pause)])
+    assert done.returncode == 0
+    first, second = (done.stdout, done.stderr) if order == "out-first" else (
+        done.stderr, done.stdout)
+    assert first in {VALUE.encode()[:shown] + LABEL + b"|\n" for shown in range(5)}
+    assert second == LABEL + b"\n"
