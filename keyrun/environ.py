@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
@@ -109,23 +110,45 @@ def check_exec_values(keys: Mapping[str, str]) -> None:
         )
 
 
-# Key names that say "credential", and a URL with a password in it.
+# Key names that say "credential".
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASS|PWD|CREDENTIAL|AUTH|PRIVATE|DSN|COOKIE|"
                           r"SESSION|SIGNING|SALT|CERT|WEBHOOK|(?:^|_)PW(?:_|$)", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]+@")
+# Values the guard never watches, whatever the key's name: a dictionary-like word (postgres,
+# github, Admin2024) and a file path (a key file's, a socket's).
+_WORD = re.compile(r"[A-Za-z]{1,16}[0-9]{0,4}\Z")
+_PATH = re.compile(r"(?:~|\.{1,2})?/\S*\Z|[A-Za-z]:\\\S*\Z")
 _TOKEN_PART = re.compile(r"[A-Za-z0-9+/=~]{12,}")  # a run between separators (- _ . : …)
+_URL_PART = re.compile(r"[A-Za-z0-9+~]{12,}")  # a run between a URL's separators (/ ? & = …)
 
 
 def looks_secret(name: str, value: str, minimum: int = 6) -> bool:
-    """Whether the argv guard watches this key: its name says credential, or its value
-    looks like one (a password in a URL, or a random-looking run of 12 characters or
-    more, alone or inside a URL). Plain settings (``APP_ENV=production``,
+    """Whether the argv guard watches this key. Never a short value, a dictionary-like word
+    or a path; a URL when it holds a password (not a word) or a generated-looking run in
+    its path or query (a webhook's, ``?token=…``), not for its host or its key's name;
+    anything else when its key's name says credential or it holds a generated-looking run
+    of 12 characters or more. Plain settings (``APP_ENV=production``,
     ``DB_HOST=db-01.example.com``, ``MODEL=gpt-4o-2024-08-06``) may appear in argv."""
-    if len(value) < minimum:
+    if len(value) < minimum or _WORD.match(value) or _PATH.match(value):
         return False
-    if _SECRET_NAME.search(name) or _URL_PASSWORD.search(value):
+    if "://" in value:
+        return _url_holds_secret(value, minimum)
+    if _SECRET_NAME.search(name):
         return True
     return any(_random_looking(part) for part in _TOKEN_PART.findall(value))
+
+
+def _url_holds_secret(value: str, minimum: int) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:  # not a URL after all (a bad port, a bracket)
+        return any(_random_looking(part) for part in _TOKEN_PART.findall(value))
+    if password and len(password) >= minimum and not _WORD.match(password):
+        return True
+    return any(_random_looking(part) for part in _URL_PART.findall(
+        f"{parts.path}?{parts.query}#{parts.fragment}"))
 
 
 def _random_looking(text: str) -> bool:
@@ -146,8 +169,50 @@ def _random_looking(text: str) -> bool:
 
 
 def secrets_in_argv(argv: Iterable[str], keys: Mapping[str, str], minimum: int = 6) -> list[str]:
-    """Names of secret-looking keys whose value appears literally in the command's
-    arguments."""
+    """Names of watched keys (``looks_secret``) whose value is in the command's arguments:
+    an argument is, or contains, the whole value in any letter case, or its base64 (a
+    ``Basic`` credential's too), base64url, hex or URL encoding; also split across adjacent
+    arguments (the shell split an unquoted ``$VALUE`` at its blanks, or two were written
+    one after the other)."""
     args = list(argv)
-    return [name for name, value in keys.items()  # cheap test first: most values are not there
-            if any(value in arg for arg in args) and looks_secret(name, value, minimum)]
+    texts = [arg.casefold() for arg in args] + [" ".join(args).casefold(), "".join(args).casefold()]
+    decoded = _decoded(args)
+    found = []
+    for name, value in keys.items():
+        if not value:
+            continue
+        folded = " ".join(value.split()).casefold() if value.strip() else value
+        raw = value.encode("utf-8", "surrogateescape")
+        present = (any(value.casefold() in text or folded in text for text in texts)
+                   or any(raw in blob for blob in decoded))
+        if present and looks_secret(name, value, minimum):
+            found.append(name)
+    return found
+
+
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}")
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{12,}")
+
+
+def _decoded(args: list[str]) -> list[bytes]:
+    """What the arguments say once their URL encoding, base64 and hex are decoded (a value
+    can only hide in runs of those alphabets)."""
+    import base64
+    import binascii
+    from urllib.parse import unquote_to_bytes
+
+    joined = "".join(args)
+    blobs = [unquote_to_bytes(text) for text in (*args, joined) if "%" in text]
+    for text in (*args, joined):
+        for run in _BASE64_RUN.findall(text):
+            standard = run.replace("-", "+").replace("_", "/")
+            for offset in range(4):
+                part = standard[offset:]
+                part = part[:-1] if len(part) % 4 == 1 else part + "=" * (-len(part) % 4)
+                with contextlib.suppress(binascii.Error, ValueError):
+                    blobs.append(base64.b64decode(part))
+        for run in _HEX_RUN.findall(text):
+            for offset in (0, 1):
+                part = run[offset:]
+                blobs.append(bytes.fromhex(part[: len(part) - len(part) % 2]))
+    return blobs
