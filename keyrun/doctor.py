@@ -30,7 +30,6 @@ from keyrun.reporter import Reporter
 from keyrun.resolve import KeyResult, Resolution
 from keyrun.session import Session
 from keyrun.sources import Context, Deadline, Item, Meta
-from keyrun.sources.dotenv import DotenvSource
 
 CheckStatus = Literal["pass", "warn", "fail", "unknown"]
 T = TypeVar("T")
@@ -321,7 +320,7 @@ class _Doctor:
 
     # 4. gitignore
     def check_gitignore(self, profile: Profile) -> None:
-        files = _dotenv_files(profile)
+        files = _secret_files(profile)
         root = self.config.root
         if not _git(root, "rev-parse", "--is-inside-work-tree"):
             self.add("gitignore", "pass", f"{root} is not in a git work tree")
@@ -366,7 +365,7 @@ class _Doctor:
     # 5. file-permissions
     def check_permissions(self, profile: Profile) -> None:
         loose = []
-        for path in _dotenv_files(profile):
+        for path in _secret_files(profile):
             mode = path.stat().st_mode & 0o777
             if mode & 0o077:
                 loose.append(f"{_rel(path, self.config.root)} ({mode:o})")
@@ -741,12 +740,12 @@ def _field_fix(result: KeyResult) -> str:
             "whole values only)")
 
 
-def _dotenv_files(profile: Profile) -> list[Path]:
+def _secret_files(profile: Profile) -> list[Path]:
+    """The .env files beside keyrun.toml, and every file a source keeps secrets in."""
     root = profile.config.root
     files = {p for p in root.glob(".env*") if p.is_file() and p.name != EXAMPLE_NAME}
     for source in profile.sources.values():
-        if isinstance(source, DotenvSource) and source.path.is_file():
-            files.add(source.path)
+        files.update(path for path in source.local_files() if path.is_file())
     return sorted(files)
 
 

@@ -55,16 +55,15 @@ class SourceError(KeyrunError):
 
 class MissingSdkError(SourceError):
     """An optional SDK is not installed: the hint is the exact pip command, ``keyrun[extra]``
-    for a built-in source, the providing distribution's own extra for a third-party one."""
+    for a built-in source, the providing distribution's own extra for a third-party one
+    (``keyrun.sources.installed.install_hint``)."""
 
-    def __init__(self, source: str, type_name: str, module: str, extra: str) -> None:
-        from keyrun.sources.registry import install_hint
-
+    def __init__(self, source: str, type_name: str, module: str, hint: str) -> None:
         super().__init__(
             source,
             f"source type {type_name!r} needs the Python package {module!r}, "
             "which is not installed",
-            install_hint(type_name, extra, module),
+            hint,
         )
 
 

@@ -17,7 +17,16 @@ from typing import Literal
 
 from keyrun.errors import KeyrunError, ResolutionError, SourceError
 from keyrun.profile import Binding, Profile
-from keyrun.sources import Deadline, Item, Meta, Outcome, Problem, Request, Source
+from keyrun.sources import (
+    Deadline,
+    Item,
+    Meta,
+    Outcome,
+    Problem,
+    Request,
+    Source,
+    missing_sdk,
+)
 
 Status = Literal["ok", "missing", "optional", "error"]
 
@@ -222,11 +231,7 @@ class _Job:
         except KeyrunError as exc:
             self.error = exc
         except ModuleNotFoundError as exc:  # a source importing its SDK inside fetch
-            from keyrun.errors import MissingSdkError
-
-            source = self.source
-            self.error = MissingSdkError(source.name, source.type_name, exc.name or "?",
-                                         source.extra or source.type_name)
+            self.error = missing_sdk(self.source, exc.name or "?")
         except Exception as exc:  # a bug or an SDK surprise: its type only, since its text
             # may quote what it choked on (a value); KEYRUN_DEBUG=1 shows the traceback
             self.error = SourceError(self.source.name, f"unexpected {type(exc).__name__}",

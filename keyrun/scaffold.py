@@ -61,9 +61,9 @@ def _initial_keys(root: Path) -> tuple[list[str], str | None]:
 def keychain_usable() -> bool:
     """Whether this machine has an OS keychain keyring can use. Without one (CI,
     containers) a keyring source fails closed, so init leaves it out of the sources."""
-    from keyrun.sources.keyring import unusable_reason
+    from keyrun.sources.registry import source_class
 
-    return unusable_reason() is None
+    return source_class("keyring", where="keyrun init").unusable_reason() is None
 
 
 def _toml_key(name: str) -> str:

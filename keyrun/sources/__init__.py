@@ -164,6 +164,13 @@ class Source(ABC):
     def validate(cls, settings: Mapping[str, Any], where: str) -> None:
         """Checks beyond option types (which the core does); raise ConfigError."""
 
+    @classmethod
+    def unusable_reason(cls) -> str | None:
+        """Why this type cannot work on this machine although its SDK is installed (no
+        keychain behind the keyring library, …), with what would fix it; None when it
+        can. Called by ``keyrun sources`` only after the SDK was found importable."""
+        return None
+
     def template(self, option: str) -> Template:
         return Template(str(self.settings[option]), where=f"[sources.{self.name}] {option}")
 
@@ -208,6 +215,11 @@ class Source(ABC):
         """Store a new value; return where it went. Only when ``writable``."""
         raise SourceError(self.name, f"source type {self.type_name!r} is read-only")
 
+    def local_files(self) -> tuple[Path, ...]:
+        """Files on this machine that hold the source's secrets: ``doctor`` checks that git
+        ignores them and that only their owner can read them."""
+        return ()
+
     def token_env_vars(self) -> tuple[str, ...]:
         """Variables holding the credentials this source authenticates with; they are
         removed from the command's environment unless listed in ``pass_env``."""
@@ -230,9 +242,16 @@ def import_sdk(module: str, source: Source) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingSdkError(
-            source.name, source.type_name, module, source.extra or source.type_name
-        ) from None
+        raise missing_sdk(source, module) from None
+
+
+def missing_sdk(source: Source, module: str) -> MissingSdkError:
+    """The error of a source whose SDK ``module`` is not installed."""
+    from keyrun.sources.installed import install_hint
+
+    extra = source.extra or source.type_name
+    return MissingSdkError(source.name, source.type_name, module,
+                           install_hint(source.type_name, extra, module))
 
 
 def check_settings(

@@ -60,6 +60,9 @@ class DotenvSource(Source):
     def locate(self, request: Request) -> str:
         return f"{self.display_path}#{request.name}"
 
+    def local_files(self) -> tuple[Path, ...]:
+        return (self.path,)
+
     def _read(self) -> tuple[str, os.stat_result] | None:
         try:
             with self.path.open("rb") as handle:

@@ -59,6 +59,20 @@ class KeyringSource(Source):
             raise ConfigError(f"{where}: service or username must contain {{key}}",
                               "each key is its own keychain item; the default username is {key}")
 
+    @classmethod
+    def unusable_reason(cls) -> str | None:
+        """The keyring library imports fine with no keychain behind it: its fail and null
+        backends, or a plaintext file, would make every keyring source fail or be unsafe."""
+        import keyring
+
+        backend = keyring.get_keyring()
+        problem = _unsafe(backend)
+        if problem is None:
+            return None
+        return (f"the keyring backend {_name(backend)} {problem} (`python -m keyring "
+                "diagnose` shows what keyring sees; a Secret Service daemon, the macOS "
+                "Keychain or the Windows Credential Locker is needed)")
+
     def _item(self, request: Request) -> tuple[str, str]:
         return self.render("service", request.name), self.render("username", request.name)
 
@@ -119,16 +133,6 @@ class KeyringSource(Source):
         return SourceError(self.name, f"the keychain refused: {reason}",
                            "unlock the keychain (on Linux: the login keyring of your "
                            "Secret Service daemon) and try again")
-
-
-def unusable_reason() -> str | None:
-    """Why keyring's chosen backend cannot hold secrets here (none, null, plaintext), or
-    None when it can."""
-    import keyring
-
-    backend = keyring.get_keyring()
-    problem = _unsafe(backend)
-    return f"the keyring backend {_name(backend)} {problem}" if problem else None
 
 
 def _name(backend: object) -> str:

@@ -1,38 +1,35 @@
-"""Finding source classes by type name.
+"""Finding source classes by type name, and whether each can work here.
 
-Built-ins are registered under the ``keyrun.sources`` entry-point group like any
-third-party source; this table mirrors those entries so that a run resolves a built-in
-without scanning every installed distribution (``tests/test_registry.py`` keeps the two
-equal). Unknown types are looked up through the entry points.
+A built-in is found in ``BUILTIN`` (``keyrun.sources.installed``) without scanning every
+installed distribution; unknown types are looked up through the entry points.
 
 Whether a type is usable here is known without importing its SDK: a built-in's extra
 installs the modules of ``EXTRA_MODULES``; a third-party source class may declare the
 modules it needs (``requires = ("some_sdk",)``), else its distribution's metadata says
-what the extra it names (``extra = "sdk"``) installs.
+what the extra it names (``extra = "sdk"``) installs. Beyond its SDK, a source says
+itself whether it can run here (``Source.unusable_reason``: the keyring source without
+a keychain).
 """
 
 from __future__ import annotations
 
 import importlib
-import re
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
 from keyrun.errors import ConfigError
 from keyrun.sources import Source
+from keyrun.sources.installed import (
+    BUILTIN,
+    GROUP,
+    SourceType,
+    extra_requirements,
+    install_command,
+    installed_types,
+    sdk_hint,
+)
 
-BUILTIN: dict[str, str] = {
-    "dotenv": "keyrun.sources.dotenv:DotenvSource",
-    "keyring": "keyrun.sources.keyring:KeyringSource",
-    "aws-secrets-manager": "keyrun.sources.aws:AwsSecretsManagerSource",
-    "aws-ssm": "keyrun.sources.aws_ssm:AwsSsmSource",
-    "vault": "keyrun.sources.vault:VaultSource",
-    "gcp-secret-manager": "keyrun.sources.gcp:GcpSecretManagerSource",
-    "azure-key-vault": "keyrun.sources.azure:AzureKeyVaultSource",
-    "doppler": "keyrun.sources.doppler:DopplerSource",
-}
-
-GROUP = "keyrun.sources"
+__all__ = ["BUILTIN", "EXTRA_MODULES", "SourceType", "installed_types", "missing_modules",
+           "source_class", "unusable_reason"]
 
 # The modules each extra installs: a source type is usable when they can be imported.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
@@ -44,31 +41,12 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
-class SourceType(NamedTuple):
-    name: str
-    target: str
-    builtin: bool
-    distribution: str | None = None  # the package providing a third-party type
-
-
 def _import(target: str) -> type[Source]:
     module_name, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Source)):
         raise TypeError(f"{target} is not a keyrun Source")
     return cls
-
-
-def installed_types() -> list[SourceType]:
-    """Every source type: built-ins, then third-party entry points."""
-    from importlib.metadata import entry_points
-
-    found = {name: SourceType(name, target, True) for name, target in BUILTIN.items()}
-    for entry in entry_points(group=GROUP):
-        if entry.name not in found:
-            dist = entry.dist.name if entry.dist is not None else None
-            found[entry.name] = SourceType(entry.name, entry.value, False, dist)
-    return list(found.values())
 
 
 def missing_modules(extra: str | None) -> list[str]:
@@ -98,30 +76,7 @@ def unusable_reason(source_type: SourceType, cls: type[Source]) -> str | None:
         if command is None:
             return f"missing {', '.join(missing)}: install the packages that provide them"
         return f"{command} (missing {', '.join(missing)})"
-    probe = _PROBES.get(source_type.name) if source_type.builtin else None
-    return probe() if probe is not None else None
-
-
-def install_hint(type_name: str, extra: str | None, module: str) -> str:
-    """The hint of a missing SDK: the exact pip command where one is known."""
-    command = install_command(type_name, extra)
-    if command is not None:
-        return f"install it with: {command}"
-    return f"install the package that provides the Python module {module!r}"
-
-
-def install_command(type_name: str, extra: str | None) -> str | None:
-    """The pip command that installs what a source type needs: ``keyrun[extra]`` for a
-    built-in, the providing distribution with its extra for a third-party type (None
-    when that distribution declares no such extra)."""
-    if type_name in BUILTIN:
-        return f"pip install 'keyrun[{extra}]'" if extra else None
-    distribution = next((t.distribution for t in installed_types() if t.name == type_name),
-                        None)
-    if distribution is None or not extra or _normal(extra) not in map(_normal,
-                                                                        _extras(distribution)):
-        return None
-    return f"pip install '{distribution}[{extra}]'"
+    return cls.unusable_reason()
 
 
 def _missing_requirements(source_type: SourceType, cls: type[Source]) -> list[str]:
@@ -136,29 +91,6 @@ def _missing_requirements(source_type: SourceType, cls: type[Source]) -> list[st
     return []
 
 
-def extra_requirements(distribution: str, extra: str) -> list[str]:
-    """The distributions ``pip install '<distribution>[<extra>]'`` adds (names only; a
-    marker other than the extra is not evaluated)."""
-    from importlib.metadata import PackageNotFoundError, requires
-
-    try:
-        declared = requires(distribution) or []
-    except PackageNotFoundError:
-        return []
-    names = []
-    for requirement in declared:
-        spec, _, marker = requirement.partition(";")
-        name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec.strip())
-        extras = re.findall(r"""extra\s*==\s*["']([^"']+)["']""", marker)
-        if name and _normal(extra) in map(_normal, extras):
-            names.append(name.group())
-    return names
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _installed(distribution: str) -> bool:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -167,45 +99,6 @@ def _installed(distribution: str) -> bool:
     except PackageNotFoundError:
         return False
     return True
-
-
-def _extras(distribution: str) -> list[str]:
-    from importlib.metadata import PackageNotFoundError, metadata
-
-    try:
-        return list(metadata(distribution).get_all("Provides-Extra") or [])
-    except PackageNotFoundError:
-        return []
-
-
-def _sdk_hint(type_name: str, module: str) -> str:
-    """A third-party module that imports its SDK at the top: the extra is unknown until
-    the class loads, so name the one its distribution offers, if it offers one."""
-    distribution = next((t.distribution for t in installed_types() if t.name == type_name),
-                        None)
-    extras = _extras(distribution) if distribution else []
-    if distribution and len(extras) == 1:
-        return f"install it with: pip install '{distribution}[{extras[0]}]'"
-    return f"install the package that provides the Python module {module!r}"
-
-
-def _keyring_problem() -> str | None:
-    """The keyring library imports fine with no keychain behind it: its fail and null
-    backends, or a plaintext file, would make every keyring source fail or be unsafe."""
-    import keyring
-
-    from keyrun.sources.keyring import _name, _unsafe
-
-    backend = keyring.get_keyring()
-    problem = _unsafe(backend)
-    if problem is None:
-        return None
-    return (f"the keyring backend {_name(backend)} {problem} (`python -m keyring diagnose` "
-            "shows what keyring sees; a Secret Service daemon, the macOS Keychain or the "
-            "Windows Credential Locker is needed)")
-
-
-_PROBES: dict[str, Callable[[], str | None]] = {"keyring": _keyring_problem}
 
 
 def source_class(type_name: str, *, where: str) -> type[Source]:
@@ -232,7 +125,7 @@ def source_class(type_name: str, *, where: str) -> type[Source]:
                               ) from None
         raise ConfigError(
             f"{where}: source type {type_name!r} needs the Python module {exc.name!r}, "
-            "which is not installed", _sdk_hint(type_name, exc.name)) from None
+            "which is not installed", sdk_hint(type_name, exc.name)) from None
     except (ImportError, AttributeError, TypeError) as exc:
         raise ConfigError(
             f"{where}: source type {type_name!r} cannot be loaded from {target} ({exc})",
