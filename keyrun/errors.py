@@ -80,7 +80,8 @@ class LaunchError(KeyrunError):
 
 
 class Terminated(BaseException):
-    """keyrun was told to stop (SIGTERM, SIGHUP) before the command started."""
+    """keyrun was told to stop (SIGTERM, SIGHUP before the command started; SIGPIPE when
+    the reader of its output is gone): the boundary in ``keyrun.cli`` dies of the signal."""
 
     def __init__(self, number: int) -> None:
         super().__init__(number)

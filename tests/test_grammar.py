@@ -113,7 +113,7 @@ class Typer:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, Any]] = []
-        monkeypatch.setattr("keyrun.cli.start", self._record("run"))
+        monkeypatch.setattr(grammar.RunCall, "start", self._record("run"))
         for name in ("list_command", "doctor_command", "scan_command"):
             monkeypatch.setattr(commands, name, self._record(name.removesuffix("_command")))
         monkeypatch.setattr(commands, "set_command", self._record("set"))

@@ -18,14 +18,6 @@ from keyrun.cli.grammar import RunCall, route
 from keyrun.errors import EXIT_KEYRUN_FAILED, EXIT_USAGE, KeyrunError, Terminated
 
 
-def start(call: RunCall) -> int:
-    """Run the parsed ``keyrun run``: the fast path's, or the Typer app's."""
-    from keyrun.run import RunOptions, run_command
-    from keyrun.session import Selection
-
-    return run_command(call.command, Selection(**call.selection), RunOptions(**call.options))
-
-
 def guarded(action: Callable[[], int]) -> int:
     """The one error boundary: an expected failure prints a message and a hint, never a
     traceback (tracebacks show locals, and locals hold secrets) unless KEYRUN_DEBUG=1."""
@@ -85,10 +77,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 def _dispatch(args: list[str]) -> int:
     call = route(args)
     if isinstance(call, RunCall):
-        return start(call)
+        return call.start()
     from keyrun.cli.app import run_app
 
     return run_app(call.args)
 
 
-__all__ = ["EXIT_USAGE", "main", "start"]
+__all__ = ["EXIT_USAGE", "main"]

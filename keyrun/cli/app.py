@@ -18,7 +18,7 @@ import typer
 
 from keyrun import __version__
 from keyrun.cli import grammar, render
-from keyrun.errors import UsageError
+from keyrun.errors import Terminated, UsageError
 from keyrun.session import Selection
 
 app = typer.Typer(
@@ -180,12 +180,10 @@ def _selection(ctx: typer.Context) -> Selection:
 )
 def run(ctx: typer.Context) -> int:
     """Fetch the profile's keys, then replace keyrun with COMMAND (after --)."""
-    from keyrun.cli import start
-
     selection = {**_given_options(ctx.find_root().params, grammar.GLOBAL_OPTIONS),
                  **_given_options(ctx.params, grammar.GLOBAL_OPTIONS)}
-    return start(grammar.run_call(selection, _given_options(ctx.params, grammar.RUN_OPTIONS),
-                                  list(ctx.args)))
+    return grammar.run_call(selection, _given_options(ctx.params, grammar.RUN_OPTIONS),
+                            list(ctx.args)).start()
 
 
 @_command("list", epilog="Example: keyrun list -e staging --json")
@@ -377,9 +375,7 @@ def run_app(args: list[str]) -> int:
         # Typer turns a write to a closed pipe (`keyrun list | head -1`) into exit 1, which
         # for doctor means "problems found": end as GNU tools do, by SIGPIPE (141).
         if exc.code == 1 and _stdout_reader_gone():
-            from keyrun.cli import _die_of
-
-            return _die_of(signal.SIGPIPE)
+            raise Terminated(signal.SIGPIPE) from None  # the boundary dies of it
         raise
     except typer.Exit as exc:
         return int(exc.exit_code)

@@ -73,6 +73,14 @@ class RunCall(NamedTuple):
     options: dict[str, Any]
     command: list[str]
 
+    def start(self) -> int:
+        """Run it: the fast path's call, or the Typer app's."""
+        from keyrun.run import RunOptions, run_command
+        from keyrun.session import Selection
+
+        return run_command(self.command, Selection(**self.selection),
+                           RunOptions(**self.options))
+
 
 class AppCall(NamedTuple):
     """Every other command line: the arguments for the Typer app."""
