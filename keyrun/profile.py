@@ -190,25 +190,26 @@ def _discovered_keys(sources: Mapping[str, Source], env: Environment,
 
 
 def undeclared_names(profile: Profile) -> dict[str, list[str]]:
-    """For each ``.env`` file of the profile (by its path), the names it holds that no key declares
-    (so they are not passed): a key added to ``.env`` and forgotten in keyrun.toml. Empty
-    when no keys are declared, since then every name is passed."""
-    from keyrun.sources.dotenv import DotenvSource
-
+    """For each local file of the profile's sources (a ``.env`` file, by its path from
+    keyrun.toml), the names it holds that no key declares (so they are not passed): a key
+    added to ``.env`` and forgotten in keyrun.toml. Empty when no keys are declared, since
+    then every name is passed."""
     if not profile.env.keys:
         return {}
     declared = {b.key for b in profile.bindings} | {b.spec.backend_name for b in profile.bindings}
     found: dict[str, list[str]] = {}
     for source in profile.sources.values():
-        if not isinstance(source, DotenvSource):
+        files = source.local_files()
+        if len(files) != 1:  # the names of one file, or of none
             continue
         try:
             names = source.names(Deadline(profile.env.timeout)) or []
         except KeyrunError:  # a file that cannot be read is reported where it is read
             continue
         if extra := [name for name in names if name not in declared]:
-            found[source.display_path] = extra
+            found[os.path.relpath(files[0], profile.config.root)] = extra
     return found
+
 
 def _select(bindings: tuple[Binding, ...], only: Sequence[str], env: str) -> tuple[Binding, ...]:
     if not only:
