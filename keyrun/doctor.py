@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 from keyrun.config import EXAMPLE_NAME, Config, choose_env, load_config
 from keyrun.dotenvfile import parse_dotenv
 from keyrun.durations import format_age
-from keyrun.errors import ConfigError, KeyrunError
+from keyrun.errors import ConfigError, KeyrunError, SourceError
 from keyrun.profile import (
     Profile,
     make_source,
@@ -274,8 +274,7 @@ class _Doctor:
                 lines.append(f"{name}: {outcome.value.detail} ({took})")
                 warned += [f"{name}: {warning}" for warning in outcome.value.warnings]
             else:
-                problem = outcome.problem
-                failed.append(problem if problem.startswith(f"{name}: ") else f"{name}: {problem}")
+                failed.append(f"{name}: {outcome.problem}")
         if not profile.sources:
             self.add("sources", "warn", "the environment has no sources",
                      "create a .env file, or run `keyrun init`")
@@ -573,8 +572,9 @@ def _parallel(jobs: Mapping[str, Callable[[], T]], deadline: Deadline) -> dict[s
         value, problem = None, ""
         try:
             value = job()
-        except KeyrunError as exc:
-            problem = exc.message + (f" — {exc.hint}" if exc.hint else "")
+        except KeyrunError as exc:  # the caller names the source (a SourceError's own name)
+            reason = exc.reason if isinstance(exc, SourceError) else exc.message
+            problem = reason + (f" — {exc.hint}" if exc.hint else "")
         except Exception as exc:
             # the type only: an unexpected exception's text may quote what it choked on
             problem = f"unexpected {type(exc).__name__} (KEYRUN_DEBUG=1 shows it)"

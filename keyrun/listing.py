@@ -132,7 +132,8 @@ def _row(resolution: Resolution, result: KeyResult, meta: Meta | None) -> Row:
     item = result.item
     error = None
     if result.status == "error" and result.reasons:
-        error = result.reasons[-1][1].message
+        failed, problem = result.reasons[-1]
+        error = f"{failed}: {problem.message}"
     elif result.status in ("missing", "optional"):
         error = "; ".join(f"{name}: {problem.message}" for name, problem in result.reasons) or None
     return Row(

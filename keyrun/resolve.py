@@ -147,13 +147,10 @@ GROUP_OVER = 3  # keys failing alike before their lines are folded into one
 
 def _reason(profile: Profile, result: KeyResult) -> str:
     if result.status == "error":
-        message = result.reasons[-1][1].message if result.reasons else "error"
-        # Sources often name the key first; the line already starts with it.
-        source = result.reasons[-1][0] if result.reasons else ""
-        for prefix, keep in ((f"{result.key}: ", ""), (f"{source}: {result.key}: ", f"{source}: ")):
-            if message.startswith(prefix):
-                message = keep + message[len(prefix):]
-        return message
+        if not result.reasons:
+            return "error"
+        source, failed = result.reasons[-1]
+        return f"{source}: {failed.message}"
     why = dict(result.reasons)
     looked = []
     for name in result.binding.candidates:
@@ -253,8 +250,10 @@ class _Job:
 
     def outcome(self, key: str) -> Outcome:
         if self.error is not None:
-            hint = f" — {self.error.hint}" if self.error.hint else ""
-            return Problem("error", f"{self.error}{hint}")
+            error = self.error
+            hint = f" — {error.hint}" if error.hint else ""
+            reason = error.reason if isinstance(error, SourceError) else error.message
+            return Problem("error", f"{reason}{hint}")
         return self.outcomes.get(key) or Problem.missing()
 
 

@@ -168,7 +168,7 @@ def test_bundle_values_fields_and_missing_keys(aws: AwsBackend) -> None:
     assert value(result["TOKEN"]) == "t1"
     assert value(result["EMPTY"]) == ""
     assert problem(result["NOFIELD"], "missing") == (
-        "NOFIELD: no field 'nope' at secret 'proj/dev'#DB (fields: password, user)")
+        "no field 'nope' at secret 'proj/dev'#DB (fields: password, user)")
     assert problem(result["NULLED"], "missing") == "secret 'proj/dev' holds null for 'NULLED'"
     assert problem(result["ABSENT"], "missing") == "secret 'proj/dev' has no key 'ABSENT'"
     item = result["OPENAI_API_KEY"]
@@ -189,7 +189,7 @@ def test_bundle_absent_means_every_key_missing(aws: AwsBackend) -> None:
 def test_bundle_that_is_not_a_json_object_is_an_error(aws: AwsBackend, stored: str) -> None:
     put(aws, BUNDLE, stored)
     message = problem(fetch(make(aws), "A")["A"], "error")
-    assert message.startswith("aws: A: secret 'proj/dev' is not a JSON object of keys")
+    assert message.startswith("secret 'proj/dev' is not a JSON object of keys")
     assert stored not in message
 
 
@@ -249,7 +249,7 @@ def test_per_key_fields_versions_and_duplicates(aws: AwsBackend) -> None:
     assert value(result["TOKEN_OLD"]) == "token-1"
     assert value(result["TOKEN_FIRST"]) == "token-1"
     assert problem(result["DB_PORT"], "missing") == (
-        "DB_PORT: no field 'port' at secret 'proj/dev/DB' (fields: password, user)")
+        "no field 'port' at secret 'proj/dev/DB' (fields: password, user)")
     [batch] = aws.proxy.operations("BatchGetSecretValue")
     assert batch.body["SecretIdList"] == ["proj/dev/DB", "proj/dev/TOKEN"]
     assert len(aws.proxy.operations("GetSecretValue")) == 2
@@ -261,7 +261,7 @@ def test_secret_binary_must_be_text(aws: AwsBackend) -> None:
     result = fetch(make(aws, secret="{project}/{env}/{key}"), "TEXT", "BLOB")
     assert value(result["TEXT"]) == "héllo"
     assert problem(result["BLOB"], "error") == (
-        "aws: BLOB: the value at secret 'proj/dev/BLOB' is binary, not UTF-8 text")
+        "the value at secret 'proj/dev/BLOB' is binary, not UTF-8 text")
 
 
 def test_batch_next_token_is_followed(aws: AwsBackend) -> None:
@@ -294,15 +294,15 @@ def test_batch_errors_become_per_key_problems(aws: AwsBackend) -> None:
     result = fetch(make(aws, secret="{project}/{env}/{key}"), "DENIED", "KMS", "GONE", "ODD",
                    "UNANSWERED")
     assert problem(result["DENIED"], "denied") == (
-        "aws: access denied to secret 'proj/dev/DENIED' (AccessDeniedException: User is not "
+        "access denied to secret 'proj/dev/DENIED' (AccessDeniedException: User is not "
         "authorized to perform secretsmanager:GetSecretValue) — grant "
         "secretsmanager:GetSecretValue on it to the identity in use")
     assert problem(result["KMS"], "error") == (
-        "aws: KMS could not decrypt secret 'proj/dev/KMS' (DecryptionFailure: KMS key is "
+        "KMS could not decrypt secret 'proj/dev/KMS' (DecryptionFailure: KMS key is "
         "disabled) — check that its KMS key is enabled and that the identity in use may use "
         "it (kms:Decrypt)")
     assert problem(result["GONE"], "missing") == "no secret 'proj/dev/GONE' in us-east-1"
-    assert "aws: AWS kept answering InternalServiceError: boom while reading secret 'proj/dev/ODD'" in (
+    assert "AWS kept answering InternalServiceError: boom while reading secret 'proj/dev/ODD'" in (
         problem(result["ODD"], "error"))
     assert problem(result["UNANSWERED"], "missing") == "no secret 'proj/dev/UNANSWERED' in us-east-1"
 
@@ -316,7 +316,7 @@ def test_secret_scheduled_for_deletion(aws: AwsBackend) -> None:
     for source, where in ((make(aws, secret="{project}/{env}/{key}"), "proj/dev/OLD"),
                           (make(aws), "proj/dev")):
         message = problem(fetch(source, "OLD")["OLD"], "error")
-        assert message == (f"aws: secret '{where}' is scheduled for deletion — restore it: "
+        assert message == (f"secret '{where}' is scheduled for deletion — restore it: "
                            f"aws secretsmanager restore-secret --secret-id '{where}'")
     meta = make(aws, secret="{project}/{env}/{key}").describe([Request("OLD", "OLD")],
                                                              Deadline(5))["OLD"]
@@ -373,7 +373,7 @@ def test_access_denied_names_secret_and_permission(
     aws.moto.require_auth(0)
     message = problem(fetch(make(aws), "A")["A"], "denied")
     assert message == (
-        "aws: access denied to secret 'proj/dev' (AccessDenied: User: "
+        "access denied to secret 'proj/dev' (AccessDenied: User: "
         "arn:aws:iam::123456789012:user/user0 is not authorized to perform: "
         "secretsmanager:GetSecretValue) — grant secretsmanager:GetSecretValue on it to the "
         "identity in use")
@@ -491,7 +491,7 @@ def test_throttling_gives_up_inside_the_deadline(aws: AwsBackend) -> None:
     started = time.monotonic()
     message = problem(fetch(make(aws), "A", seconds=2)["A"], "error")
     elapsed = time.monotonic() - started
-    assert message.startswith("aws: AWS kept answering ThrottlingException: Rate exceeded while "
+    assert message.startswith("AWS kept answering ThrottlingException: Rate exceeded while "
                               "reading secret 'proj/dev' (")
     assert message.endswith("attempts within the 2s deadline) — try again, or raise timeout in "
                             "the environment's table")

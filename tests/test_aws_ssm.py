@@ -169,9 +169,9 @@ def test_types_fields_and_metadata(aws: AwsBackend) -> None:
     assert value(result["DB_USER"]) == "u1"
     assert value(result["DB_PORT"]) == "5432"
     assert problem(result["DB_X"], "missing") == (
-        "DB_X: no field 'x' at parameter '/proj/dev/DB' (fields: port, user)")
+        "no field 'x' at parameter '/proj/dev/DB' (fields: port, user)")
     assert problem(result["PLAIN_FIELD"], "error") == (
-        "params: PLAIN_FIELD: the value at parameter '/proj/dev/PLAIN' is not JSON, so field "
+        "the value at parameter '/proj/dev/PLAIN' is not JSON, so field "
         "'x' cannot be read from it")
     item = result["SECURE"]
     assert item.version == "1"
@@ -216,7 +216,7 @@ def test_by_path_and_recursive(aws: AwsBackend) -> None:
     flat = fetch(make(aws, path="/{project}/{env}"), "API_KEY", Request("DB", "db/url"), "NONE")
     assert value(flat["API_KEY"]) == "api-1"
     assert problem(flat["DB"], "error") == (
-        "params: 'db/url' is nested under /proj/dev; set recursive = true in [sources.params] "
+        "'db/url' is nested under /proj/dev; set recursive = true in [sources.params] "
         "to read nested parameters")
     assert problem(flat["NONE"], "missing") == "no parameter '/proj/dev/NONE' in us-east-1"
     deep = fetch(make(aws, path="/{project}/{env}/", recursive=True), Request("DB", "db/url"))
@@ -267,7 +267,7 @@ def test_one_failing_name_does_not_spoil_its_batch(aws: AwsBackend) -> None:
     result = fetch(make(aws), "A", "B", "KMSFAIL", "C")
     assert [value(result[k]) for k in "ABC"] == ["value-A", "value-B", "value-C"]
     assert problem(result["KMSFAIL"], "error") == (
-        "params: KMS could not decrypt parameter '/proj/dev/KMSFAIL' (InvalidKeyId: the KMS key "
+        "KMS could not decrypt parameter '/proj/dev/KMSFAIL' (InvalidKeyId: the KMS key "
         "is disabled) — check that its KMS key is enabled and that the identity in use may use "
         "it (kms:Decrypt)")
     assert len(aws.proxy.operations("GetParameters")) == 1 + 4
@@ -282,7 +282,7 @@ def test_throttling_is_retried_and_bounded(aws: AwsBackend) -> None:
     started = time.monotonic()
     message = problem(fetch(make(aws), "A", seconds=1.5)["A"], "error")
     assert time.monotonic() - started < 1.5 + 0.1
-    assert message.startswith("params: AWS kept answering ThrottlingException: Rate exceeded "
+    assert message.startswith("AWS kept answering ThrottlingException: Rate exceeded "
                               "while reading parameter '/proj/dev/A' (")
 
 
@@ -304,7 +304,7 @@ def test_access_denied(aws: AwsBackend, monkeypatch: pytest.MonkeyPatch) -> None
         aws.moto.require_auth(float("inf"))
     for key_name in ("A", "B"):
         assert problem(result[key_name], "denied") == (
-            f"params: access denied to parameter '/proj/dev/{key_name}' (AccessDenied: User: "
+            f"access denied to parameter '/proj/dev/{key_name}' (AccessDenied: User: "
             "arn:aws:iam::123456789012:user/lister is not authorized to perform: "
             "ssm:GetParameters) — grant ssm:GetParameters (and kms:Decrypt for SecureString) "
             "on it to the identity in use")

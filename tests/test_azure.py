@@ -171,7 +171,7 @@ def test_bundle_names_are_json_keys_not_mapped(vault: FakeKeyVault) -> None:
 def test_invalid_names(vault: FakeKeyVault) -> None:
     source = make(vault.url)
     outcome = one(source, "DB_URL", name="db.url")
-    assert outcome == Problem("error", "azure: 'db.url' is not a valid Key Vault secret name "
+    assert outcome == Problem("error", "'db.url' is not a valid Key Vault secret name "
                                        "(letters, digits and dashes only, 1 to 127 characters); "
                                        "give the key another name with name = \"…\"")
     assert vault.seen == []
@@ -211,13 +211,13 @@ def test_attributes_feed_item(vault: FakeKeyVault) -> None:
 
 
 @pytest.mark.parametrize(("attributes", "message"), [
-    ({"enabled": False}, "azure: secret BLOCKED in {host} is disabled — enable it (az keyvault "
+    ({"enabled": False}, "secret BLOCKED in {host} is disabled — enable it (az keyvault "
                          "secret set-attributes --id https://{host}/secrets/BLOCKED --enabled "
                          "true) or add a new version with keyrun set"),
     ({"expires": NOW - dt.timedelta(days=1)},
-     "azure: secret BLOCKED in {host} expired on {when} UTC (rotate it with keyrun set)"),
+     "secret BLOCKED in {host} expired on {when} UTC (rotate it with keyrun set)"),
     ({"not_before": NOW + dt.timedelta(days=1)},
-     "azure: secret BLOCKED in {host} is not valid before {when} UTC"),
+     "secret BLOCKED in {host} is not valid before {when} UTC"),
 ])
 def test_unusable_secrets_are_errors(vault: FakeKeyVault, attributes: dict[str, object],
                                      message: str) -> None:
@@ -247,7 +247,7 @@ def test_bundle(vault: FakeKeyVault) -> None:
 def test_bundle_that_is_not_an_object(vault: FakeKeyVault) -> None:
     vault.put("proj-dev", "OPENAI_API_KEY=sk-not-json")
     outcome = one(make(vault.url, secret="{project}-{env}"), "OPENAI_API_KEY")
-    assert outcome == Problem("error", f"azure: secret proj-dev in 127.0.0.1:{vault.port} is "
+    assert outcome == Problem("error", f"secret proj-dev in 127.0.0.1:{vault.port} is "
                                        "not a JSON object, so it cannot hold keys by name")
 
 
@@ -290,7 +290,7 @@ def test_denied_names_vault_and_secret(vault: FakeKeyVault) -> None:
     assert isinstance(outcome, Problem)
     assert outcome.kind == "denied"
     assert outcome.message.startswith(
-        f"azure: 127.0.0.1:{vault.port} denied read of secret OPENAI-API-KEY: The user, group "
+        f"127.0.0.1:{vault.port} denied read of secret OPENAI-API-KEY: The user, group "
         "or application 'appid=fake-app' does not have secrets get permission")
     assert value(result["OTHER"]) == "other-value-0001"
 

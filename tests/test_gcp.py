@@ -187,12 +187,12 @@ def test_latest_disabled_is_its_own_error(gcp: FakeSecretManager) -> None:
     got = fetch(make(gcp), "KEY", Request("PINNED", "KEY", version="1"),
                 Request("TWO", "KEY", version="2"))
     assert problem(got["KEY"], "error") == (
-        "gcp: version 2 of secret 'dev-KEY' in project 'keyrun-test' is disabled — \"latest\" "
+        "version 2 of secret 'dev-KEY' in project 'keyrun-test' is disabled — \"latest\" "
         "is the newest version even when it is disabled: enable it (gcloud secrets versions "
         "enable 2 --secret=dev-KEY --project=keyrun-test), add a new version with keyrun set, "
         "or pin an enabled one with version = \"N\"")
     assert problem(got["TWO"], "error").startswith(
-        "gcp: version 2 of secret 'dev-KEY' in project 'keyrun-test' is disabled — enable it")
+        "version 2 of secret 'dev-KEY' in project 'keyrun-test' is disabled — enable it")
     assert value(got["PINNED"]) == "enabled-value-1"
 
 
@@ -200,7 +200,7 @@ def test_a_destroyed_version(gcp: FakeSecretManager) -> None:
     gcp.backend.put("dev-KEY", "gone-value-0001")
     gcp.backend.set_state("dev-KEY", 1, "DESTROYED")
     assert problem(fetch(make(gcp), "KEY")["KEY"], "error") == (
-        "gcp: version 1 of secret 'dev-KEY' in project 'keyrun-test' is destroyed — \"latest\" "
+        "version 1 of secret 'dev-KEY' in project 'keyrun-test' is destroyed — \"latest\" "
         "is the newest version even when it is destroyed: add a new version with keyrun set, "
         "or pin an enabled one with version = \"N\"")
 
@@ -215,16 +215,16 @@ def test_the_state_comes_from_get_secret_version_not_the_error_text(
     gcp.backend.put("dev-OFF", CANARY, state="DISABLED")
     got = fetch(make(gcp), "GONE", "OFF", Request("PINNED", "OFF", version="2"))
     assert problem(got["GONE"], "error") == (
-        "gcp: version 2 of secret 'dev-GONE' in project 'keyrun-test' is destroyed — "
+        "version 2 of secret 'dev-GONE' in project 'keyrun-test' is destroyed — "
         "\"latest\" is the newest version even when it is destroyed: add a new version with "
         "keyrun set, or pin an enabled one with version = \"N\"")
     assert problem(got["OFF"], "error") == (
-        "gcp: version 2 of secret 'dev-OFF' in project 'keyrun-test' is disabled — \"latest\" "
+        "version 2 of secret 'dev-OFF' in project 'keyrun-test' is disabled — \"latest\" "
         "is the newest version even when it is disabled: enable it (gcloud secrets versions "
         "enable 2 --secret=dev-OFF --project=keyrun-test), add a new version with keyrun set, "
         "or pin an enabled one with version = \"N\"")
     assert problem(got["PINNED"], "error") == (
-        "gcp: version 2 of secret 'dev-OFF' in project 'keyrun-test' is disabled — enable it "
+        "version 2 of secret 'dev-OFF' in project 'keyrun-test' is disabled — enable it "
         "(gcloud secrets versions enable 2 --secret=dev-OFF --project=keyrun-test) or pin "
         "another version")
     assert CANARY not in str(got)
@@ -236,13 +236,13 @@ def test_an_unknown_state_is_worded_neutrally(gcp: FakeSecretManager) -> None:
     gcp.backend.put("dev-KEY", "key-value-0001", state="DESTROYED")
     got = fetch(make(gcp), "KEY", Request("PINNED", "KEY", version="1"))
     assert problem(got["KEY"], "error") == (
-        "gcp: the latest version of secret 'dev-KEY' in project 'keyrun-test' is not enabled "
+        "the latest version of secret 'dev-KEY' in project 'keyrun-test' is not enabled "
         "(disabled or destroyed) — \"latest\" is the newest version even when it is not "
         "enabled: gcloud secrets versions list dev-KEY --project=keyrun-test shows its number "
         "and state; enable it if it is disabled, add a new version with keyrun set, or pin an "
         "enabled one with version = \"N\"")
     assert problem(got["PINNED"], "error") == (
-        "gcp: version 1 of secret 'dev-KEY' in project 'keyrun-test' is not enabled (disabled "
+        "version 1 of secret 'dev-KEY' in project 'keyrun-test' is not enabled (disabled "
         "or destroyed) — enable it if it is disabled (gcloud secrets versions enable 1 "
         "--secret=dev-KEY --project=keyrun-test), or pin another version")
 
@@ -259,7 +259,7 @@ def test_the_state_lookup_keeps_to_the_deadline(gcp: FakeSecretManager) -> None:
 
 def test_a_bad_version_pin_is_refused_without_a_call(gcp: FakeSecretManager) -> None:
     got = fetch(make(gcp), Request("KEY", "KEY", version="v/1"))
-    assert problem(got["KEY"], "error") == ("gcp: version 'v/1' of secret 'dev-KEY' is neither "
+    assert problem(got["KEY"], "error") == ("version 'v/1' of secret 'dev-KEY' is neither "
                                             "a version number, \"latest\" nor an alias")
     assert gcp.backend.accessed() == []
 
@@ -280,7 +280,7 @@ def test_json_bundle(gcp: FakeSecretManager) -> None:
                                                "no value for 'NULL'")
     assert problem(got["ABSENT"], "missing") == ("secret 'bot-dev' in project 'keyrun-test' has "
                                                  "no key 'ABSENT'")
-    assert problem(got["DB_NOPE"], "missing").startswith("DB_NOPE: no field 'nope' at ")
+    assert problem(got["DB_NOPE"], "missing").startswith("no field 'nope' at ")
     assert len(gcp.backend.accessed()) == 1
 
 
@@ -311,7 +311,7 @@ def test_a_bundle_that_is_neither_json_nor_dotenv(gcp: FakeSecretManager) -> Non
     gcp.backend.put("bot-dev", f"OPENAI_API_KEY='{CANARY}\nOTHER=x\n")
     got = fetch(make(gcp, secret="{project}-{env}"), "OPENAI_API_KEY")["OPENAI_API_KEY"]
     message = problem(got, "error")
-    assert message.startswith("gcp: OPENAI_API_KEY: secret 'bot-dev' in project 'keyrun-test' "
+    assert message.startswith("secret 'bot-dev' in project 'keyrun-test' "
                               "is neither a JSON object nor dotenv text (")
     assert CANARY not in message
     gcp.backend.put("bot-dev", '{"OPENAI_API_KEY": ')
@@ -322,7 +322,7 @@ def test_a_bundle_that_is_neither_json_nor_dotenv(gcp: FakeSecretManager) -> Non
 def test_binary_payload_names_the_key(gcp: FakeSecretManager) -> None:
     gcp.backend.put("dev-CERT", b"\x30\x82\xff\xfe" + CANARY.encode())
     message = problem(fetch(make(gcp), "CERT")["CERT"], "error")
-    assert message == ("gcp: secret 'dev-CERT' in project 'keyrun-test' holds binary data, "
+    assert message == ("secret 'dev-CERT' in project 'keyrun-test' holds binary data, "
                        "not UTF-8 text, so CERT cannot be set from it")
 
 
@@ -330,7 +330,7 @@ def test_crc32c_is_checked(gcp: FakeSecretManager) -> None:
     gcp.backend.put("dev-KEY", CANARY)
     gcp.backend.corrupt.add("dev-KEY")
     message = problem(fetch(make(gcp), "KEY")["KEY"], "error")
-    assert message == ("gcp: the payload of secret 'dev-KEY' in project 'keyrun-test' failed "
+    assert message == ("the payload of secret 'dev-KEY' in project 'keyrun-test' failed "
                        "its CRC32C check (damaged on the way) — run keyrun again")
 
 
@@ -346,7 +346,7 @@ def test_missing_and_denied(gcp: FakeSecretManager) -> None:
     got = fetch(make(gcp), "ABSENT", "DENIED")
     assert problem(got["ABSENT"], "missing") == "no secret 'dev-ABSENT' in project 'keyrun-test'"
     assert problem(got["DENIED"], "denied") == (
-        "gcp: permission denied on secret 'dev-DENIED' in project 'keyrun-test' (Permission "
+        "permission denied on secret 'dev-DENIED' in project 'keyrun-test' (Permission "
         "'secretmanager.versions.access' denied for resource "
         "'projects/keyrun-test/secrets/dev-DENIED/versions/latest' (or it may not exist).) — "
         "grant secretmanager.versions.access on it (roles/secretmanager.secretAccessor) to "
@@ -362,10 +362,10 @@ def test_project_from_option_environment_or_credentials(gcp: FakeSecretManager,
     assert value(fetch(make(gcp, gcp_project="123456789012"), "KEY")["KEY"]) == (
         "project-value-01")
     denied = problem(fetch(make(gcp, gcp_project="acme-{env}"), "KEY")["KEY"], "denied")
-    assert denied.startswith("gcp: permission denied on secret 'dev-KEY' in project 'acme-dev' ")
+    assert denied.startswith("permission denied on secret 'dev-KEY' in project 'acme-dev' ")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "from-env")
     denied = problem(fetch(make(gcp), "KEY")["KEY"], "denied")
-    assert denied.startswith("gcp: permission denied on secret 'dev-KEY' in project 'from-env' ")
+    assert denied.startswith("permission denied on secret 'dev-KEY' in project 'from-env' ")
     full = make(gcp, secret=f"projects/{PROJECT}/secrets/{{env}}-{{key}}", gcp_project="x")
     assert value(fetch(full, "KEY")["KEY"]) == "project-value-01"
 
@@ -392,7 +392,7 @@ def test_names_are_mapped_to_valid_secret_ids(gcp: FakeSecretManager) -> None:
 
 def test_an_invalid_secret_id_is_an_error_without_a_call(gcp: FakeSecretManager) -> None:
     got = fetch(make(gcp, secret="{key}"), Request("LONG", "x" * 256))
-    assert problem(got["LONG"], "error").startswith(f"gcp: '{'x' * 256}' is not a valid secret id")
+    assert problem(got["LONG"], "error").startswith(f"'{'x' * 256}' is not a valid secret id")
     assert gcp.backend.calls == []
 
 
@@ -415,7 +415,7 @@ def test_unavailable_is_retried_within_the_deadline(gcp: FakeSecretManager) -> N
     assert len(gcp.backend.accessed()) == 3
     gcp.backend.unavailable = 100
     message = problem(fetch(make(gcp), "KEY")["KEY"], "error")
-    assert message == ("gcp: Secret Manager kept answering ServiceUnavailable: The service is "
+    assert message == ("Secret Manager kept answering ServiceUnavailable: The service is "
                        "currently unavailable. while reading secret 'dev-KEY' in project "
                        "'keyrun-test' (4 attempts) — try again")
 

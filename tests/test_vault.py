@@ -199,7 +199,7 @@ def test_per_key_field_rules(openbao: OpenBao, kv: Any, tmp_path: Path) -> None:
     assert value(got["VALUE"]) == "value-field-02"
     assert value(got["PICKED"]) == "2"
     assert problem(got["MANY"]) == Problem(
-        "error", f"MANY: secret/{base}/MANY holds several fields (a, b); name one with "
+        "error", f"secret/{base}/MANY holds several fields (a, b); name one with "
                  "field = \"…\" on the key")
     assert problem(got["NOFIELD"]) == Problem(
         "missing", f"no field 'c' in secret/{base}/MANY (fields: a, b)")
@@ -245,7 +245,7 @@ def test_version_pin_on_kv1_is_an_error(openbao: OpenBao, kv: Any, tmp_path: Pat
     kv.secrets.kv.v1.create_or_update_secret(path, {"K": "v"}, mount_point="kv1")
     source = make(openbao, tmp_path, mount="kv1", path=path)
     assert problem(fetch(source, Request("K", "K", version="1"))["K"]) == Problem(
-        "error", f"vault: kv1/{path} pins version 1, but kv1/ is not KV v2 (only KV v2 keeps "
+        "error", f"kv1/{path} pins version 1, but kv1/ is not KV v2 (only KV v2 keeps "
                  "versions)")
 
 
@@ -726,7 +726,7 @@ def test_expired_token_has_its_own_message(openbao: OpenBao, kv: Any, tmp_path: 
     outcome = problem(fetch(source, Request("A", "A"))["A"])
     assert outcome.kind == "denied"
     assert outcome.message == (
-        f"vault: token expired, revoked or not allowed to read secret/{path} (token from "
+        f"token expired, revoked or not allowed to read secret/{path} (token from "
         f"VAULT_TOKEN) — renew or replace the token (vault login), or grant read on "
         f"secret/{path} to its policies")
     with pytest.raises(SourceError) as failure:
@@ -747,7 +747,7 @@ def test_denied_path_names_the_path_and_token_source(openbao: OpenBao, kv: Any,
                        Request("A", "A"))["A"]) == "x"
     outcome = problem(fetch(make(openbao, tmp_path, environ, path=hidden),
                             Request("A", "A"))["A"])
-    assert outcome == Problem("denied", f"vault: token expired, revoked or not allowed to read "
+    assert outcome == Problem("denied", f"token expired, revoked or not allowed to read "
                                         f"secret/data/{hidden} (token from VAULT_TOKEN) — renew "
                                         "or replace the token (vault login), or grant read on "
                                         f"secret/data/{hidden} to its policies")

@@ -291,7 +291,7 @@ def test_a_failing_engine_is_an_error_of_its_keys_after_a_few_tries(
     user = got["REDIS_USER"]
     assert isinstance(user, Problem)
     assert user.kind == "error"
-    assert user.message.startswith("vault: reading database/creds/dead-role failed: ")
+    assert user.message.startswith("reading database/creds/dead-role failed: ")
     assert got["REDIS_PASSWORD"] == user
     assert source._lease_token is None
 

@@ -102,7 +102,8 @@ ProblemKind = Literal["missing", "denied", "error"]
 
 
 class Problem(NamedTuple):
-    """Why one key could not be read from one source (never holds a value)."""
+    """Why one key could not be read from one source (never holds a value). The message
+    is about the item: the core shows the key and the source's name beside it."""
 
     kind: ProblemKind
     message: str

@@ -35,7 +35,7 @@ from keyrun.sources import (
     Source,
     import_sdk,
 )
-from keyrun.sources._values import as_text, decode_text, field_of, pick_field
+from keyrun.sources._values import as_text, decode_text, entry_value, json_object, pick_field
 from keyrun.sources.runtime import Failure, Runtime, pause_before_retry
 from keyrun.template import Template
 
@@ -447,28 +447,23 @@ class AwsSecretsManagerSource(Source):
             return Problem.missing(f"no {what} in {api.region}")
         if isinstance(read, AwsFailure):
             return self._problem(read, secret, request.version, api)
-        text = _secret_text(request.key, read, what)
+        text = _secret_text(read, what)
         if isinstance(text, Problem):
-            return self._own(text)
+            return text
         version, updated = read.get("VersionId"), timestamp(read.get("CreatedDate"))
         if self.bundled:
             value = _from_bundle(request, text, what)
         elif request.field is not None:
-            value = pick_field(request.key, text, request.field, what)
+            value = pick_field(text, request.field, what)
         else:
             value = text
         if isinstance(value, Problem):
-            return self._own(value)
+            return value
         return Item(Secret(value), version=version, updated=updated)
-
-    def _own(self, problem: Problem) -> Problem:
-        if problem.kind == "missing":
-            return problem
-        return Problem(problem.kind, f"{self.name}: {problem.message}")
 
     def _problem(self, failure: AwsFailure, secret: str, version: str | None,
                  api: AwsApi) -> Problem:
-        return item_problem(self.name, failure, _describe_secret(secret, version), api,
+        return item_problem(failure, _describe_secret(secret, version), api,
                             "secretsmanager:GetSecretValue", restore=_restore(secret))
 
     # metadata
@@ -635,37 +630,35 @@ class AwsSecretsManagerSource(Source):
                      values: list[str]) -> SourceError:
         if failure.whole_source:
             return api.source_error(failure)
-        problem = item_problem(self.name, failure, f"secret {secret!r}", api,
+        problem = item_problem(failure, f"secret {secret!r}", api,
                                "secretsmanager:PutSecretValue and CreateSecret",
                                restore=_restore(secret), writing=True)
-        return SourceError(self.name, scrub(problem.message.removeprefix(f"{self.name}: "),
-                                            values))
+        return SourceError(self.name, scrub(problem.message, values))
 
 
-def item_problem(source: str, failure: AwsFailure, what: str, api: AwsApi, permission: str,
+def item_problem(failure: AwsFailure, what: str, api: AwsApi, permission: str,
                  *, restore: str = "", writing: bool = False) -> Problem:
-    """A per-item failure as a Problem whose message names the source, the item and the
-    next step."""
+    """A per-item failure as a Problem whose message names the item and the next step."""
     reason, kind = failure.reason, failure.kind
     verb = "writing" if writing else "reading"
     if kind == "missing":
         return Problem.missing(f"no {what} in {api.region}")
     if kind == "denied":
-        return Problem("denied", f"{source}: access denied to {what} ({reason}) — grant "
+        return Problem("denied", f"access denied to {what} ({reason}) — grant "
                                  f"{permission} on it to the identity in use")
     if kind == "kms":
-        return Problem("error", f"{source}: KMS could not {'encrypt' if writing else 'decrypt'} "
+        return Problem("error", f"KMS could not {'encrypt' if writing else 'decrypt'} "
                                 f"{what} ({reason}) — check that its KMS key is enabled and "
                                 "that the identity in use may use it (kms:Decrypt)")
     if kind == "deleted":
         fix = f" — restore it: {restore}" if restore else ""
-        return Problem("error", f"{source}: {what} is scheduled for deletion{fix}")
+        return Problem("error", f"{what} is scheduled for deletion{fix}")
     if kind in ("throttled", "server"):
-        return Problem("error", f"{source}: AWS kept answering {reason} while {verb} {what} "
+        return Problem("error", f"AWS kept answering {reason} while {verb} {what} "
                                 f"({failure.attempts} attempts within the "
                                 f"{api.deadline.seconds:g}s deadline) — try again, or raise "
                                 "timeout in the environment's table")
-    return Problem("error", f"{source}: {verb} {what} failed ({reason})")
+    return Problem("error", f"{verb} {what} failed ({reason})")
 
 
 def _health_after(failure: AwsFailure, what: str, api: AwsApi, operation: str) -> Health:
@@ -698,13 +691,13 @@ def _matching_id(ids: Sequence[str], value: Mapping[str, Any]) -> str:
     return next((c for c in ids if c.startswith("arn:") and arn.startswith(c)), name)
 
 
-def _secret_text(key: str, value: Mapping[str, Any], what: str) -> str | Problem:
+def _secret_text(value: Mapping[str, Any], what: str) -> str | Problem:
     if value.get("SecretString") is not None:
         return str(value["SecretString"])
     binary = value.get("SecretBinary")
     if isinstance(binary, bytes | bytearray):
-        return decode_text(key, bytes(binary), what)
-    return Problem("error", f"{key}: {what} holds no value")
+        return decode_text(bytes(binary), what)
+    return Problem("error", f"{what} holds no value")
 
 
 def _json_object(value: Mapping[str, Any], secret: str) -> dict[str, Any] | str:
@@ -722,21 +715,12 @@ def _json_object(value: Mapping[str, Any], secret: str) -> dict[str, Any] | str:
 
 
 def _from_bundle(request: Request, text: str, what: str) -> str | Problem:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        return Problem("error", f"{request.key}: {what} is not a JSON object of keys — store "
+    data = json_object(text)
+    if data is None:
+        return Problem("error", f"{what} is not a JSON object of keys — store "
                                 "{\"KEY\": \"value\", …} in it, or use a secret per key "
                                 "(secret = \"…/{key}\")")
     if data.get(request.name) is None:
         detail = "holds null for" if request.name in data else "has no key"
         return Problem.missing(f"{what} {detail} {request.name!r}")
-    value = data[request.name]
-    if request.field is None:
-        return as_text(value)
-    where = f"{what}#{request.name}"
-    if isinstance(value, dict):
-        return field_of(request.key, value, request.field, where)
-    return pick_field(request.key, as_text(value), request.field, where)
+    return entry_value(data[request.name], request.field, f"{what}#{request.name}")

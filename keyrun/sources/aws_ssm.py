@@ -136,7 +136,7 @@ class AwsSsmSource(Source):
     def _nested(self, request: Request) -> Problem | None:
         """A nested name under a path read without ``recursive`` is refused, never guessed."""
         if self.by_path and not self.settings.get("recursive") and "/" in request.name.strip("/"):
-            return Problem("error", f"{self.name}: {request.name!r} is nested under "
+            return Problem("error", f"{request.name!r} is nested under "
                                     f"{self.base_path or '/'}; set recursive = true in "
                                     f"[sources.{self.name}] to read nested parameters")
         return None
@@ -196,14 +196,13 @@ class AwsSsmSource(Source):
         if read is None:
             return Problem.missing(f"no {what} in {api.region}")
         if isinstance(read, AwsFailure):
-            return item_problem(self.name, read, what, api, "ssm:GetParameters (and kms:Decrypt "
+            return item_problem(read, what, api, "ssm:GetParameters (and kms:Decrypt "
                                 "for SecureString)")
         value = str(read.get("Value", ""))
         if request.field is not None:
-            picked = pick_field(request.key, value, request.field, what)
+            picked = pick_field(value, request.field, what)
             if isinstance(picked, Problem):
-                return picked if picked.kind == "missing" else Problem(
-                    picked.kind, f"{self.name}: {picked.message}")
+                return picked
             value = picked
         version = read.get("Version")
         return Item(Secret(value), version=None if version is None else str(version),
@@ -292,7 +291,7 @@ class AwsSsmSource(Source):
         name = self.parameter(request)
         refused = self._nested(request)
         if refused is not None:
-            raise SourceError(self.name, refused.message.removeprefix(f"{self.name}: "))
+            raise SourceError(self.name, refused.message)
         if request.field is not None:
             raise SourceError(self.name, f"{request.key} is read from field {request.field!r} "
                               f"of parameter {name!r}; keyrun set cannot rewrite one field — "
@@ -307,11 +306,9 @@ class AwsSsmSource(Source):
         except AwsFailure as failure:
             if failure.whole_source:
                 raise api.source_error(failure) from None
-            problem = item_problem(self.name, failure, f"parameter {name!r}", api,
-                                   "ssm:PutParameter (and kms:Encrypt)",
-                                   writing=True)
-            message = problem.message.removeprefix(f"{self.name}: ")
-            raise SourceError(self.name, scrub(message, [value.reveal()])) from None
+            problem = item_problem(failure, f"parameter {name!r}", api,
+                                   "ssm:PutParameter (and kms:Encrypt)", writing=True)
+            raise SourceError(self.name, scrub(problem.message, [value.reveal()])) from None
         return name
 
 

@@ -26,7 +26,7 @@ from keyrun.sources import (
     Source,
     import_sdk,
 )
-from keyrun.sources._values import as_text, field_of, pick_field
+from keyrun.sources._values import entry_value, json_object, pick_field
 from keyrun.sources.runtime import pause_before_retry
 from keyrun.template import PLACEHOLDERS, Template
 
@@ -159,7 +159,7 @@ class AzureKeyVaultSource(Source):
         for request in requests:
             name = self.secret_name(request)
             if not NAME_RULE.match(name):
-                results[request.key] = Problem("error", f"{self.name}: {self._bad_name(name)}")
+                results[request.key] = Problem("error", self._bad_name(name))
                 continue
             wanted.setdefault((name, request.version), []).append(request)
         secrets = self._in_parallel(self._get, list(wanted), deadline)
@@ -185,17 +185,16 @@ class AzureKeyVaultSource(Source):
 
     def _outcome(self, request: Request, name: str, got: Any) -> Outcome:
         if isinstance(got, Problem):
-            return got if got.kind == "missing" else Problem(got.kind,
-                                                             f"{self.name}: {got.message}")
+            return got
         props = got.properties
         unusable = _unusable(props, name, self.vault_host)
         if unusable:
             fix = f" — {self._enable_fix(name)}" if props.enabled is False else ""
-            return Problem("error", f"{self.name}: {unusable}{fix}")
+            return Problem("error", f"{unusable}{fix}")
         value = got.value if got.value is not None else ""
         if self.per_key:
             picked = value if request.field is None else pick_field(
-                request.key, value, request.field, self.locate(request))
+                value, request.field, self.locate(request))
         else:
             picked = self._from_bundle(request, name, value)
         if isinstance(picked, Problem):
@@ -204,22 +203,13 @@ class AzureKeyVaultSource(Source):
                     expires=props.expires_on)
 
     def _from_bundle(self, request: Request, name: str, raw: str) -> str | Problem:
-        where = f"{self.vault_host}/{name}"
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return Problem("error", f"{self.name}: secret {name} in {self.vault_host} is not "
-                                    "a JSON object, so it cannot hold keys by name")
+        data = json_object(raw)
+        if data is None:
+            return Problem("error", f"secret {name} in {self.vault_host} is not a JSON object, "
+                                    "so it cannot hold keys by name")
         if request.name not in data:
-            return Problem.missing(f"no {request.name!r} in secret {where}")
-        if request.field is None:
-            return as_text(data[request.name])
-        inner = data[request.name]
-        if isinstance(inner, dict):
-            return field_of(request.key, inner, request.field, self.locate(request))
-        return pick_field(request.key, as_text(inner), request.field, self.locate(request))
+            return Problem.missing(f"no {request.name!r} in secret {self.vault_host}/{name}")
+        return entry_value(data[request.name], request.field, self.locate(request))
 
     # value-free
 
@@ -319,11 +309,8 @@ class AzureKeyVaultSource(Source):
                                   "is disabled, so keyrun cannot read the keys it holds",
                                   f"enable it first: {self._enable_command(name)}") from None
             raise
-        try:
-            data = json.loads(current)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
+        data = json_object(current)
+        if data is None:
             raise SourceError(self.name, f"secret {name} in {self.vault_host} is not a JSON "
                               f"object, so {request.key} cannot be added to it",
                               "fix the secret, or read keys from one secret each with "

@@ -131,7 +131,7 @@ class DopplerSource(Source):
                 continue
             value = secrets[request.name]
             if request.field is not None:
-                picked = pick_field(request.key, value, request.field, self.locate(request))
+                picked = pick_field(value, request.field, self.locate(request))
                 if isinstance(picked, Problem):
                     results[request.key] = picked
                     continue

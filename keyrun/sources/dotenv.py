@@ -102,7 +102,7 @@ class DotenvSource(Source):
                 results[request.key] = Problem.missing(f"{detail} in {self.display_path}")
                 continue
             if request.field is not None:
-                picked = pick_field(request.key, value, request.field, self.locate(request))
+                picked = pick_field(value, request.field, self.locate(request))
                 if isinstance(picked, Problem):
                     results[request.key] = picked
                     continue

@@ -28,7 +28,7 @@ from keyrun.sources import (
     Source,
     import_sdk,
 )
-from keyrun.sources._values import as_text, field_of, pick_field
+from keyrun.sources._values import entry_value, pick_field
 from keyrun.sources.runtime import Failure, Runtime, pause_before_retry
 from keyrun.template import PLACEHOLDERS
 
@@ -270,12 +270,12 @@ class GcpSecretManagerSource(Source):
         named, secret = self._secret(request)
         version = request.version or "latest"
         if not SECRET_ID.match(secret):
-            return Problem("error", f"{self.name}: {secret!r} is not a valid secret id "
+            return Problem("error", f"{secret!r} is not a valid secret id "
                                     "(letters, digits, \"-\" and \"_\", at most 255) — check "
                                     "the secret option, or give the key another name with "
                                     "name = \"…\"")
         if not _VERSION.match(version):
-            return Problem("error", f"{self.name}: version {version!r} of secret {secret!r} is "
+            return Problem("error", f"version {version!r} of secret {secret!r} is "
                                     "neither a version number, \"latest\" nor an alias")
         return Target(named or project, secret, version)
 
@@ -317,13 +317,13 @@ class GcpSecretManagerSource(Source):
             return {r.key: problem for r in requests}
         data = bytes(got.payload.data)
         if "data_crc32c" in got.payload and crc32c(data) != got.payload.data_crc32c:
-            return {r.key: Problem("error", f"{self.name}: the payload of {target} failed its "
+            return {r.key: Problem("error", f"the payload of {target} failed its "
                                             "CRC32C check (damaged on the way) — run keyrun "
                                             "again") for r in requests}
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return {r.key: Problem("error", f"{self.name}: {target} holds binary data, not "
+            return {r.key: Problem("error", f"{target} holds binary data, not "
                                             f"UTF-8 text, so {r.key} cannot be set from it")
                     for r in requests}
         version = _number(got) or target.version
@@ -332,11 +332,9 @@ class GcpSecretManagerSource(Source):
         for request in requests:
             if bundle is None:
                 value = text if request.field is None else pick_field(
-                    request.key, text, request.field, str(target))
+                    text, request.field, str(target))
             else:
                 value = _from_bundle(request, target, bundle)
-            if isinstance(value, Problem) and value.kind != "missing":
-                value = Problem(value.kind, f"{self.name}: {value.message}")
             results[request.key] = value if isinstance(value, Problem) else Item(
                 Secret(value), version=version)
         return results
@@ -347,21 +345,21 @@ class GcpSecretManagerSource(Source):
         if kind == "missing":
             return Problem.missing(f"no {target}")
         if kind == "denied":
-            return Problem("denied", f"{self.name}: permission denied on {target} "
+            return Problem("denied", f"permission denied on {target} "
                                      f"({failure.detail}) — grant {permission} on it "
                                      f"(roles/secretmanager.secretAccessor) to "
                                      f"{self._principal()}")
         if kind == "disabled":
-            return Problem("error", f"{self.name}: {_unusable(target, failure)}")
+            return Problem("error", _unusable(target, failure))
         if kind in _MAX_ATTEMPTS:
             tries = "1 attempt" if failure.attempts == 1 else f"{failure.attempts} attempts"
-            return Problem("error", f"{self.name}: Secret Manager kept answering "
+            return Problem("error", f"Secret Manager kept answering "
                                     f"{failure.reason} while {verb} {target} "
                                     f"({tries}) — try again")
         if kind == "corrupt":
-            return Problem("error", f"{self.name}: {verb} {target} failed its checksum "
+            return Problem("error", f"{verb} {target} failed its checksum "
                                     f"({failure.detail}) — try again")
-        return Problem("error", f"{self.name}: {verb} {target} failed ({failure.reason})")
+        return Problem("error", f"{verb} {target} failed ({failure.reason})")
 
     def _principal(self) -> str:
         email = getattr(self._credentials, "service_account_email", None)
@@ -436,7 +434,7 @@ class GcpSecretManagerSource(Source):
             return self._check_listing(api)
         target = self._target(Request("", ""), api.project)
         if isinstance(target, Problem):
-            raise SourceError(self.name, target.message.removeprefix(f"{self.name}: "))
+            raise SourceError(self.name, target.message)
         secret = self._get(api, "get_secret", target.path)
         if isinstance(secret, GcpFailure):
             return self._health_after(secret, str(target), "secretmanager.secrets.get", api)
@@ -474,7 +472,7 @@ class GcpSecretManagerSource(Source):
         api = self._api(deadline)
         target = self._target(Request(request.key, request.name, request.field), api.project)
         if isinstance(target, Problem):
-            raise SourceError(self.name, target.message.removeprefix(f"{self.name}: "))
+            raise SourceError(self.name, target.message)
         if not self.per_key and request.field is not None:
             raise SourceError(self.name, f"{request.key} is read from field "
                               f"{request.field!r} of a value in {target}; keyrun set cannot "
@@ -570,7 +568,7 @@ class GcpSecretManagerSource(Source):
                                f"or secretmanager.admin to create secrets) to "
                                f"{self._principal()}")
         problem = self._problem(failure, target, permission, verb="writing")
-        return SourceError(self.name, problem.message.removeprefix(f"{self.name}: "))
+        return SourceError(self.name, problem.message)
 
     # the client
 
@@ -765,19 +763,13 @@ def update_bundle(text: str, name: str, value: str, where: str, *,
 def _from_bundle(request: Request, target: Target, bundle: dict[str, Any] | str
                  ) -> str | Problem:
     if isinstance(bundle, str):
-        return Problem("error", f"{request.key}: {bundle} — store a JSON object or KEY=value "
+        return Problem("error", f"{bundle} — store a JSON object or KEY=value "
                                 "lines in it, or use a secret per key (secret = "
                                 "\"{env}-{key}\")")
     if bundle.get(request.name) is None:
         detail = "holds no value for" if request.name in bundle else "has no key"
         return Problem.missing(f"{target} {detail} {request.name!r}")
-    value = bundle[request.name]
-    if request.field is None:
-        return as_text(value)
-    where = f"{target}#{request.name}"
-    if isinstance(value, dict):
-        return field_of(request.key, value, request.field, where)
-    return pick_field(request.key, as_text(value), request.field, where)
+    return entry_value(bundle[request.name], request.field, f"{target}#{request.name}")
 
 
 def _learn_state(api: GcpApi, target: Target, failure: GcpFailure) -> None:

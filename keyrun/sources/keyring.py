@@ -103,7 +103,7 @@ class KeyringSource(Source):
                 results[request.key] = Problem.missing(f"no item {service} / {username}")
                 continue
             if request.field is not None:
-                picked = pick_field(request.key, value, request.field, self.locate(request))
+                picked = pick_field(value, request.field, self.locate(request))
                 if isinstance(picked, Problem):
                     results[request.key] = picked
                     continue

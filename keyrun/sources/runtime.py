@@ -120,10 +120,7 @@ class Runtime:
         re-raised. ``first_alone`` finishes the first task before the others start, so
         that one sign-in serves them all."""
         if first_alone and len(tasks) > 1:
-            first = tasks[0]()
-            return [first, *self.parallel(deadline, tasks[1:])]
-        if len(tasks) <= 1:
-            return [task() for task in tasks]
+            return self.parallel(deadline, tasks[:1]) + self.parallel(deadline, tasks[1:])
         results: list[Any] = [None] * len(tasks)
         errors: list[BaseException] = []
         pending = list(enumerate(tasks))

@@ -26,7 +26,7 @@ from keyrun.sources import (
     Request,
     Source,
 )
-from keyrun.sources._values import as_text, field_of, pick_field
+from keyrun.sources._values import as_text, entry_value
 from keyrun.sources.runtime import Endpoint, Runtime, timed_out
 from keyrun.sources.vault_auth import (
     TOKEN_VARIABLES,
@@ -366,7 +366,7 @@ class VaultSource(Source):
             if isinstance(mount, Problem):
                 results[location] = mount
             elif location[1] is not None and not mount.kv2:
-                results[location] = Problem("error", f"{self.name}: {location[0]} pins version "
+                results[location] = Problem("error", f"{location[0]} pins version "
                                             f"{location[1]}, but {mount.path} is not KV v2 "
                                             "(only KV v2 keeps versions)")
         static = [loc for loc in locations if loc not in results
@@ -394,7 +394,7 @@ class VaultSource(Source):
         logical, version = location
         path = self._api_path(mount, logical)
         if version is not None and not version.isdigit():
-            return Problem("error", f"{self.name}: version {version!r} of {logical} is not a "
+            return Problem("error", f"version {version!r} of {logical} is not a "
                                     "KV v2 version number")
         body = self._params() if not mount.kv else None
         vault = api.client(credential.token, deadline)
@@ -441,14 +441,14 @@ class VaultSource(Source):
         if exc.status == 404:
             return Problem.missing(_not_found(logical, version, exc.body))
         if exc.status == 403:
-            return Problem("denied", f"{self.name}: {denied(path, credential)} — renew or "
+            return Problem("denied", f"{denied(path, credential)} — renew or "
                                      f"replace the token (vault login), or grant read on "
                                      f"{path} to its policies")
         if exc.status == 405 and not self.settings.get("params"):
-            return Problem("error", f"{self.name}: reading {path} failed: {exc.detail} — a path "
+            return Problem("error", f"reading {path} failed: {exc.detail} — a path "
                                     "that makes a credential on a write (pki/issue/ROLE…) needs "
                                     "params = { … } in the source (what `vault write` takes)")
-        return Problem("error", f"{self.name}: reading {path} failed: {exc.detail} "
+        return Problem("error", f"reading {path} failed: {exc.detail} "
                                 f"(HTTP {exc.status})")
 
     def _outcome(self, request: Request, location: Location,
@@ -460,7 +460,7 @@ class VaultSource(Source):
             field = request.field or self._default_field(entry.data)
             if field is None:
                 fields = ", ".join(sorted(entry.data)) or "none"
-                return Problem("error", f"{request.key}: {location[0]} holds several fields "
+                return Problem("error", f"{location[0]} holds several fields "
                                         f"({fields}); name one with field = \"…\" on the key")
             if field not in entry.data:
                 return Problem.missing(f"no field {field!r} in {location[0]} "
@@ -485,12 +485,7 @@ class VaultSource(Source):
                      where: str) -> str | Problem:
         if request.name not in data:
             return Problem.missing(f"no field {request.name!r} in {logical}")
-        value = data[request.name]
-        if request.field is None:
-            return as_text(value)
-        if isinstance(value, dict):
-            return field_of(request.key, value, request.field, where)
-        return pick_field(request.key, as_text(value), request.field, where)
+        return entry_value(data[request.name], request.field, where)
 
     def names(self, deadline: Deadline) -> list[str] | None:
         if self.per_key:

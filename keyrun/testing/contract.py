@@ -136,6 +136,9 @@ class SourceContract:
         else:
             assert isinstance(outcome, Problem)
             assert outcome.kind in ("denied", "error")
+            # the core names the source and the key beside the message, once
+            assert not outcome.message.startswith((f"{broken.name}: ", "OPENAI_API_KEY: "))
+            assert CANARY not in outcome.message
 
     def test_write_round_trip(self, harness: Harness) -> None:
         source = harness.source()
