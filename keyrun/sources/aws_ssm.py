@@ -5,26 +5,14 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
-from keyrun.sources import (
-    Context,
-    Deadline,
-    Health,
-    Item,
-    Meta,
-    Option,
-    Outcome,
-    Problem,
-    Request,
-    Source,
-)
-from keyrun.sources._values import pick_field
-from keyrun.sources.aws import (
+from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
+from keyrun.sources._aws import (
     AWS_OPTIONS,
     AwsApi,
     AwsFailure,
@@ -32,11 +20,10 @@ from keyrun.sources.aws import (
     chunked,
     item_problem,
     key_prefix,
-    run_parallel,
     scrub,
-    timestamp,
     validate_aws,
 )
+from keyrun.sources._values import aware, pick_field
 from keyrun.template import Template
 
 _DEFAULT_NAME = "/{project}/{env}/{key}"
@@ -88,7 +75,7 @@ class AwsSsmSource(Source):
         *AWS_OPTIONS,
     )
 
-    def __init__(self, name: str, settings: Mapping[str, Any], context: Context) -> None:
+    def __init__(self, name: str, settings: Mapping[str, Any], context: Any) -> None:
         super().__init__(name, settings, context)
         self._aws = AwsSession(self, "ssm")
 
@@ -157,7 +144,7 @@ class AwsSsmSource(Source):
         api = self._aws.api(deadline)
         tasks = [partial(self._get, api, chunk) for chunk in _pack(list(wanted.values()))]
         read: dict[Wanted, Any] = {}
-        for part in run_parallel(tasks, api):
+        for part in api.parallel(tasks):
             read.update(part)
         for request in requests:
             if request.key in wanted:
@@ -170,8 +157,6 @@ class AwsSsmSource(Source):
         try:
             response = api.call("GetParameters", Names=names, WithDecryption=True)
         except AwsFailure as failure:
-            if failure.whole_source:
-                raise api.source_error(failure) from None
             if len(chunk) > 1 and failure.kind in ("invalid", "denied", "kms"):
                 return self._get_each(api, chunk)  # find which name spoils the call
             return dict.fromkeys(chunk, failure)
@@ -187,7 +172,7 @@ class AwsSsmSource(Source):
     def _get_each(self, api: AwsApi, chunk: list[Wanted]) -> dict[Wanted, Any]:
         tasks = [partial(self._get, api, [wanted]) for wanted in chunk]
         found: dict[Wanted, Any] = {}
-        for part in run_parallel(tasks, api):
+        for part in api.parallel(tasks):
             found.update(part)
         return found
 
@@ -206,7 +191,7 @@ class AwsSsmSource(Source):
             value = picked
         version = read.get("Version")
         return Item(Secret(value), version=None if version is None else str(version),
-                    updated=timestamp(read.get("LastModifiedDate")))
+                    updated=aware(read.get("LastModifiedDate")))
 
     def names(self, deadline: Deadline) -> list[str] | None:
         """With a path: every parameter under it, named relative to it (value-free:
@@ -243,7 +228,7 @@ class AwsSsmSource(Source):
         tasks = [partial(self._describe_chunk, api, chunk)
                  for chunk in chunked(distinct, _DESCRIBE_PER_CALL)]
         described: dict[str, dict[str, Any]] = {}
-        for part in run_parallel(tasks, api):
+        for part in api.parallel(tasks):
             described.update(part)
         return {r.key: _meta(r, described.get(names[r.key])) for r in requests
                 if r.key in names}
@@ -255,9 +240,7 @@ class AwsSsmSource(Source):
         while True:
             try:
                 page = api.call("DescribeParameters", **params)
-            except AwsFailure as failure:
-                if failure.whole_source:
-                    raise api.source_error(failure) from None
+            except AwsFailure:
                 return found
             found.update({str(p.get("Name")): p for p in page.get("Parameters", [])})
             if not page.get("NextToken"):
@@ -274,8 +257,6 @@ class AwsSsmSource(Source):
         try:
             page = api.call("DescribeParameters", **params)
         except AwsFailure as failure:
-            if failure.whole_source:
-                raise api.source_error(failure) from None
             return Health(f"{api.region}: reachable", (
                 f"DescribeParameters under {prefix} failed ({failure.reason}), so doctor "
                 "cannot see ages without reading values — grant ssm:DescribeParameters",))
@@ -304,8 +285,6 @@ class AwsSsmSource(Source):
             api.call("PutParameter", Name=name, Value=value.reveal(), Type="SecureString",
                      Overwrite=True)
         except AwsFailure as failure:
-            if failure.whole_source:
-                raise api.source_error(failure) from None
             problem = item_problem(failure, f"parameter {name!r}", api,
                                    "ssm:PutParameter (and kms:Encrypt)", writing=True)
             raise SourceError(self.name, scrub(problem.message, [value.reveal()])) from None
@@ -344,7 +323,7 @@ def _meta(request: Request, described: dict[str, Any] | None) -> Meta:
     return Meta(
         exists=True,
         version=pinned if pinned is not None else (None if version is None else str(version)),
-        updated=timestamp(described.get("LastModifiedDate")),
+        updated=aware(described.get("LastModifiedDate")),
         expires=_expiration(described.get("Policies") or []),
         note=f"{described.get('Type', 'parameter')}" + (
             f", pinned to {pinned}; age is the latest version's" if pinned else ""),
@@ -368,5 +347,5 @@ def _expiration(policies: Sequence[Mapping[str, Any]]) -> datetime | None:
             stamp = datetime.fromisoformat(str((data.get("Attributes") or {}).get("Timestamp")))
         except ValueError:
             continue
-        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        return aware(stamp)
     return None
