@@ -22,7 +22,7 @@ EXAMPLE_NAME = ".env.example"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_ZERO_CONFIG_ENV = "dev"
 
-TOP_LEVEL = ("project", "default_env", "keys", "sources", "env")
+TOP_LEVEL = ("project", "default_env", "keys", "sources", "env", "scan")
 KEY_OPTIONS = ("name", "field", "version", "optional", "description", "source")
 ENV_OPTIONS = (
     "sources",
@@ -85,6 +85,40 @@ class Environment(NamedTuple):
     mask: bool = False
 
 
+class ScanRuleSpec(NamedTuple):
+    """One ``keyrun scan`` rule as written (keyrun.toml's ``[[scan.rules]]``, or the package's
+    own rules file); ``where`` names its file and line for later errors."""
+
+    id: str
+    regex: str
+    where: str
+    description: str = ""
+    keywords: tuple[str, ...] = ()
+    entropy: float = 0.0
+    allow: tuple[str, ...] = ()
+    mixed_case: bool = False
+    generic: bool = False
+    fallback: bool = False
+    key_file: bool = False
+    boundary: bool = True
+    check: str | None = None
+    near: str | None = None
+    examples: tuple[str, ...] = ()
+    counterexamples: tuple[str, ...] = ()
+
+
+class ScanSpec(NamedTuple):
+    """keyrun.toml's ``[scan]`` table: rules to add, built-in rules to disable (by id),
+    paths to skip (glob patterns), fingerprints of accepted findings, a baseline file."""
+
+    rules: tuple[ScanRuleSpec, ...] = ()
+    disable: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    accepted: tuple[str, ...] = ()
+    baseline: Path | None = None
+    where: str = ""
+
+
 class Config(NamedTuple):
     path: Path | None  # None: zero-config mode
     root: Path
@@ -95,6 +129,7 @@ class Config(NamedTuple):
     envs: Mapping[str, EnvSpec]
     example_keys: tuple[str, ...] = ()
     text: str = ""
+    scan: ScanSpec = ScanSpec()
 
     @property
     def label(self) -> str:
@@ -184,6 +219,7 @@ def parse_config(path: Path, text: str) -> Config:
         envs=envs,
         example_keys=tuple(read_example_keys(root)),
         text=text,
+        scan=_parse_scan(_table(data, "scan", where, ()), where, root),
     )
     _check_references(config, where)
     return config
@@ -619,3 +655,148 @@ def read_example_keys(root: Path) -> list[str]:
 
     return list(dict.fromkeys(
         entry.key for entry in parse_dotenv(text, str(path), names_only=True)))
+
+
+# -- [scan] ------------------------------------------------------------------------------------
+
+SCAN_OPTIONS = ("rules", "disable", "skip", "accepted", "baseline")
+RULE_OPTIONS = ("id", "description", "regex", "keywords", "entropy", "allow", "mixed_case",
+                "generic", "fallback", "key_file", "boundary", "check", "near", "examples",
+                "counterexamples")
+_RULE_ID = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
+
+
+def _parse_scan(raw: Mapping[str, Any], where: _Locator, root: Path) -> ScanSpec:
+    if not raw:
+        return ScanSpec()
+    here = ("scan",)
+    _unknown(raw, SCAN_OPTIONS, where, here)
+    rules = raw.get("rules", [])
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where(here, 'rules')}: must be a list of tables, not "
+                          f"{_kind(rules)}", "write each rule as a [[scan.rules]] table")
+    baseline = _string(raw, "baseline", where, here)
+    return ScanSpec(
+        rules=scan_rule_specs(rules, where, ("scan", "rules")),
+        disable=_names(raw, "disable", where, here) or (),
+        skip=_names(raw, "skip", where, here) or (),
+        accepted=_names(raw, "accepted", where, here) or (),
+        baseline=root / baseline if baseline else None,
+        where=where(here),
+    )
+
+
+def scan_rule_specs(raw: list[Any], where: _Locator, array: tuple[str, ...]
+                    ) -> tuple[ScanRuleSpec, ...]:
+    """The rules of an array of tables (``[[scan.rules]]``, or ``[[rules]]`` in the package's
+    own rules file), each checked: known options of the right types, regexes that compile."""
+    specs: list[ScanRuleSpec] = []
+    wanted = f"[[{'.'.join(array)}]]"
+    headers = [number for number, text in enumerate(where.lines, start=1)
+               if text.startswith("[[") and text.replace(" ", "").startswith(wanted)]
+    for index, table in enumerate(raw):
+        at = _ItemLocator(where, array, index, headers[index] if index < len(headers) else None)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{at(())}: must be a table, not {_kind(table)}",
+                              f"write each rule as a [[{_dotted(array)}]] table")
+        spec = _scan_rule(table, at)
+        if any(seen.id == spec.id for seen in specs):
+            raise ConfigError(f"{spec.where}: a second rule with id {spec.id!r}",
+                              "give each rule its own id")
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _scan_rule(table: Mapping[str, Any], at: _Locator) -> ScanRuleSpec:
+    _unknown(table, RULE_OPTIONS, at, ())
+    rule_id = _string(table, "id", at, ())
+    regex = _string(table, "regex", at, ())
+    if not rule_id or not _RULE_ID.match(rule_id):
+        raise ConfigError(f"{at((), 'id')}: a rule needs an id of lower-case letters, digits "
+                          "and dashes", 'write it as id = "acme-api-token"')
+    if not regex:
+        raise ConfigError(f"{at((), 'regex')}: rule {rule_id!r} needs a regex",
+                          'write it as regex = "acme_[A-Za-z0-9]{32}"')
+    allow = _names(table, "allow", at, ()) or ()
+    for option, pattern in [("regex", regex), *(("allow", item) for item in allow)]:
+        _compiles(pattern, at((), option))
+    return ScanRuleSpec(
+        id=rule_id, regex=regex, where=at(()),
+        description=_string(table, "description", at, ()) or rule_id,
+        keywords=_names(table, "keywords", at, ()) or (),
+        entropy=_bits(table, at), allow=allow,
+        mixed_case=_bool(table, "mixed_case", at, ()),
+        generic=_bool(table, "generic", at, ()),
+        fallback=_bool(table, "fallback", at, ()),
+        key_file=_bool(table, "key_file", at, ()),
+        boundary=_bool({"boundary": True, **table}, "boundary", at, ()),
+        check=_string(table, "check", at, ()), near=_string(table, "near", at, ()),
+        examples=_names(table, "examples", at, ()) or (),
+        counterexamples=_names(table, "counterexamples", at, ()) or ())
+
+
+def _bits(table: Mapping[str, Any], at: _Locator) -> float:
+    value = table.get("entropy", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 8:
+        raise ConfigError(f"{at((), 'entropy')}: must be a number of bits per character from "
+                          "0 to 8", "write it as entropy = 3.5")
+    return float(value)
+
+
+def _compiles(pattern: str, where: str) -> None:
+    try:
+        compiled = re.compile(pattern.encode("utf-8"))
+    except re.error as exc:
+        raise ConfigError(f"{where}: not a valid regular expression ({exc})",
+                          "see https://docs.python.org/3/library/re.html for the syntax"
+                          ) from None
+    if compiled.match(b"") is not None:
+        raise ConfigError(f"{where}: matches the empty string, so it would match everywhere",
+                          "make it require at least one character")
+
+
+class _ItemLocator(_Locator):
+    """Points errors at one table of an array of tables (``[[scan.rules]]``): its header,
+    or the line of one of its keys."""
+
+    def __init__(self, parent: _Locator, array: tuple[str, ...], index: int,
+                 header: int | None) -> None:
+        super().__init__(parent.path, "")
+        self.lines = parent.lines
+        self.parent = parent
+        self.array = array
+        self.index = index
+        self.header = header  # the line of the table's [[…]] header; None: an inline array
+
+    def __call__(self, table: tuple[str, ...], key: str | None = None) -> str:
+        subject = f"[[{_dotted(self.array)}]] #{self.index + 1}"
+        subject += f" {key}" if key is not None else ""
+        if self.header is None:
+            return f"{self.parent(self.array[:-1], self.array[-1])} {subject}"
+        line = self._key_line(self.header, key) if key is not None else self.header
+        return f"{self.path}:{line}: {subject}"
+
+    def _key_line(self, header: int, key: str) -> int:
+        for number in range(header + 1, len(self.lines) + 1):
+            text = self.lines[number - 1]
+            if text.lstrip().startswith("["):
+                break
+            if _assigns(text, key):
+                return number
+        return header
+
+
+def parse_rules_file(path: Path, text: str) -> tuple[ScanRuleSpec, ...]:
+    """The ``[[rules]]`` of a rules file (the package's own), checked as keyrun.toml's
+    ``[[scan.rules]]`` are."""
+    where = _Locator(str(path), text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", path=str(path)) from None
+    _unknown(data, ("rules",), where, ())
+    rules = data.get("rules", [])
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where((), 'rules')}: must be a list of tables",
+                          "write each rule as a [[rules]] table")
+    return scan_rule_specs(rules, where, ("rules",))

@@ -309,16 +309,23 @@ def scan(
                        "one added), reporting the commit id.")] = False,
     output: Annotated[str, typer.Option("--format", metavar="text|json|sarif",
                       help="Output format.")] = "text",
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", metavar="FILE", help="Skip the findings this baseline accepts; a "
+        "FILE that does not exist yet is created with every current finding.")] = None,
+    update_baseline: Annotated[bool, typer.Option(
+        "--update-baseline", help="Add this scan's findings to the baseline instead of "
+        "failing on them.")] = False,
 ) -> int:
     """Find leaked credentials: known key formats of AI and cloud providers, and the exact
-    values of this profile's keys. A line carrying `keyrun:allow` is skipped. Exit 1 when
-    something is found; previews are masked, the full secret is never printed."""
+    values of this profile's keys, also inside archives. A line carrying `keyrun:allow` is
+    skipped, and so is a finding a baseline accepts. Exit 1 when something is found;
+    previews are masked, the full secret is never printed."""
     from keyrun.cli.commands import scan_command
 
     if output not in ("text", "json", "sarif"):
         raise UsageError(f"--format {output}: not a format", "formats: text, json, sarif")
     return scan_command(_selection(ctx), paths or [], staged=staged, history=history,
-                        output=output)
+                        output=output, baseline=baseline, update_baseline=update_baseline)
 
 
 @_command("sources", shows=(), epilog="Example: keyrun sources --json")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 from keyrun.cli import render
 from keyrun.durations import format_age
@@ -220,21 +219,19 @@ def complete_keys(incomplete: str, env: str | None = None, config: str | None = 
 
 
 def scan_command(selection: Selection, paths: list[str], *, staged: bool, history: bool,
-                 output: str) -> int:
+                 output: str, baseline: str | None = None,
+                 update_baseline: bool = False) -> int:
     """Leaked credentials: exit 0 clean, 1 findings, 125 when the scan cannot run."""
-
     from keyrun import scan as scanner
+    from keyrun.scan.command import advice, run_scan
 
     if staged and history:
         raise UsageError("--staged and --history cannot be used together")
     mode: scanner.Mode = "staged" if staged else "history" if history else "tree"
     report = Reporter(selection.quiet, selection.verbose)
-    values = scanner.profile_values(selection, report)
-    result = scanner.scan([Path(p) for p in paths], root=Path.cwd(), mode=mode, values=values)
-    if mode == "tree" and not paths and not _in_git_work_tree():
-        # Outside git nothing marks .env files as private: they are where secrets belong
-        # (doctor checks their permissions), not leaks.
-        result.findings = [f for f in result.findings if not _is_env_file(f.path)]
+    outcome = run_scan(paths, mode=mode, selection=selection, report=report,
+                       baseline=baseline, update_baseline=update_baseline)
+    result = outcome.result
     for skipped in result.skipped:
         report.warn(f"{skipped.path}: {skipped.reason}")
     render = {"text": scanner.render_text, "json": scanner.render_json,
@@ -247,20 +244,9 @@ def scan_command(selection: Selection, paths: list[str], *, staged: bool, histor
         unit = "text" if mode == "history" else "file"
         print(f"keyrun: scanned {result.scanned} {unit}{'s' if result.scanned != 1 else ''}, "
               f"{found} finding{'s' if found != 1 else ''}", file=sys.stderr)
+    if not selection.quiet:
+        for line in advice(outcome, mode):
+            print(line, file=sys.stderr)
     return 1 if result.findings else 0
 
 
-def _in_git_work_tree() -> bool:
-    import subprocess
-
-    try:
-        done = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], capture_output=True,
-                              check=False, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-def _is_env_file(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1]
-    return (name == ".env" or name.startswith(".env.")) and name != ".env.example"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from keyrun import __version__
-from keyrun.scan.rules import RULE_TITLES
+from keyrun.scan.rules import ruleset
 
 if TYPE_CHECKING:
     from keyrun.scan import Finding
@@ -42,6 +42,7 @@ def render_json(findings: Sequence[Finding]) -> str:
 
 def render_sarif(findings: Sequence[Finding]) -> str:
     """A SARIF 2.1.0 log with one run, ready for GitHub code scanning's upload-sarif."""
+    titles = ruleset().titles()
     rule_ids = sorted({finding.rule for finding in findings})
     index = {rule_id: i for i, rule_id in enumerate(rule_ids)}
     run = {
@@ -49,17 +50,18 @@ def render_sarif(findings: Sequence[Finding]) -> str:
             "name": "keyrun",
             "version": __version__,
             "informationUri": INFORMATION_URI,
-            "rules": [_sarif_rule(rule_id) for rule_id in rule_ids],
+            "rules": [_sarif_rule(rule_id, titles) for rule_id in rule_ids],
         }},
         "columnKind": "unicodeCodePoints",
-        "results": [_sarif_result(finding, index[finding.rule]) for finding in findings],
+        "results": [_sarif_result(finding, index[finding.rule], titles)
+                    for finding in findings],
     }
     log = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
     return json.dumps(log, indent=2, ensure_ascii=False) + "\n"
 
 
-def _sarif_rule(rule_id: str) -> dict[str, Any]:
-    title = RULE_TITLES.get(rule_id, rule_id)
+def _sarif_rule(rule_id: str, titles: dict[str, str]) -> dict[str, Any]:
+    title = titles.get(rule_id, rule_id)
     return {
         "id": rule_id,
         "name": "".join(part.title() for part in rule_id.split("-")),
@@ -72,8 +74,8 @@ def _sarif_rule(rule_id: str) -> dict[str, Any]:
     }
 
 
-def _sarif_result(finding: Finding, rule_index: int) -> dict[str, Any]:
-    title = RULE_TITLES.get(finding.rule, finding.rule)
+def _sarif_result(finding: Finding, rule_index: int, titles: dict[str, str]) -> dict[str, Any]:
+    title = titles.get(finding.rule, finding.rule)
     message = f"{title}: {finding.preview}"
     if finding.key:
         message += f" (the value of {finding.key})"

@@ -8,36 +8,22 @@ each line of the text (a commit's added lines only, joined).
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO
 
 from keyrun.errors import KeyrunError
+from keyrun.scan.archive import texts
+from keyrun.scan.blob import Blob, Skipped
 
-BINARY_SNIFF = 8000  # git's own heuristic: a NUL in the first 8000 bytes means binary
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
 class ScanError(KeyrunError):
     """The scan cannot run: git is missing, the directory is not a repository, a path is absent."""
-
-
-class Blob(NamedTuple):
-    path: str
-    data: bytes
-    commit: str | None = None
-    lines: Sequence[int] | None = None  # the real line number of each line, when not 1, 2, 3…
-
-
-class Skipped(NamedTuple):
-    path: str
-    reason: str
-
-
-def is_binary(data: bytes) -> bool:
-    return b"\0" in data[:BINARY_SNIFF]
 
 
 def git(root: Path, *args: str, input: bytes | None = None) -> bytes:
@@ -84,10 +70,17 @@ def display(path: Path, root: Path) -> str:
     return shown.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def display_name(name: str, under: str) -> str:
+    """``display`` for a path string that starts with ``under`` (the root and a separator):
+    the cheap form, for walks of many thousand files."""
+    shown = name[len(under):].replace(os.sep, "/")
+    return shown.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 # -- work tree --------------------------------------------------------------------------
 
 
-def tree_files(paths: Sequence[Path], root: Path) -> Iterator[Path]:
+def tree_files(paths: Sequence[Path], root: Path) -> Iterator[str | Path]:
     """Files to scan: git's tracked and untracked-but-not-ignored files under each path
     inside a repository, every file under the others; a file named explicitly is always read."""
     root = root.resolve()
@@ -108,44 +101,55 @@ def _is_under(path: Path, top: Path) -> bool:
     return path == top or top in path.parents
 
 
-def _git_files(directory: Path) -> Iterator[Path]:
+def _git_files(directory: Path) -> Iterator[str]:
     listed = git(directory, "ls-files", "-z", "--cached", "--others", "--exclude-standard",
                  "--deduplicate", "--", ".")
     for name in listed.split(b"\0"):
         if name:
-            yield directory / os.fsdecode(name)
+            yield os.path.join(directory, os.fsdecode(name))
 
 
-def _walk(directory: Path) -> Iterator[Path]:
+def _walk(directory: Path) -> Iterator[str]:
     for dirpath, dirnames, filenames in os.walk(directory):
         dirnames[:] = sorted(d for d in dirnames if d != ".git")
         for name in sorted(filenames):
-            yield Path(dirpath, name)
+            yield os.path.join(dirpath, name)
 
 
-def read_tree(paths: Sequence[Path], root: Path) -> Iterator[Blob | Skipped]:
+Skip = Callable[[str], bool]  # whether to leave out a path (as displayed)
+
+
+def read_tree(paths: Sequence[Path], root: Path, skip: Skip | None = None
+              ) -> Iterator[Blob | Skipped]:
     root = root.resolve()
+    under = os.fspath(root).rstrip(os.sep) + os.sep
     for path in tree_files(paths, root):
-        shown = display(path, root)
-        if path.is_symlink() or not path.is_file():
-            continue  # a link's target is scanned where it lives; deleted files have nothing
+        name = os.fspath(path)
+        shown = display_name(name, under) if name.startswith(under) else display(Path(name), root)
+        if skip is not None and skip(shown):
+            continue
         try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
+            info = os.lstat(name)
+            if not stat.S_ISREG(info.st_mode):
+                continue  # a link's target is scanned where it lives; deleted files have nothing
+            if info.st_size > MAX_FILE_BYTES:
                 yield Skipped(shown, f"larger than {MAX_FILE_BYTES // 2**20} MiB")
                 continue
-            data = path.read_bytes()
+            with open(name, "rb") as file:
+                data = file.read()
+        except FileNotFoundError:
+            continue
         except OSError as exc:
             yield Skipped(shown, f"cannot be read: {exc.strerror}")
             continue
-        if not is_binary(data):
-            yield Blob(shown, data)
+        yield from texts(shown, data)
 
 
 # -- index (--staged) ---------------------------------------------------------------------
 
 
-def read_staged(paths: Sequence[Path], root: Path) -> Iterator[Blob | Skipped]:
+def read_staged(paths: Sequence[Path], root: Path, skip: Skip | None = None
+                ) -> Iterator[Blob | Skipped]:
     """The index's copy of every file the next commit adds or changes; never the work tree."""
     root = root.resolve()
     require_repository(root, "staged")
@@ -162,12 +166,12 @@ def read_staged(paths: Sequence[Path], root: Path) -> Iterator[Blob | Skipped]:
         info, _, raw_name = record.partition(b"\t")
         name = os.fsdecode(raw_name)
         mode, sha, _stage = info.split(b" ")
-        if name in names and mode.startswith(b"100"):  # not a symlink (120000), submodule (160000)
+        # not a symlink (120000) or a submodule (160000), and not a path [scan] skips
+        if (name in names and mode.startswith(b"100")
+                and (skip is None or not skip(display(root / name, root)))):
             entries[name] = sha.decode("ascii")
     for name, data in zip(entries, cat_blobs(root, list(entries.values())), strict=True):
-        shown = display(root / name, root)
-        if not is_binary(data):
-            yield Blob(shown, data)
+        yield from texts(display(root / name, root), data)
 
 
 def cat_blobs(root: Path, shas: list[str]) -> Iterator[bytes]:
@@ -201,7 +205,8 @@ def _feed(stream: IO[bytes], lines: Iterable[str]) -> None:
 COMMIT_MARK = b"\x01commit "
 
 
-def read_history(paths: Sequence[Path], root: Path) -> Iterator[Blob | Skipped]:
+def read_history(paths: Sequence[Path], root: Path, skip: Skip | None = None
+                 ) -> Iterator[Blob | Skipped]:
     """The lines each commit of every branch and tag added, per file, with the commit id."""
     root = root.resolve()
     top = require_repository(root, "history")
@@ -215,7 +220,9 @@ def read_history(paths: Sequence[Path], root: Path) -> Iterator[Blob | Skipped]:
                           stderr=subprocess.DEVNULL) as proc:
         assert proc.stdout is not None
         for blob in parse_log(proc.stdout):
-            yield blob._replace(path=display(top / blob.path, root))
+            shown = display(top / blob.path, root)
+            if skip is None or not skip(shown):
+                yield blob._replace(path=shown)
     if proc.returncode not in (0, None):
         raise ScanError(f"git log failed in {root} (exit status {proc.returncode})")
 
