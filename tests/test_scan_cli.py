@@ -5,38 +5,22 @@ Keys are built at run time (a documented prefix and random characters)."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import string
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import clean_env, keyrun, write
+from tests.test_scan import git, repo
+
+__all__ = ["repo"]  # the fixture, shared with test_scan
 
 ALNUM = string.ascii_letters + string.digits
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 
 
 def token(seed: int) -> str:
     rng = random.Random(seed)
     return "gh" + "p_" + "".join(rng.choice(ALNUM) for _ in range(36))
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, check=True,
-                   capture_output=True)
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    return root
 
 
 def run(args: list[str], cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -24,18 +24,14 @@ import difflib
 import functools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from keyrun.config import ScanRuleSpec, ScanSpec, parse_rules_file
 from keyrun.errors import ConfigError
 from keyrun.scan.checks import CHECKS, Check
-
-if TYPE_CHECKING:
-    from keyrun.mask import Engine
 
 TOKEN = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+/"
 MIN_ENTROPY = 2.5  # below this nothing is random enough to be a key, whatever the rule says
@@ -76,7 +72,8 @@ class RuleSet:
     provider_words: re.Pattern[bytes]
     finder: re.Pattern[bytes]
     within: Mapping[bytes, tuple[bytes, ...]]
-    engines: dict[str, Engine | None] = field(default_factory=dict, compare=False)
+    engines: dict[str, Callable[[bytes], set[int]] | None] = field(default_factory=dict,
+                                                                   compare=False)
 
     @classmethod
     def of(cls, rules: Iterable[Rule]) -> RuleSet:
@@ -105,8 +102,8 @@ class RuleSet:
         """The rules a text needs: those without keywords, and those with one in it."""
         if len(lower) <= FINDER_LIMIT:
             present = {w for found in set(self.finder.findall(lower)) for w in self.within[found]}
-        elif (engine := self._fast_engine()) is not None:
-            present = {self.keywords[index] for _, _, index in engine.scan(lower)}
+        elif (find := self._fast_engine()) is not None:
+            present = {self.keywords[index] for index in find(lower)}
         else:  # bytes.find is faster than the finder on a long text
             present = {keyword for keyword in self.keywords if keyword in lower}
         chosen = set(self.always)
@@ -114,14 +111,11 @@ class RuleSet:
             chosen.update(self.by_keyword[keyword])
         return [self.rules[i] for i in sorted(chosen)]
 
-    def _fast_engine(self) -> Engine | None:
-        """A compiled multi-pattern matcher (Hyperscan or Aho-Corasick, from the ``mask``
-        extra) for the keywords, when one is installed: built on the first long text."""
+    def _fast_engine(self) -> Callable[[bytes], set[int]] | None:
+        """A compiled Aho-Corasick automaton for the keywords (``ahocorasick-rs``, from the
+        ``mask`` extra) when it is installed: built on the first long text."""
         if "fast" not in self.engines:
-            from keyrun.mask import FindEngine, make_engine
-
-            engine = make_engine(self.keywords)
-            self.engines["fast"] = None if isinstance(engine, FindEngine) else engine
+            self.engines["fast"] = _automaton(self.keywords)
         return self.engines["fast"]
 
     def judged_elsewhere(self, secret: bytes, name: bytes) -> bool:
@@ -133,6 +127,21 @@ class RuleSet:
 
 
 FINDER_LIMIT = 64 * 1024
+
+
+def _automaton(keywords: Sequence[bytes]) -> Callable[[bytes], set[int]] | None:
+    try:
+        import ahocorasick_rs
+    except ImportError:
+        return None
+    automaton = ahocorasick_rs.BytesAhoCorasick(
+        keywords, implementation=ahocorasick_rs.Implementation.DFA)
+
+    def find(data: bytes) -> set[int]:
+        return {index for index, _, _ in
+                automaton.find_matches_as_indexes(data, overlapping=True)}
+
+    return find
 
 
 def keyword_finder(keywords: Iterable[bytes]) -> re.Pattern[bytes]:
