@@ -120,7 +120,7 @@ def release_all(profile: Profile) -> list[str]:
     warnings: list[str] = []
     for source in profile.sources.values():
         try:
-            warnings += source.release()
+            warnings += [f"{source.name}: {warning}" for warning in source.release()]
         except KeyrunError as exc:
             warnings.append(exc.message)
     return warnings

@@ -159,7 +159,7 @@ def test_entry_point_source_with_lease_is_supervised(project: Path, plugin_env: 
     assert first == "cred-db_user False"
     assert second == "['lease', 'DB_USER']"  # revoked only after the command ended
     assert ledger(tmp_path) == ["lease DB_USER", "revoke"]
-    assert "keyrun: warning: leases revoked (test)" in done.stderr
+    assert "keyrun: warning: dyn: leases revoked (test)" in done.stderr
 
 
 def test_pass_env_lets_the_token_through(project: Path, plugin_env: dict[str, str]) -> None:

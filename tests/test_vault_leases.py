@@ -228,7 +228,7 @@ def test_token_that_may_not_create_children(openbao: OpenBao, database: Any,
     assert len(warned) == 1
     assert "would outlive it; they stay valid until their TTL ends" in warned[0]
     warnings = source.release()
-    assert warnings == [f"vault: could not revoke the lease on database/creds/{name} "
+    assert warnings == [f"could not revoke the lease on database/creds/{name} "
                         "(permission denied); it stays valid until it expires (revoke it "
                         "with: vault lease revoke LEASE_ID, as a token allowed to)"]
     assert redis_server.user_exists(user)
@@ -266,7 +266,7 @@ def test_failed_revocation_is_a_warning(private_openbao: OpenBao, redis_server: 
     try:
         warnings = source.release()
         assert warnings == [
-            f"vault: could not revoke the token holding this run's leases (cannot reach the "
+            f"could not revoke the token holding this run's leases (cannot reach the "
             f"Vault server at {private_openbao.url}: Connection refused); the credentials from "
             "database/creds/keyrun stay valid until it expires (revoke them with: vault lease "
             "revoke -prefix PATH)"]

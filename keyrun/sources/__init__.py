@@ -231,8 +231,16 @@ class Source(ABC):
         return None
 
     def release(self) -> list[str]:
-        """Revoke what was leased; return warnings. Called when the command ends."""
+        """Revoke what was leased; return warnings (the core adds the source's name). Called
+        when the command ends."""
         return []
+
+    def warn(self, message: str) -> None:
+        """A warning about this source, through keyrun's reporter (``-q``, masking) when the
+        core gave one; its name is added here, once."""
+        from keyrun.reporter import default
+
+        (self.context.warn or default().warn)(f"{self.name}: {message}")
 
     def close(self) -> None:
         """Free clients and connections."""

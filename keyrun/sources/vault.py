@@ -11,7 +11,6 @@ from typing import Any, NamedTuple, TypeVar
 
 from keyrun.durations import format_age, parse_duration
 from keyrun.errors import ConfigError, SourceError
-from keyrun.reporter import default
 from keyrun.secret import Secret
 from keyrun.sources import (
     Context,
@@ -299,9 +298,9 @@ class VaultSource(Source):
     def _warn_insecure(self, api: VaultApi) -> None:
         if api.tls.skip_verify and "insecure" not in self._warned:
             self._warned.add("insecure")
-            self._warn(f"{self.name}: {api.tls.skip_variable} is true: the TLS certificate of "
-                  f"{api.url} is not verified, so the token and secrets can be intercepted "
-                  "(set VAULT_CACERT instead)")
+            self.warn(f"{api.tls.skip_variable} is true: the TLS certificate of {api.url} is "
+                      "not verified, so the token and secrets can be intercepted (set "
+                      "VAULT_CACERT instead)")
 
     def _mount(self, api: VaultApi, credential: Credential, logical: str,
                deadline: Deadline) -> Mount:
@@ -549,8 +548,8 @@ class VaultSource(Source):
                    "(auth/token/create) nor revoke leases (sys/leases/revoke), so the "
                    "credentials made for this run would outlive it")
         if self.settings.get("unrevocable_leases") == "warn":
-            self._warn_once("unrevocable", f"{self.name}: {message}; they stay valid until "
-                            "their TTL ends (unrevocable_leases = \"warn\")")
+            self._warn_once("unrevocable", f"{message}; they stay valid until their TTL "
+                            "ends (unrevocable_leases = \"warn\")")
             return
         raise SourceError(
             self.name, message,
@@ -591,14 +590,14 @@ class VaultSource(Source):
             answer = api.client(token.token, deadline).auth.token.renew_self(
                 increment=f"{wanted:.0f}s")
         except (VaultHttpError, SourceError) as exc:
-            self._warn_once("renew-token", f"{self.name}: cannot renew the child token that "
-                            f"holds this run's leases ({_reason(exc)}); will retry")
+            self._warn_once("renew-token", "cannot renew the child token that holds this "
+                            f"run's leases ({_reason(exc)}); will retry")
             return _RETRY_RENEWAL * 2
         ttl = float((answer.get("auth") or {}).get("lease_duration") or 0)
         if ttl < wanted:
-            self._warn_once("max-token", f"{self.name}: the child token holding this run's "
-                            f"leases reaches its max TTL in {format_age(ttl)}; its leased "
-                            "credentials are revoked then (raise child_token_max_ttl)")
+            self._warn_once("max-token", "the child token holding this run's leases reaches "
+                            f"its max TTL in {format_age(ttl)}; its leased credentials are "
+                            "revoked then (raise child_token_max_ttl)")
         return ttl
 
     def _renew_lease(self, api: VaultApi, token: Credential, lease: _Lease,
@@ -606,15 +605,15 @@ class VaultSource(Source):
         left = lease.expires_at - time.monotonic()
         if not lease.renewable or lease.duration <= 0:
             if 0 < left < 2 * _duration(self.settings, "child_token_ttl", self.name):
-                self._warn_once(f"end:{lease.id}", f"{self.name}: the lease on {lease.path} "
-                                f"is not renewable and ends in {format_age(left)}")
+                self._warn_once(f"end:{lease.id}", f"the lease on {lease.path} is not "
+                                f"renewable and ends in {format_age(left)}")
             return None
         try:
             answer = api.client(token.token, deadline).sys.renew_lease(
                 lease.id, increment=int(lease.duration))
         except (VaultHttpError, SourceError) as exc:
-            self._warn_once(f"renew:{lease.id}", f"{self.name}: cannot renew the lease on "
-                            f"{lease.path} ({_reason(exc)}); will retry")
+            self._warn_once(f"renew:{lease.id}", f"cannot renew the lease on {lease.path} "
+                            f"({_reason(exc)}); will retry")
             return _RETRY_RENEWAL
         ttl = float(answer.get("lease_duration") or 0)
         with self._lock:
@@ -622,9 +621,9 @@ class VaultSource(Source):
                 self._leases[lease.id] = lease._replace(expires_at=time.monotonic() + ttl,
                                                         renewable=ttl > 0)
         if ttl < lease.duration:
-            self._warn_once(f"max:{lease.id}", f"{self.name}: the lease on {lease.path} "
-                            f"reaches its max TTL in {format_age(ttl)}; the credential stops "
-                            "working then (raise the role's max_ttl)")
+            self._warn_once(f"max:{lease.id}", f"the lease on {lease.path} reaches its max "
+                            f"TTL in {format_age(ttl)}; the credential stops working then "
+                            "(raise the role's max_ttl)")
         return ttl
 
     def release(self) -> list[str]:
@@ -656,8 +655,8 @@ class VaultSource(Source):
         try:
             api.client(login.token, deadline).auth.token.revoke_self()
         except (VaultHttpError, SourceError) as exc:
-            return [f"{self.name}: could not revoke the token keyrun logged in with "
-                    f"({_reason(exc)}); it stays valid until its TTL ends"]
+            return [f"could not revoke the token keyrun logged in with ({_reason(exc)}); "
+                    "it stays valid until its TTL ends"]
         return []
 
     def _revoke_token(self, api: VaultApi, token: Credential, accessor: str | None,
@@ -675,9 +674,9 @@ class VaultSource(Source):
             except (VaultHttpError, SourceError):
                 pass
         paths = ", ".join(sorted({lease.path for lease in leases})) or "none"
-        return [f"{self.name}: could not revoke the token holding this run's leases "
-                f"({first}); the credentials from {paths} stay valid until it expires "
-                "(revoke them with: vault lease revoke -prefix PATH)"]
+        return [f"could not revoke the token holding this run's leases ({first}); the "
+                f"credentials from {paths} stay valid until it expires (revoke them with: "
+                "vault lease revoke -prefix PATH)"]
 
     def _await_revocation(self, api: VaultApi, leases: list[_Lease], deadline: Deadline
                           ) -> list[str]:
@@ -701,8 +700,8 @@ class VaultSource(Source):
                 return []
             time.sleep(0.05)
         paths = ", ".join(sorted({lease.path for lease in pending}))
-        return [f"{self.name}: Vault had not yet revoked the leases on {paths} when keyrun "
-                "exited; it revokes them in the background"] if pending else []
+        return [f"Vault had not yet revoked the leases on {paths} when keyrun exited; it "
+                "revokes them in the background"] if pending else []
 
     def _revoke_lease(self, api: VaultApi, token: Credential, lease: _Lease,
                       deadline: Deadline) -> list[str]:
@@ -710,25 +709,21 @@ class VaultSource(Source):
             api.client(token.token, deadline).sys.revoke_lease(lease.id)
             return []
         except (VaultHttpError, SourceError) as exc:
-            return [f"{self.name}: could not revoke the lease on {lease.path} "
-                    f"({_reason(exc)}); it stays valid until it expires (revoke it with: "
-                    "vault lease revoke LEASE_ID, as a token allowed to)"]
+            return [f"could not revoke the lease on {lease.path} ({_reason(exc)}); it "
+                    "stays valid until it expires (revoke it with: vault lease revoke "
+                    "LEASE_ID, as a token allowed to)"]
 
     def _abandon_leases(self) -> None:
         """Revoke at once what this fetch leased when none of it reaches the command."""
         for warning in self.release():
-            self._warn(warning)
+            self.warn(warning)
 
     def _warn_once(self, tag: str, message: str) -> None:
         with self._lock:
             if tag in self._warned:
                 return
             self._warned.add(tag)
-        self._warn(message)
-
-    def _warn(self, message: str) -> None:
-        """Through keyrun's reporter (``-q``, masking) when the core gave one."""
-        (self.context.warn or default().warn)(message)
+        self.warn(message)
 
     # value-free
 
