@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from keyrun.errors import ConfigError, SourceError
 from keyrun.sources import Deadline, Option, Problem, Source
 from keyrun.sources.runtime import (
+    Api,
     Endpoint,
     Failure,
     Runtime,
-    Verdict,
     attempts,
     check_reachable,
     no_answer,
@@ -71,10 +70,6 @@ class AwsFailure(Failure):
     """One failed AWS call, classified; ``detail`` is AWS's own message (never a value)."""
 
     whole_source_kinds = frozenset(_SOURCE_KINDS)
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in _MAX_ATTEMPTS
 
 
 def classify(exc: BaseException) -> AwsFailure:
@@ -148,48 +143,36 @@ def scrub(message: str, values: Iterable[str]) -> str:
     return message
 
 
-@dataclass
-class AwsApi:
-    """A client bound to one deadline: its timeouts were derived from it."""
+class AwsApi(Api):
+    """A client bound to one deadline: its timeouts were derived from it. ``call`` raises
+    :class:`AwsFailure` for a failure of the item, a SourceError for one of the whole source
+    (credentials, network, the deadline)."""
 
-    client: Any
-    deadline: Deadline
-    endpoint: Endpoint
-    runtime: Runtime
+    max_attempts = _MAX_ATTEMPTS
+
+    def __init__(self, client: Any, deadline: Deadline, endpoint: Endpoint,
+                 runtime: Runtime) -> None:
+        super().__init__(runtime, deadline)
+        self.client = client
+        self.endpoint = endpoint
 
     @property
     def region(self) -> str:
         return str(self.client.meta.region_name)
 
-    def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        """One AWS call, retried with jittered backoff on throttling and server errors while
-        the deadline leaves room. Raises :class:`AwsFailure` for a failure of the item, a
-        SourceError for one of the whole source (credentials, network, the deadline)."""
-        method = getattr(self.client, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())
-        return self.runtime.retry(self.deadline, lambda _: dict(method(**params)), self._judge)
+    def call(self, name: str, /, **params: Any) -> dict[str, Any]:
+        method = getattr(self.client, re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
+        return self.retry(lambda _: dict(method(**params)))
 
-    def outcome(self, operation: str, **params: Any) -> dict[str, Any] | AwsFailure:
-        """``call``, with a failure of the item returned instead of raised."""
-        try:
-            return self.call(operation, **params)
-        except AwsFailure as failure:
-            return failure
+    def classify(self, exc: Exception) -> AwsFailure:
+        return classify(exc)
 
-    def _judge(self, exc: Exception, tries: int) -> Verdict:
-        failure = classify(exc)
-        failure.attempts = tries
-        error = self.source_error(failure) if failure.whole_source else failure
-        return Verdict(error, again=failure.retryable and tries < _MAX_ATTEMPTS[failure.kind])
-
-    def parallel(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
-        return self.runtime.parallel(self.deadline, tasks)
-
-    def source_error(self, failure: AwsFailure) -> SourceError:
+    def source_error(self, failure: Failure) -> SourceError:
         return whole_source_error(self.runtime.source.name, failure, self.deadline,
                                   self.endpoint.url)
 
 
-def whole_source_error(source: str, failure: AwsFailure, deadline: Deadline,
+def whole_source_error(source: str, failure: Failure, deadline: Deadline,
                        endpoint: str | None = None) -> SourceError:
     """The message for a failure that is the whole source's, naming what to do."""
     kind, reason = failure.kind, failure.reason

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from keyrun.sources import Problem
+from keyrun.sources import Problem, Request
 
 
 def json_object(text: str) -> dict[str, Any] | None:
@@ -21,6 +21,15 @@ def json_object(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def bundle_entry(data: Mapping[str, Any], request: Request, what: str, *,
+                 null: str = "holds null for") -> str | Problem:
+    """The key ``request`` names in a bundle (``data``, found at ``what``), or its field."""
+    if data.get(request.name) is None:
+        detail = null if request.name in data else "has no key"
+        return Problem.missing(f"{what} {detail} {request.name!r}")
+    return entry_value(data[request.name], request.field, f"{what}#{request.name}")
 
 
 def entry_value(value: object, field: str | None, where: str) -> str | Problem:

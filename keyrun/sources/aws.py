@@ -26,7 +26,14 @@ from keyrun.sources._aws import (
     scrub,
     validate_aws,
 )
-from keyrun.sources._values import as_text, aware, decode_text, entry_value, json_object, pick_field
+from keyrun.sources._values import (
+    as_text,
+    aware,
+    bundle_entry,
+    decode_text,
+    entry_value,
+    json_object,
+)
 
 _VERSION_ID = re.compile(r"^[0-9a-fA-F-]{32,64}$")
 
@@ -162,12 +169,8 @@ class AwsSecretsManagerSource(Source):
         if isinstance(text, Problem):
             return text
         version, updated = read.get("VersionId"), aware(read.get("CreatedDate"))
-        if self.bundled:
-            value = _from_bundle(request, text, what)
-        elif request.field is not None:
-            value = pick_field(text, request.field, what)
-        else:
-            value = text
+        value = (_from_bundle(request, text, what) if self.bundled
+                 else entry_value(text, request.field, what))
         if isinstance(value, Problem):
             return value
         return Item(Secret(value), version=version, updated=updated)
@@ -392,7 +395,4 @@ def _from_bundle(request: Request, text: str, what: str) -> str | Problem:
         return Problem("error", f"{what} is not a JSON object of keys — store "
                                 "{\"KEY\": \"value\", …} in it, or use a secret per key "
                                 "(secret = \"…/{key}\")")
-    if data.get(request.name) is None:
-        detail = "holds null for" if request.name in data else "has no key"
-        return Problem.missing(f"{what} {detail} {request.name!r}")
-    return entry_value(data[request.name], request.field, f"{what}#{request.name}")
+    return bundle_entry(data, request, what)

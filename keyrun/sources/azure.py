@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
-from keyrun.sources import (
-    Deadline,
-    Health,
-    Item,
-    Meta,
-    Option,
-    Outcome,
-    Problem,
-    Request,
-    Source,
-    import_sdk,
-)
+from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
 from keyrun.sources._values import entry_value, json_object, pick_field
-from keyrun.sources.runtime import pause_before_retry
+from keyrun.sources.runtime import RAISE_DEADLINE, Endpoint, Runtime, Verdict, gave_up, timed_out
 from keyrun.template import PLACEHOLDERS, Template
 
 NAME_RULE = re.compile(r"^[0-9A-Za-z-]{1,127}$")
@@ -35,7 +24,6 @@ _TEMPLATE_TEXT = re.compile(r"^[0-9A-Za-z_-]*$")
 _PARALLEL = 8  # requests' connection pool keeps 10 per host; more would churn connections
 _CONNECT_TIMEOUT = 5.0
 _MARGIN = 0.25  # seconds kept back so that a timeout is reported by the source, not the core
-_MIN_WAIT = 0.05
 _CHALLENGE_RESOURCE = re.compile(r"challenge resource '([^']*)'")
 _CREDENTIAL_HINT = (
     "sign in with `az login`, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET "
@@ -95,6 +83,8 @@ class AzureKeyVaultSource(Source):
         self._lock = threading.Lock()
         self._client: Any = None
         self._credential: Any = None
+        self.runtime = Runtime(self, self._timed_out, margin=_MARGIN, spare=_MARGIN,
+                               workers=_PARALLEL)
 
     @classmethod
     def validate(cls, settings: Mapping[str, Any], where: str) -> None:
@@ -119,13 +109,17 @@ class AzureKeyVaultSource(Source):
     def per_key(self) -> bool:
         return Template(str(self.settings["secret"]), where=self.name).has_key
 
+    @functools.cached_property
+    def endpoint(self) -> Endpoint:
+        return self.runtime.endpoint(self.render("vault_url"), f"[sources.{self.name}] vault_url")
+
     @property
     def vault_url(self) -> str:
-        return self.render("vault_url").rstrip("/")
+        return self.endpoint.url
 
     @property
     def vault_host(self) -> str:
-        return urlsplit(self.vault_url).netloc or self.vault_url
+        return self.endpoint.host
 
     def backend_name(self, name: str) -> str:
         return azure_name(name) if self.per_key else name
@@ -162,7 +156,10 @@ class AzureKeyVaultSource(Source):
                 results[request.key] = Problem("error", self._bad_name(name))
                 continue
             wanted.setdefault((name, request.version), []).append(request)
-        secrets = self._in_parallel(self._get, list(wanted), deadline)
+        targets = list(wanted)
+        got = self.runtime.parallel(deadline, [partial(self._get, t, deadline) for t in targets],
+                                    first_alone=True)  # one challenge and token serve the rest
+        secrets = dict(zip(targets, got, strict=True))
         for (name, version), group in wanted.items():
             got = secrets[(name, version)]
             for request in group:
@@ -172,7 +169,7 @@ class AzureKeyVaultSource(Source):
     def _get(self, target: tuple[str, str | None], deadline: Deadline) -> Any:
         """The secret, or a Problem for this secret alone; raises SourceError."""
         name, version = target
-        errors = import_sdk("azure.core.exceptions", self)
+        errors = self.runtime.sdk("azure.core.exceptions")
         client = self._sdk(deadline)
         try:
             return self._call(deadline, lambda limits: client.get_secret(name, version,
@@ -214,7 +211,7 @@ class AzureKeyVaultSource(Source):
     # value-free
 
     def describe(self, requests: Sequence[Request], deadline: Deadline) -> dict[str, Meta]:
-        errors = import_sdk("azure.core.exceptions", self)
+        errors = self.runtime.sdk("azure.core.exceptions")
         client = self._sdk(deadline)
         latest: dict[str, Any] | None = None
         found: dict[str, Meta] = {}
@@ -240,7 +237,7 @@ class AzureKeyVaultSource(Source):
         return self._call(deadline, listing)
 
     def _find_version(self, client: Any, name: str, version: str, deadline: Deadline) -> Any:
-        errors = import_sdk("azure.core.exceptions", self)
+        errors = self.runtime.sdk("azure.core.exceptions")
 
         def listing(limits: dict[str, Any]) -> Any:
             listed = client.list_properties_of_secret_versions(name, **limits)
@@ -252,7 +249,7 @@ class AzureKeyVaultSource(Source):
             return None
 
     def check(self, deadline: Deadline) -> Health:
-        errors = import_sdk("azure.core.exceptions", self)
+        errors = self.runtime.sdk("azure.core.exceptions")
         client = self._sdk(deadline)
         try:
             self._call(deadline, lambda limits: next(client.list_properties_of_secrets(
@@ -270,7 +267,7 @@ class AzureKeyVaultSource(Source):
     # writing
 
     def write(self, request: Request, value: Secret, deadline: Deadline) -> str:
-        errors = import_sdk("azure.core.exceptions", self)
+        errors = self.runtime.sdk("azure.core.exceptions")
         name = self.secret_name(request)
         if not NAME_RULE.match(name):
             raise SourceError(self.name, f"{request.key}: {self._bad_name(name)}",
@@ -296,7 +293,7 @@ class AzureKeyVaultSource(Source):
 
     def _updated_bundle(self, client: Any, name: str, request: Request, value: Secret,
                         deadline: Deadline) -> str:
-        errors = import_sdk("azure.core.exceptions", self)
+        errors = self.runtime.sdk("azure.core.exceptions")
         try:
             current = self._call(deadline, lambda limits: client.get_secret(
                 name, **limits)).value or "{}"
@@ -323,8 +320,8 @@ class AzureKeyVaultSource(Source):
     def _sdk(self, deadline: Deadline) -> Any:
         with self._lock:
             if self._client is None:
-                secrets = import_sdk("azure.keyvault.secrets", self)
-                identity = import_sdk("azure.identity", self)
+                secrets = self.runtime.sdk("azure.keyvault.secrets")
+                identity = self.runtime.sdk("azure.identity")
                 _quiet_sdk_logging()
                 # the credential's limits are fixed here: its retries (IMDS answers 410 and
                 # 429 while it warms up) end before this deadline, so that a silent
@@ -344,44 +341,27 @@ class AzureKeyVaultSource(Source):
         """One request (or one whole listing) through the SDK, given the socket limits left
         by the deadline; HTTP 429 and 5xx are retried with keyrun's backoff, honouring
         Retry-After, while the deadline leaves room (then a SourceError for the vault)."""
-        errors = import_sdk("azure.core.exceptions", self)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return call(self._options(deadline))
-            except errors.HttpResponseError as exc:
+        errors = self.runtime.sdk("azure.core.exceptions")
+
+        def judge(exc: Exception, tries: int) -> Verdict:
+            if isinstance(exc, errors.HttpResponseError):
                 status = exc.status_code or 0
                 if status != 429 and status < 500:
-                    raise
+                    return Verdict(exc)
                 after = _header(exc, "Retry-After")
-                # room for the pause, the margin, and a request worth making after it
-                if not pause_before_retry(attempt, deadline, retry_after=after,
-                                          margin=2 * _MARGIN):
-                    raise self._gave_up(exc, attempt, after, deadline) from None
-            except (errors.ServiceRequestTimeoutError, errors.ServiceResponseTimeoutError):
+                return Verdict(self._gave_up(exc, tries, after, deadline), again=True,
+                               retry_after=after)
+            if isinstance(exc, errors.ServiceRequestTimeoutError
+                          | errors.ServiceResponseTimeoutError):
                 # a connection is given 5 s at most: another try, while the deadline lasts
-                if not pause_before_retry(attempt, deadline, margin=2 * _MARGIN):
-                    raise self._timed_out(deadline) from None
-            except ValueError as exc:
-                if "challenge" not in str(exc).lower():
-                    raise
-                raise self._challenge_refused(exc) from None
+                return Verdict(self._timed_out(deadline), again=True)
+            if isinstance(exc, ValueError) and "challenge" in str(exc).lower():
+                return Verdict(self._challenge_refused(exc))
+            return Verdict(exc)
 
-    def _in_parallel(self, work: Callable[[T, Deadline], Any], targets: list[T],
-                     deadline: Deadline) -> dict[T, Any]:
-        """Run ``work`` on each target; the first alone, so that one challenge and one
-        token serve the others. A SourceError from any of them fails the source."""
-        if not targets:
-            return {}
-        results = {targets[0]: work(targets[0], deadline)}
-        rest = targets[1:]
-        if rest:
-            with ThreadPoolExecutor(min(_PARALLEL, len(rest)),
-                                    thread_name_prefix=f"keyrun:{self.name}") as pool:
-                done = pool.map(lambda target: work(target, deadline), rest)
-                results.update(zip(rest, done, strict=True))
-        return results
+        return self.runtime.retry(deadline, lambda seconds: call(
+            {"connection_timeout": min(_CONNECT_TIMEOUT, seconds), "read_timeout": seconds}),
+            judge)
 
     def _failure(self, exc: Exception, name: str, action: str) -> Problem:
         """A failure of one secret (denied, disabled…); raises when the whole vault failed,
@@ -404,7 +384,7 @@ class AzureKeyVaultSource(Source):
     def _whole(self, exc: Exception, action: str, name: str | None = None) -> SourceError:
         """A failure of the whole vault (``action`` is read, write or list); ``name`` only
         where one secret is at stake (a write)."""
-        errors = import_sdk("azure.core.exceptions", self)
+        errors = self.runtime.sdk("azure.core.exceptions")
         what = f"secret {name}" if name else "secrets"
         if isinstance(exc, errors.ClientAuthenticationError) and exc.response is None:
             return SourceError(self.name, *_no_credential(str(exc), self._credential,
@@ -445,16 +425,13 @@ class AzureKeyVaultSource(Source):
         status = getattr(exc, "status_code", None)
         code, message = _error_detail(exc)
         answer = f"HTTP {status} {code or ''} {message}".rstrip().replace("  ", " ")
-        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-        asked = (f"; it asked to wait {retry_after}s, past the deadline"
-                 if _seconds(retry_after) > deadline.remaining() else "")
+        tried = gave_up(attempts, deadline, retry_after)
         if status == 429:
             return SourceError(self.name, f"{self.vault_host} kept throttling keyrun ({answer}): "
-                               f"{tries} within the deadline of {deadline.seconds:g}s{asked}",
-                               "try again later, or raise the deadline with timeout = \"60s\" "
-                               "in the environment's table; Key Vault throttles per vault")
-        return SourceError(self.name, f"{self.vault_host} kept failing ({answer}): {tries} "
-                           f"within the deadline of {deadline.seconds:g}s{asked}",
+                               f"{tried}",
+                               f"try again later, or {RAISE_DEADLINE}; Key Vault throttles per "
+                               "vault")
+        return SourceError(self.name, f"{self.vault_host} kept failing ({answer}): {tried}",
                            "try again later; if it persists, check the vault's health in the "
                            "Azure portal")
 
@@ -474,19 +451,7 @@ class AzureKeyVaultSource(Source):
                            "proxy, gateway or custom domain in front of it")
 
     def _timed_out(self, deadline: Deadline | None) -> SourceError:
-        within = f" of {deadline.seconds:g}s" if deadline else ""
-        return SourceError(self.name, f"timed out: no answer from {self.vault_host} within the "
-                           f"total deadline{within}",
-                           "check that the vault is reachable; raise the deadline with "
-                           "timeout = \"60s\" in the environment's table")
-
-    def _options(self, deadline: Deadline) -> dict[str, Any]:
-        """Per-call socket limits that end a little before the deadline, so that a silent
-        vault is reported here, by name, rather than by the core's own timer."""
-        left = deadline.remaining() - _MARGIN
-        if left <= _MIN_WAIT:
-            raise self._timed_out(deadline)
-        return {"connection_timeout": min(_CONNECT_TIMEOUT, left), "read_timeout": left}
+        return timed_out(self.name, deadline, self.vault_host, "the vault")
 
     def _enable_command(self, name: str) -> str:
         return (f"az keyvault secret set-attributes --id {self.vault_url}/secrets/{name} "
@@ -516,13 +481,6 @@ def _header(exc: Exception, name: str) -> str | None:
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     return headers.get(name) if headers is not None else None
-
-
-def _seconds(text: str | None) -> float:
-    try:
-        return float(text) if text else 0.0
-    except ValueError:  # an HTTP date
-        return 0.0
 
 
 def _unusable(props: Any, name: str, host: str) -> str | None:
@@ -589,8 +547,7 @@ def _no_credential(text: str, credential: Any, environ: Mapping[str, str]
             where += f" at {endpoint}"
         if "timed out" in reason.lower() or "timeout" in reason.lower():
             return (f"timed out: {where} did not answer in time",
-                    "check that it is reachable from here; raise the deadline with "
-                    "timeout = \"60s\" in the environment's table")
+                    f"check that it is reachable from here; {RAISE_DEADLINE}")
         return f"no usable Azure credential: {where} failed ({_first_line(reason)})", \
             _CREDENTIAL_HINT
     names = ", ".join(_friendly(name) for name in tried) or "DefaultAzureCredential"

@@ -16,20 +16,17 @@ from typing import Any, NamedTuple, TypeVar
 
 from keyrun.errors import ConfigError, KeyrunError, SourceError
 from keyrun.secret import Secret
-from keyrun.sources import (
-    Deadline,
-    Health,
-    Item,
-    Meta,
-    Option,
-    Outcome,
-    Problem,
-    Request,
-    Source,
-    import_sdk,
+from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
+from keyrun.sources._values import aware, bundle_entry, pick_field
+from keyrun.sources.runtime import (
+    Api,
+    Endpoint,
+    Failure,
+    Runtime,
+    check_reachable,
+    no_answer,
+    short,
 )
-from keyrun.sources._values import entry_value, pick_field
-from keyrun.sources.runtime import Failure, Runtime, pause_before_retry
 from keyrun.template import PLACEHOLDERS
 
 T = TypeVar("T")
@@ -40,6 +37,7 @@ _VERSION = re.compile(r"^(?:latest|[1-9][0-9]*|[A-Za-z][A-Za-z0-9_-]{0,62})$")
 _RESOURCE = re.compile(r"^projects/([^/]+)/secrets/([^/]+)$")
 _ENDPOINT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+_DEFAULT_ENDPOINT = "secretmanager.googleapis.com"
 _PARALLEL = 16  # concurrent RPCs per fetch, multiplexed over one HTTP/2 connection
 _MARGIN = 0.25  # seconds kept back so that a timeout is reported by the source, not the core
 _MAX_ATTEMPTS = {"unavailable": 4, "exhausted": 8, "internal": 3}
@@ -135,10 +133,9 @@ _UNREACHABLE = re.compile(r"failed to connect|connection refused|dns resolution 
                           r"network is unreachable")
 
 
-def _short(message: str, limit: int = 300) -> str:
-    text = " ".join(message.split())
-    text = re.sub(r"^\d{3} ", "", text)  # api-core puts the HTTP status first
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _short(message: str) -> str:
+    """Google's message on one line, bounded, without the HTTP status api-core puts first."""
+    return short(re.sub(r"^\d{3} ", "", " ".join(message.split())))
 
 
 class Target(NamedTuple):
@@ -377,21 +374,15 @@ class GcpSecretManagerSource(Source):
         valid = [t for t in targets.values() if isinstance(t, Target)]
         secrets = list(dict.fromkeys(t.path for t in valid))
         versions = list(dict.fromkeys(valid))
-        tasks: list[Callable[[], Any]] = [partial(self._get, api, "get_secret", p)
+        tasks: list[Callable[[], Any]] = [partial(api.outcome, "get_secret", name=p)
                                           for p in secrets]
-        tasks += [partial(self._get, api, "get_secret_version", t.version_path)
+        tasks += [partial(api.outcome, "get_secret_version", name=t.version_path)
                   for t in versions]
         answers = api.parallel(tasks)
         by_secret = dict(zip(secrets, answers[: len(secrets)], strict=True))
         by_version = dict(zip(versions, answers[len(secrets):], strict=True))
         return {key: self._meta(t, by_secret[t.path], by_version[t]) if isinstance(t, Target)
                 else Meta(note=t.message) for key, t in targets.items()}
-
-    def _get(self, api: GcpApi, method: str, name: str) -> Any:
-        try:
-            return api.call(method, name=name)
-        except GcpFailure as failure:
-            return failure
 
     def _meta(self, target: Target, secret: Any, version: Any) -> Meta:
         if isinstance(secret, GcpFailure):
@@ -435,7 +426,7 @@ class GcpSecretManagerSource(Source):
         target = self._target(Request("", ""), api.project)
         if isinstance(target, Problem):
             raise SourceError(self.name, target.message)
-        secret = self._get(api, "get_secret", target.path)
+        secret = api.outcome("get_secret", name=target.path)
         if isinstance(secret, GcpFailure):
             return self._health_after(secret, str(target), "secretmanager.secrets.get", api)
         _, due = _secret_times(secret)
@@ -579,20 +570,27 @@ class GcpSecretManagerSource(Source):
             return GcpApi(self._client, self._project(), deadline, self)
 
     def _connect(self, deadline: Deadline) -> None:
-        auth = import_sdk("google.auth", self)
-        secretmanager = _import_quietly("google.cloud.secretmanager_v1", self)
+        auth = self.runtime.sdk("google.auth")
+        secretmanager = _import_quietly("google.cloud.secretmanager_v1", self.runtime)
         try:
             credentials, found = auth.default(default_scopes=[_SCOPE])
         except Exception as exc:
             raise self._source_error(classify(exc)) from None
-        endpoint = self.settings.get("endpoint")
-        options = {"api_endpoint": _bare_endpoint(endpoint)} if endpoint else None
+        configured = self.settings.get("endpoint")
+        endpoint = self._endpoint(configured)
+        options = {"api_endpoint": endpoint.url} if configured else None
         try:
             self._client = secretmanager.SecretManagerServiceClient(
                 credentials=credentials, client_options=options)
         except Exception as exc:
             raise self._source_error(classify(exc)) from None
         self._credentials, self._found_project = credentials, found
+
+    def _endpoint(self, configured: str | None) -> Endpoint:
+        if configured:
+            return self.runtime.endpoint(_bare_endpoint(configured),
+                                         f"[sources.{self.name}] endpoint")
+        return self.runtime.endpoint(_DEFAULT_ENDPOINT, "default")
 
     def _project(self) -> str:
         if self.settings.get("gcp_project"):
@@ -606,8 +604,8 @@ class GcpSecretManagerSource(Source):
     def _timed_out(self, deadline: Deadline) -> SourceError:
         return self._source_error(GcpFailure("timeout", "DeadlineExceeded"), deadline)
 
-    def _source_error(self, failure: GcpFailure, deadline: Deadline | None = None) -> SourceError:
-        endpoint = self.settings.get("endpoint") or "secretmanager.googleapis.com"
+    def _source_error(self, failure: Failure, deadline: Deadline | None = None) -> SourceError:
+        endpoint = self.settings.get("endpoint") or _DEFAULT_ENDPOINT
         reason = failure.reason
         messages = {
             "no-credentials": (f"no Google credentials found ({reason})", _ADC_HINT),
@@ -619,11 +617,8 @@ class GcpSecretManagerSource(Source):
                       "sign in again: gcloud auth application-default login"),
             "unreachable": (f"cannot reach Secret Manager at {endpoint} ({reason})",
                             "check the network, proxy settings and the endpoint option"),
-            "timeout": (f"timed out: no answer from Secret Manager at {endpoint} within the "
-                        f"total deadline"
-                        + (f" of {deadline.seconds:g}s" if deadline else ""),
-                        "check that the endpoint is reachable; raise the deadline with "
-                        "timeout = \"60s\" in the environment's table"),
+            "timeout": (f"timed out: {no_answer(deadline, f'Secret Manager at {endpoint}')}",
+                        check_reachable("the endpoint")),
             "api-disabled": (f"the Secret Manager API is not enabled for the project "
                              f"({reason})",
                              "enable it: gcloud services enable secretmanager.googleapis.com"),
@@ -640,41 +635,29 @@ class GcpSecretManagerSource(Source):
             client.transport.close()
 
 
-class GcpApi:
-    """The client bound to one deadline: every call's timeout and retries end before it."""
+class GcpApi(Api):
+    """The client bound to one deadline: every call's timeout and retries end before it.
+    The client's own retry is turned off (``retry=None``): its default waits up to 60 s;
+    keyrun's retries UNAVAILABLE, RESOURCE_EXHAUSTED and INTERNAL. ``call`` raises
+    :class:`GcpFailure`, or SourceError for a failure of the whole source."""
+
+    max_attempts = _MAX_ATTEMPTS
 
     def __init__(self, client: Any, project: str, deadline: Deadline,
                  source: GcpSecretManagerSource) -> None:
+        super().__init__(source.runtime, deadline)
         self.client = client
         self.project = project
-        self.deadline = deadline
         self.source = source
 
-    def call(self, method: str, **request: Any) -> Any:
-        """One RPC with keyrun's retry of UNAVAILABLE, RESOURCE_EXHAUSTED and INTERNAL, with
-        jittered backoff inside the deadline. The client's own retry is turned off
-        (``retry=None``): its default waits up to 60 s. Raises :class:`GcpFailure`, or
-        SourceError for a failure of the whole source."""
-        attempt = 0
-        while True:
-            attempt += 1
-            left = self.deadline.remaining() - _MARGIN
-            if left <= 0.05:
-                raise self.source._source_error(GcpFailure("timeout", "DeadlineExceeded"),
-                                                self.deadline)
-            try:
-                return self._rpc(method, request, left)
-            except KeyrunError:
-                raise
-            except Exception as exc:
-                failure = classify(exc)
-            failure.attempts = attempt
-            if failure.whole_source:
-                raise self.source._source_error(failure, self.deadline) from None
-            if failure.kind not in _MAX_ATTEMPTS or attempt >= _MAX_ATTEMPTS[failure.kind]:
-                raise failure
-            if not pause_before_retry(attempt, self.deadline, margin=0.1 + _MARGIN):
-                raise failure
+    def call(self, name: str, /, **params: Any) -> Any:
+        return self.retry(lambda seconds: self._rpc(name, params, seconds))
+
+    def classify(self, exc: Exception) -> GcpFailure:
+        return classify(exc)
+
+    def source_error(self, failure: Failure) -> SourceError:
+        return self.source._source_error(failure, self.deadline)
 
     def _rpc(self, method: str, request: Mapping[str, Any], timeout: float) -> Any:
         """The RPC itself. The first one runs alone: google-auth refreshes a credential
@@ -692,20 +675,17 @@ class GcpApi:
             timeout = max(0.05, min(timeout, self.deadline.remaining() - _MARGIN))
         return getattr(self.client, method)(request=request, retry=None, timeout=timeout)
 
-    def parallel(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
-        return self.source.runtime.parallel(self.deadline, tasks)
 
-
-def _import_quietly(module: str, source: Source) -> ModuleType:
+def _import_quietly(module: str, runtime: Runtime) -> ModuleType:
     """Import the client with gRPC's C core logging errors only: by default it writes INFO
     lines (a failed TLS handshake…) to stderr, which belongs to the command. gRPC reads
     GRPC_VERBOSITY once, when it is first imported; the variable is removed again so
     that it never reaches the command's environment."""
     if "grpc" in sys.modules or "GRPC_VERBOSITY" in os.environ:
-        return import_sdk(module, source)
+        return runtime.sdk(module)
     os.environ["GRPC_VERBOSITY"] = "ERROR"
     try:
-        return import_sdk(module, source)
+        return runtime.sdk(module)
     finally:
         os.environ.pop("GRPC_VERBOSITY", None)
 
@@ -766,10 +746,7 @@ def _from_bundle(request: Request, target: Target, bundle: dict[str, Any] | str
         return Problem("error", f"{bundle} — store a JSON object or KEY=value "
                                 "lines in it, or use a secret per key (secret = "
                                 "\"{env}-{key}\")")
-    if bundle.get(request.name) is None:
-        detail = "holds no value for" if request.name in bundle else "has no key"
-        return Problem.missing(f"{target} {detail} {request.name!r}")
-    return entry_value(bundle[request.name], request.field, f"{target}#{request.name}")
+    return bundle_entry(bundle, request, str(target), null="holds no value for")
 
 
 def _learn_state(api: GcpApi, target: Target, failure: GcpFailure) -> None:
@@ -835,12 +812,7 @@ def _secret_times(secret: Any) -> tuple[datetime | None, datetime | None]:
 
 
 def _time(message: Any, field: str) -> datetime | None:
-    if message is None or field not in message:
-        return None
-    value = getattr(message, field)
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware(getattr(message, field)) if message is not None and field in message else None
 
 
 def _state_name(version: Any) -> str:

@@ -20,7 +20,8 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
@@ -190,6 +191,50 @@ class Failure(Exception):
     @property
     def reason(self) -> str:
         return f"{self.code}: {self.detail}" if self.detail else self.code
+
+
+class Api(ABC):
+    """A backend's client bound to one deadline, for a source that sorts failures into
+    :class:`Failure` kinds: a kind in ``max_attempts`` is tried up to that many times, a
+    failure of the whole source raises ``source_error(failure)``, and any other failure is
+    raised for the caller to judge, key by key (or returned, by :meth:`outcome`)."""
+
+    max_attempts: ClassVar[Mapping[str, int]] = {}
+
+    def __init__(self, runtime: Runtime, deadline: Deadline) -> None:
+        self.runtime = runtime
+        self.deadline = deadline
+
+    @abstractmethod
+    def call(self, name: str, /, **params: Any) -> Any:
+        """One call (through :meth:`retry`)."""
+
+    @abstractmethod
+    def classify(self, exc: Exception) -> Failure:
+        """What a client's exception means."""
+
+    @abstractmethod
+    def source_error(self, failure: Failure) -> SourceError:
+        """The error of a failure that is the whole source's."""
+
+    def retry(self, attempt: Callable[[float], T]) -> T:
+        return self.runtime.retry(self.deadline, attempt, self._judge)
+
+    def outcome(self, name: str, /, **params: Any) -> Any:
+        """``call``, with a failure of the item returned instead of raised."""
+        try:
+            return self.call(name, **params)
+        except Failure as failure:
+            return failure
+
+    def parallel(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
+        return self.runtime.parallel(self.deadline, tasks)
+
+    def _judge(self, exc: Exception, tries: int) -> Verdict:
+        failure = self.classify(exc)
+        failure.attempts = tries
+        error = self.source_error(failure) if failure.whole_source else failure
+        return Verdict(error, again=tries < self.max_attempts.get(failure.kind, 0))
 
 
 # messages
