@@ -1,7 +1,15 @@
-"""`keyrun scan` against `detect-secrets scan` on one generated tree with planted keys.
+"""`keyrun scan` against `detect-secrets scan`: on an external corpus, and on a generated tree.
 
+    python benchmarks/scan_bench.py --corpus ../shared/scan-corpus [--runs 3]
     python benchmarks/scan_bench.py [--megabytes 50] [--runs 3] [--keep DIR]
 
+With --corpus, runs the corpus's own scorer (`score.py`, gitleaks' rule samples: see its
+README) with both tools --runs times and prints, for each, literal-sample recall over the
+corpus's focus rules (`focus.json`'s `_in_scope`), generated-sample recall there, literal
+recall over every rule, the share of false-positive samples flagged, and the wall time of
+the scan (median).
+
+Without it:
 Generates a git repository of about --megabytes of source-like files (Python, minified
 JavaScript, npm lock files full of sha512 hashes, JSON, YAML, CSV, Markdown, .env files and
 a few binaries), plants keys of every AI-provider format keyrun knows (plus AWS, GitHub,
@@ -31,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 ALNUM = string.ascii_letters + string.digits
@@ -289,12 +298,67 @@ def print_by_provider(found: dict[str, set[tuple[str, int]]], planted: list[Plan
     print()
 
 
+CORPUS_MEASURES = (
+    ("literal recall, focus rules", "tp_lit", "tp_lit_found", True),
+    ("generated recall, focus rules", "tp_gen", "tp_gen_found", True),
+    ("literal recall, all rules", "tp_lit", "tp_lit_found", False),
+    ("false-positive samples flagged", "fp", "fp_flagged", False),
+)
+
+
+def corpus_totals(per_rule: dict[str, dict[str, int]], rules: set[str] | None
+                  ) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for rule, counts in per_rule.items():
+        if rules is None or rule in rules:
+            for name in ("tp_lit", "tp_lit_found", "tp_gen", "tp_gen_found", "fp",
+                         "fp_flagged"):
+                totals[name] = totals.get(name, 0) + counts.get(name, 0)
+    return totals
+
+
+def run_corpus(corpus: Path, runs: int) -> None:
+    """The corpus scorer with keyrun and detect-secrets, ``runs`` times; a table."""
+    keyrun = shutil.which("keyrun", path=str(BIN)) or "keyrun"
+    detect_secrets = shutil.which("detect-secrets", path=str(BIN)) or "detect-secrets"
+    focus = set(json.loads((corpus / "focus.json").read_text())["_in_scope"])
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="keyrun-scan-corpus-") as scratch:
+        for run in range(runs):
+            out = Path(scratch) / f"run{run}.json"
+            subprocess.run([sys.executable, str(corpus / "score.py"),
+                            str(corpus / "gitleaks-samples.jsonl"), "--keyrun", keyrun,
+                            "--groups", str(corpus / "focus.json"), "--detect-secrets",
+                            detect_secrets, "--json", str(out)],
+                           check=True, stdout=subprocess.DEVNULL)
+            results.append(json.loads(out.read_text()))
+    print("| | keyrun scan | detect-secrets scan |\n|---|---:|---:|")
+    for label, total, found, focus_only in CORPUS_MEASURES:
+        cells = []
+        for tool in ("keyrun", "detect_secrets"):
+            counts = corpus_totals(results[0][tool]["per_rule"], focus if focus_only else None)
+            cells.append(f"{100 * counts[found] / counts[total]:.1f} % "
+                         f"({counts[found]}/{counts[total]})")
+        print(f"| {label} | {cells[0]} | {cells[1]} |")
+    times = {tool: [float(r[tool]["elapsed_s"]) for r in results]
+             for tool in ("keyrun", "detect_secrets")}
+    print("| scan wall time, median of {} | {:.2f} s ({}) | {:.1f} s ({}) |".format(
+        runs, statistics.median(times["keyrun"]), ", ".join(f"{t:.2f}" for t in times["keyrun"]),
+        statistics.median(times["detect_secrets"]),
+        ", ".join(f"{t:.1f}" for t in times["detect_secrets"])))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, help="the scan corpus directory (score.py, "
+                        "gitleaks-samples.jsonl, focus.json): score it instead of a tree")
     parser.add_argument("--megabytes", type=float, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="generate the tree here and keep it")
     options = parser.parse_args()
+    if options.corpus is not None:
+        run_corpus(options.corpus, options.runs)
+        return
     root = options.keep or Path(tempfile.mkdtemp(prefix="keyrun-scan-bench-"))
     try:
         root.mkdir(parents=True, exist_ok=True)

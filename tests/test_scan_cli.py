@@ -152,3 +152,13 @@ def test_archive_findings_and_bombs_through_the_cli(repo: Path, tmp_path: Path) 
     assert [(f["path"], f["line"]) for f in json.loads(done.stdout)["findings"]] == [
         ("dist/pkg-1.0-py3-none-any.whl!pkg/settings.py", 1)]
     assert "keyrun: warning: dist/bomb.zip: big.bin expands to 100 MiB" in done.stderr
+
+
+def test_a_commit_never_creates_its_own_baseline(repo: Path, tmp_path: Path) -> None:
+    write(repo / "deploy.sh", f"export GH_TOKEN={token(10)}\n")
+    git(repo, "add", "deploy.sh")
+    done = run(["--staged", "--baseline", str(tmp_path / "new.json")], repo, tmp_path)
+    assert done.returncode == 125
+    assert f"--baseline: {tmp_path / 'new.json'} does not exist" in done.stderr
+    assert "keyrun scan --baseline" in done.stderr
+    assert not (tmp_path / "new.json").exists()

@@ -51,6 +51,13 @@ def bedrock_short_term(secret: bytes, match: re.Match[bytes] | None = None) -> b
     return b64decode(secret.removeprefix(b"bedrock-api-key-")[:28]) == b"bedrock.amazonaws.com"
 
 
+def discord_bot_token(secret: bytes, match: re.Match[bytes] | None = None) -> bool:
+    """A Discord bot token: its first part is the base64 of the bot's user id, a snowflake
+    of 17 to 20 digits."""
+    user_id = b64decode(secret.split(b".", 1)[0], b"-_")
+    return user_id is not None and user_id.isdigit() and 17 <= len(user_id) <= 20
+
+
 _DOCUMENT_SEPARATOR = re.compile(rb"(?m)^---[ \t]*$")
 _SECRET_KIND = re.compile(rb"(?im)^[ \t]*[\"']?kind[\"']?[ \t]*:[ \t]*[\"']?secret[\"']?[ \t]*,?$")
 _DATA_KEY = re.compile(rb"(?m)^([ \t]*)(data|stringData)[ \t]*:[ \t]*$")
@@ -162,6 +169,7 @@ CHECKS: dict[str, Check] = {
     "bedrock-long-term": bedrock_long_term,
     "bedrock-short-term": bedrock_short_term,
     "kubernetes-secret": kubernetes_secret,
+    "discord-bot-token": discord_bot_token,
     "url-password": url_password,
     "random-value": random_value,
     "password-value": password_value,

@@ -48,8 +48,9 @@ class Outcome:
 def run_scan(paths: Sequence[str], *, mode: Mode, selection: Selection, report: Reporter,
              baseline: str | None = None, update_baseline: bool = False,
              cwd: Path | None = None) -> Outcome:
-    """Scan as ``keyrun scan`` does. ``baseline`` names a baseline file: created with every
-    finding when it does not exist yet, else its fingerprints are skipped; with
+    """Scan as ``keyrun scan`` does. ``baseline`` names a baseline file: its fingerprints are
+    skipped; a scan of the work tree creates it with every finding when it does not exist
+    yet (a commit or the history never does: that would accept what it should stop); with
     ``update_baseline`` the findings are added to it. Raises ``ConfigError`` for an invalid
     keyrun.toml, ``ScanError`` when the scan cannot run."""
     cwd = cwd or Path.cwd()
@@ -74,15 +75,17 @@ def run_scan(paths: Sequence[str], *, mode: Mode, selection: Selection, report: 
     def mark(finding: Finding) -> str:
         return fingerprint(finding.rule, project_path(finding.path, cwd, anchor), finding.digest)
 
-    if target is not None and (update_baseline or (baseline is not None
-                                                   and not target.exists())):
+    if target is not None and (update_baseline or (
+            baseline is not None and mode == "tree" and not target.exists())):
         _record(outcome, target, mark, cwd, anchor)
         return outcome
     accepted = set(settings.accepted)
     if target is not None:
         if not target.exists():
-            raise ConfigError(f"{settings.where} baseline: {target} does not exist",
-                              f"create it with: keyrun scan --baseline {target}")
+            named = f"{settings.where} baseline" if baseline is None else "--baseline"
+            raise ConfigError(f"{named}: {target} does not exist",
+                              f"create it from the whole work tree: keyrun scan --baseline "
+                              f"{target}")
         accepted |= {entry["fingerprint"] for entry in read_baseline(target)}
     if accepted and result.findings:
         kept = [f for f in result.findings if mark(f) not in accepted]
