@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from keyrun.errors import ConfigError, SourceError
@@ -163,6 +163,15 @@ class AwsApi(Api):
     def call(self, name: str, /, **params: Any) -> dict[str, Any]:
         method = getattr(self.client, re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
         return self.retry(lambda _: dict(method(**params)))
+
+    def pages(self, name: str, /, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every page of a call that pages with NextToken."""
+        while True:
+            page = self.call(name, **params)
+            yield page
+            if not page.get("NextToken"):
+                return
+            params["NextToken"] = page["NextToken"]
 
     def classify(self, exc: Exception) -> AwsFailure:
         return classify(exc)

@@ -132,26 +132,19 @@ class AwsSecretsManagerSource(Source):
 
     def _read_batch(self, api: AwsApi, ids: list[str]) -> dict[tuple[str, str | None], Any]:
         found: dict[tuple[str, str | None], Any] = {}
-        token: str | None = None
-        while True:
-            params: dict[str, Any] = {"SecretIdList": ids}
-            if token:
-                params["NextToken"] = token
-            try:
-                page = api.call("BatchGetSecretValue", **params)
-            except AwsFailure as failure:
-                if failure.kind == "denied" or (failure.kind == "invalid" and len(ids) > 1):
-                    # a policy granting GetSecretValue only, or one bad id spoiling the call
-                    return self._read_each(api, ids)
-                return {(secret, None): failure for secret in ids}
-            for value in page.get("SecretValues", []):
-                found[(_matching_id(ids, value), None)] = value
-            for error in page.get("Errors", []):
-                found[(str(error.get("SecretId")), None)] = failure_for_code(
-                    str(error.get("ErrorCode")), str(error.get("Message") or ""))
-            token = page.get("NextToken")
-            if not token:
-                return found
+        try:
+            for page in api.pages("BatchGetSecretValue", SecretIdList=ids):
+                for value in page.get("SecretValues", []):
+                    found[(_matching_id(ids, value), None)] = value
+                for error in page.get("Errors", []):
+                    found[(str(error.get("SecretId")), None)] = failure_for_code(
+                        str(error.get("ErrorCode")), str(error.get("Message") or ""))
+        except AwsFailure as failure:
+            if failure.kind == "denied" or (failure.kind == "invalid" and len(ids) > 1):
+                # a policy granting GetSecretValue only, or one bad id spoiling the call
+                return self._read_each(api, ids)
+            return {(secret, None): failure for secret in ids}
+        return found
 
     def _read_each(self, api: AwsApi, ids: list[str]) -> dict[tuple[str, str | None], Any]:
         tasks = [partial(self._read_one, api, secret, None) for secret in ids]

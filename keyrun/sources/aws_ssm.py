@@ -23,7 +23,7 @@ from keyrun.sources._aws import (
     scrub,
     validate_aws,
 )
-from keyrun.sources._values import aware, pick_field
+from keyrun.sources._values import aware, entry_value
 from keyrun.template import Template
 
 _DEFAULT_NAME = "/{project}/{env}/{key}"
@@ -183,12 +183,9 @@ class AwsSsmSource(Source):
         if isinstance(read, AwsFailure):
             return item_problem(read, what, api, "ssm:GetParameters (and kms:Decrypt "
                                 "for SecureString)")
-        value = str(read.get("Value", ""))
-        if request.field is not None:
-            picked = pick_field(value, request.field, what)
-            if isinstance(picked, Problem):
-                return picked
-            value = picked
+        value = entry_value(str(read.get("Value", "")), request.field, what)
+        if isinstance(value, Problem):
+            return value
         version = read.get("Version")
         return Item(Secret(value), version=None if version is None else str(version),
                     updated=aware(read.get("LastModifiedDate")))
@@ -201,21 +198,14 @@ class AwsSsmSource(Source):
         api = self._aws.api(deadline)
         base = self.base_path or "/"
         option = "Recursive" if self.settings.get("recursive") else "OneLevel"
-        params: dict[str, Any] = {"MaxResults": 50, "ParameterFilters": [
-            {"Key": "Path", "Option": option, "Values": [base]}]}
-        found: list[str] = []
-        while True:
-            try:
-                page = api.call("DescribeParameters", **params)
-            except AwsFailure as failure:
-                raise api.source_error(failure) from None
-            for parameter in page.get("Parameters", []):
-                name = str(parameter.get("Name", ""))
-                if name.startswith(base.rstrip("/") + "/"):
-                    found.append(name[len(base.rstrip("/")) + 1 :])
-            if not page.get("NextToken"):
-                return sorted(found)
-            params["NextToken"] = page["NextToken"]
+        pages = api.pages("DescribeParameters", MaxResults=50, ParameterFilters=[
+            {"Key": "Path", "Option": option, "Values": [base]}])
+        prefix = base.rstrip("/") + "/"
+        try:
+            names = [str(p.get("Name", "")) for page in pages for p in page.get("Parameters", [])]
+        except AwsFailure as failure:
+            raise api.source_error(failure) from None
+        return sorted(name[len(prefix):] for name in names if name.startswith(prefix))
 
     # metadata
 
@@ -235,17 +225,13 @@ class AwsSsmSource(Source):
 
     def _describe_chunk(self, api: AwsApi, names: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
-        params: dict[str, Any] = {"MaxResults": 50, "ParameterFilters": [
-            {"Key": "Name", "Option": "Equals", "Values": names}]}
-        while True:
-            try:
-                page = api.call("DescribeParameters", **params)
-            except AwsFailure:
-                return found
-            found.update({str(p.get("Name")): p for p in page.get("Parameters", [])})
-            if not page.get("NextToken"):
-                return found
-            params["NextToken"] = page["NextToken"]
+        try:
+            for page in api.pages("DescribeParameters", MaxResults=50, ParameterFilters=[
+                    {"Key": "Name", "Option": "Equals", "Values": names}]):
+                found.update({str(p.get("Name")): p for p in page.get("Parameters", [])})
+        except AwsFailure:
+            pass  # what was found stands; the rest is unknown
+        return found
 
     def check(self, deadline: Deadline) -> Health:
         api = self._aws.api(deadline)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
 from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
-from keyrun.sources._values import entry_value, json_object, pick_field
+from keyrun.sources._values import entry_value, json_object
 from keyrun.sources.runtime import RAISE_DEADLINE, Endpoint, Runtime, Verdict, gave_up, timed_out
 from keyrun.template import PLACEHOLDERS, Template
 
@@ -156,12 +156,10 @@ class AzureKeyVaultSource(Source):
                 results[request.key] = Problem("error", self._bad_name(name))
                 continue
             wanted.setdefault((name, request.version), []).append(request)
-        targets = list(wanted)
-        got = self.runtime.parallel(deadline, [partial(self._get, t, deadline) for t in targets],
-                                    first_alone=True)  # one challenge and token serve the rest
-        secrets = dict(zip(targets, got, strict=True))
-        for (name, version), group in wanted.items():
-            got = secrets[(name, version)]
+        tasks = [partial(self._get, target, deadline) for target in wanted]
+        # the first alone: one challenge and one token serve the others
+        secrets = self.runtime.parallel(deadline, tasks, first_alone=True)
+        for ((name, _), group), got in zip(wanted.items(), secrets, strict=True):
             for request in group:
                 results[request.key] = self._outcome(request, name, got)
         return results
@@ -189,11 +187,8 @@ class AzureKeyVaultSource(Source):
             fix = f" — {self._enable_fix(name)}" if props.enabled is False else ""
             return Problem("error", f"{unusable}{fix}")
         value = got.value if got.value is not None else ""
-        if self.per_key:
-            picked = value if request.field is None else pick_field(
-                value, request.field, self.locate(request))
-        else:
-            picked = self._from_bundle(request, name, value)
+        picked = (entry_value(value, request.field, self.locate(request)) if self.per_key
+                  else self._from_bundle(request, name, value))
         if isinstance(picked, Problem):
             return picked
         return Item(Secret(picked), version=props.version, updated=props.updated_on,

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
 from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
-from keyrun.sources._values import pick_field
+from keyrun.sources._values import entry_value
 from keyrun.sources.runtime import Busy, Endpoint, Runtime, Verdict, gave_up, timed_out
 from keyrun.template import Template
 
@@ -129,14 +129,8 @@ class DopplerSource(Source):
                 results[request.key] = Problem.missing(
                     f"no secret {request.name} in Doppler config {self.label}")
                 continue
-            value = secrets[request.name]
-            if request.field is not None:
-                picked = pick_field(value, request.field, self.locate(request))
-                if isinstance(picked, Problem):
-                    results[request.key] = picked
-                    continue
-                value = picked
-            results[request.key] = Item(Secret(value))
+            value = entry_value(secrets[request.name], request.field, self.locate(request))
+            results[request.key] = value if isinstance(value, Problem) else Item(Secret(value))
         return results
 
     def _download(self, deadline: Deadline) -> dict[str, str]:

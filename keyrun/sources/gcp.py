@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from types import ModuleType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from keyrun.errors import ConfigError, KeyrunError, SourceError
 from keyrun.secret import Secret
 from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
-from keyrun.sources._values import aware, bundle_entry, pick_field
+from keyrun.sources._values import aware, bundle_entry, entry_value, json_object
 from keyrun.sources.runtime import (
     Api,
     Endpoint,
@@ -28,8 +28,6 @@ from keyrun.sources.runtime import (
     short,
 )
 from keyrun.template import PLACEHOLDERS
-
-T = TypeVar("T")
 
 SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _NOT_IN_ID = re.compile(r"[^A-Za-z0-9_-]")
@@ -89,11 +87,8 @@ class GcpFailure(Failure):
     """One failed call, classified; ``detail`` is Google's own message (never a value)."""
 
     whole_source_kinds = frozenset(_WHOLE_SOURCE)
-
-    def __init__(self, kind: str, code: str, detail: str = "", attempts: int = 1) -> None:
-        super().__init__(kind, code, detail, attempts)
-        self.state: str | None = None  # of a version that is not enabled, when known
-        self.number: str | None = None  # the version "latest" resolved to, when known
+    state: str | None = None  # of a version that is not enabled, when known
+    number: str | None = None  # the version "latest" resolved to, when known
 
 
 _KINDS = {
@@ -314,24 +309,20 @@ class GcpSecretManagerSource(Source):
             return {r.key: problem for r in requests}
         data = bytes(got.payload.data)
         if "data_crc32c" in got.payload and crc32c(data) != got.payload.data_crc32c:
-            return {r.key: Problem("error", f"the payload of {target} failed its "
-                                            "CRC32C check (damaged on the way) — run keyrun "
-                                            "again") for r in requests}
+            return {r.key: Problem("error", f"the payload of {target} failed its CRC32C "
+                                            "check (damaged on the way) — run keyrun again")
+                    for r in requests}
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return {r.key: Problem("error", f"{target} holds binary data, not "
-                                            f"UTF-8 text, so {r.key} cannot be set from it")
-                    for r in requests}
+            return {r.key: Problem("error", f"{target} holds binary data, not UTF-8 text, so "
+                                            f"{r.key} cannot be set from it") for r in requests}
         version = _number(got) or target.version
         bundle = None if self.per_key else parse_bundle(text, str(target))
         results: dict[str, Outcome] = {}
         for request in requests:
-            if bundle is None:
-                value = text if request.field is None else pick_field(
-                    text, request.field, str(target))
-            else:
-                value = _from_bundle(request, target, bundle)
+            value = (entry_value(text, request.field, str(target)) if bundle is None
+                     else _from_bundle(request, target, bundle))
             results[request.key] = value if isinstance(value, Problem) else Item(
                 Secret(value), version=version)
         return results
@@ -720,11 +711,8 @@ def update_bundle(text: str, name: str, value: str, where: str, *,
     if not text.strip():
         return json.dumps({name: value}, ensure_ascii=False)
     if json_only or text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(data, dict):
+        data = json_object(text)
+        if data is None:
             return None
         data[name] = value
         return json.dumps(data, ensure_ascii=False, indent=2 if "\n" in text.strip() else None)

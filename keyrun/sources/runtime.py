@@ -8,15 +8,16 @@ A source makes one :class:`Runtime` and passes through it:
   the one place that sees where a source sends its requests and its credentials);
 - every call, through :meth:`Runtime.retry`, which gives each attempt the time the deadline
   leaves and asks the source's own ``judge`` what a failure means (a :class:`Verdict`);
+  a source whose client raises exceptions it sorts into :class:`Failure` kinds subclasses
+  :class:`Api` instead of writing a judge;
 - batches of calls, through :meth:`Runtime.parallel`.
 
-Messages name the item and the next step but never the source: :class:`~keyrun.errors.SourceError`
-and the core add the source's name, once.
+Messages name the item and the next step but never the source: SourceError and the core
+add the source's name, once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 import time
@@ -31,7 +32,7 @@ from keyrun.sources import Deadline, Source, import_sdk
 T = TypeVar("T")
 
 RAISE_DEADLINE = "raise the deadline with timeout = \"60s\" in the environment's table"
-MIN_WAIT = 0.05  # less time than this left for a call: it is not made, the source timed out
+_MIN_WAIT = 0.05  # less time than this left for a call: it is not made, the source timed out
 _BASE = 0.1  # the first pause between attempts, doubled on each, at most _CAP
 _CAP = 2.0
 
@@ -90,7 +91,8 @@ class Runtime:
 
     def endpoint(self, url: str, origin: str) -> Endpoint:
         """The endpoint the source is about to contact, from ``url`` (a trailing ``/``
-        dropped). Every source calls this before a client or request is made with it."""
+        dropped) chosen by ``origin``. Every source calls this before a client or a request
+        is made with it: the one place that sees every endpoint keyrun sends credentials to."""
         return Endpoint(url.rstrip("/"), origin)
 
     def retry(self, deadline: Deadline, attempt: Callable[[float], T],
@@ -101,7 +103,7 @@ class Runtime:
         while True:
             tries += 1
             left = deadline.remaining() - self.margin
-            if left <= MIN_WAIT:
+            if left <= _MIN_WAIT:
                 raise self.timed_out(deadline)
             try:
                 return attempt(left)
@@ -109,9 +111,8 @@ class Runtime:
                 raise
             except Exception as exc:
                 verdict = judge(exc, tries)
-            if not (verdict.again and pause_before_retry(
-                    tries, deadline, retry_after=verdict.retry_after,
-                    margin=self.margin + self.spare)):
+            if not (verdict.again and _pause(tries, deadline, verdict.retry_after,
+                                             self.margin + self.spare)):
                 raise verdict.error
 
     def parallel(self, deadline: Deadline, tasks: Sequence[Callable[[], T]], *,
@@ -152,17 +153,14 @@ class Runtime:
         return results
 
 
-def pause_before_retry(attempt: int, deadline: Deadline, *, retry_after: str | None = None,
-                       margin: float = 0.1) -> bool:
+def _pause(attempt: int, deadline: Deadline, retry_after: str | None, margin: float) -> bool:
     """Sleep before attempt ``attempt + 1``: exponential backoff with jitter (half to all
     of ``_BASE * 2**(attempt-1)``, at most ``_CAP``), or longer when the server's
     Retry-After asks. False, without sleeping, when the deadline leaves no room for the
     pause and ``margin`` more: the caller reports its failure instead of waiting for the
     deadline."""
-    delay = min(_CAP, _BASE * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-    if retry_after:
-        with contextlib.suppress(ValueError):  # an HTTP date: the backoff stands
-            delay = max(delay, float(retry_after))
+    delay = max(min(_CAP, _BASE * 2 ** (attempt - 1)) * (0.5 + random.random() / 2),
+                _seconds(retry_after))
     if delay + margin >= deadline.remaining():
         return False
     time.sleep(delay)
@@ -275,8 +273,8 @@ def short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _seconds(text: str | None) -> float:
+def _seconds(retry_after: str | None) -> float:
     try:
-        return float(text) if text else 0.0
-    except ValueError:  # an HTTP date
+        return float(retry_after) if retry_after else 0.0
+    except ValueError:  # an HTTP date: the backoff stands
         return 0.0
