@@ -151,17 +151,20 @@ def read_all_on_terminal(command: Sequence[str], env: dict[str, str]) -> tuple[f
     return time.perf_counter() - start, total
 
 
-def on_terminal(data: Path, size: int, values: dict[str, str], rounds: int) -> None:
+def on_terminal(data: Path, size: int, values: dict[str, str], rounds: int,
+                baseline: Path | None) -> None:
     """Not part of the bar: a terminal is read a few KiB at a time, through two of them."""
     text = data.parent / "terminal.txt"
     with data.open("rb") as source:
         text.write_bytes(base64.encodebytes(source.read(size * 3 // 4)))
-    table = {name: command for name, command in commands(text, "launcher", data.parent).items()
+    table = {name: command for name, command
+             in commands(text, "launcher", data.parent, baseline).items()
              if "|" not in command and "ahocorasick" not in name}
     timings: dict[str, list[float]] = {}
     for _round in range(rounds):
         for name, command in table.items():
-            elapsed, total = read_all_on_terminal(command, environment(name, values, data.parent))
+            env = environment(name, values, data.parent, baseline)
+            elapsed, total = read_all_on_terminal(command, env)
             assert total > 0
             timings.setdefault(name, []).append(elapsed)
     print(f"\non a pseudo-terminal ({text.stat().st_size >> 20} MB of base64 text):")
@@ -177,21 +180,30 @@ def cli_setup(directory: Path, values: dict[str, str]) -> None:
         + '[sources.local]\ntype = "dotenv"\n[env.bench]\nsources = ["local"]\n')
 
 
-def commands(data: Path, via: str, directory: Path) -> dict[str, list[str]]:
+def commands(data: Path, via: str, directory: Path,
+             baseline: Path | None = None) -> dict[str, list[str]]:
+    """Name → command; with ``baseline``, each keyrun row again as "NAME (baseline)"."""
     cat = ["cat", str(data)]
     if via == "cli":
         keyrun = [sys.executable, "-m", "keyrun", "-q", "-e", "bench", "run"]
-        return {"cat FILE": cat, "cat FILE | cat": ["cat", str(data), "|", "cat"],
-                "keyrun run (exec)": [*keyrun, "--", *cat],
-                "keyrun run --mask": [*keyrun, "--mask", "--", *cat]}
-    launcher = [sys.executable, "-c", LAUNCHER]
-    return {"cat FILE": cat, "cat FILE | cat": ["cat", str(data), "|", "cat"],
-            "relay, no values": [*launcher, *cat], "relay, 100 values": [*launcher, *cat],
-            "relay, 100 values, ahocorasick": [*launcher, *cat]}
+        table = {"cat FILE": cat, "cat FILE | cat": ["cat", str(data), "|", "cat"],
+                 "keyrun run (exec)": [*keyrun, "--", *cat],
+                 "keyrun run --mask": [*keyrun, "--mask", "--", *cat]}
+    else:
+        launcher = [sys.executable, "-c", LAUNCHER]
+        table = {"cat FILE": cat, "cat FILE | cat": ["cat", str(data), "|", "cat"],
+                 "relay, no values": [*launcher, *cat], "relay, 100 values": [*launcher, *cat],
+                 "relay, 100 values, ahocorasick": [*launcher, *cat]}
+    if baseline is not None:
+        table |= {f"{name} (baseline)": command for name, command in table.items()
+                  if "keyrun" in name or "relay" in name}
+    return table
 
 
-def environment(name: str, values: dict[str, str], directory: Path) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), KEYRUN_ACCESS_LOG="off")
+def environment(name: str, values: dict[str, str], directory: Path,
+                baseline: Path | None = None) -> dict[str, str]:
+    root = baseline if baseline is not None and name.endswith("(baseline)") else ROOT
+    env = dict(os.environ, PYTHONPATH=str(root), KEYRUN_ACCESS_LOG="off")
     env["BENCH_VALUES"] = json.dumps({} if "no values" in name else values)
     env["BENCH_ENGINE"] = "ahocorasick" if "ahocorasick" in name else ""
     return env
@@ -223,6 +235,9 @@ def main() -> None:
     parser.add_argument("--via", choices=("launcher", "cli"), default="launcher")
     parser.add_argument("--terminal-mb", type=int, default=20,
                         help="also time this much on a pseudo-terminal (0: skip)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout of keyrun (before a change): its masking rows "
+                             "are timed in the same rounds")
     args = parser.parse_args()
     values = make_values()
     with tempfile.TemporaryDirectory(prefix="keyrun-mask-bench-") as tmp:
@@ -236,11 +251,11 @@ def main() -> None:
               f"engine {masks.engine}")
         verify(data, masks, values, commands(data, args.via, directory), args.via)
         timings: dict[str, list[float]] = {}
-        table = commands(data, args.via, directory)
+        table = commands(data, args.via, directory, args.baseline)
         for _round in range(args.rounds):
             for name, command in table.items():
                 shell = "|" in command
-                env = environment(name, values, directory)
+                env = environment(name, values, directory, args.baseline)
                 elapsed, total, _ = read_all(command, env, shell=shell)
                 assert total > 0
                 timings.setdefault(name, []).append(elapsed)
@@ -254,7 +269,7 @@ def main() -> None:
         for engine, speed, built in in_process(content, values):
             print(f"  {engine}: {speed:.0f} MB/s (compiled in {built * 1000:.0f} ms)")
         if args.terminal_mb:
-            on_terminal(data, args.terminal_mb << 20, values, args.rounds)
+            on_terminal(data, args.terminal_mb << 20, values, args.rounds, args.baseline)
 
 
 def verify(data: Path, masks: MaskSet, values: dict[str, str],

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import bisect
-import html
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -125,13 +124,29 @@ def _utf16_forms(value: str) -> set[bytes]:
 
 
 def _html_forms(value: str) -> set[bytes]:
-    """HTML escaping as templates write it, and every character as a numeric entity."""
-    texts = {html.escape(value, quote=False), html.escape(value),
-             html.escape(value).replace("&#x27;", "&#39;")}
-    texts |= {"".join(f"&#{ord(char)};" for char in value),
-              "".join(f"&#x{ord(char):x};" for char in value),
-              "".join(f"&#x{ord(char):X};" for char in value)}
+    """HTML escaping as templates write it (Python's ``html.escape``, Jinja's ``&#39;``),
+    and every character as a numeric entity. (The html module would import its 2,000
+    named entities at every masked start.)"""
+    plain = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    quoted = plain.replace('"', "&quot;")
+    texts = {plain, quoted.replace("'", "&#x27;"), quoted.replace("'", "&#39;")}
+    texts |= {_each_char(value, form) for form in ("&#{:d};", "&#x{:x};", "&#x{:X};")}
     return {text.encode("utf-8", "surrogateescape") for text in texts}
+
+
+_EACH_CHAR: dict[str, dict[int, str]] = {}
+
+
+def _each_char(value: str, form: str) -> str:
+    """``value`` with every character written as ``form.format(code point)`` (a table for
+    the first 256, which str.translate applies in C: this runs for every value at every
+    masked start)."""
+    table = _EACH_CHAR.get(form)
+    if table is None:
+        table = _EACH_CHAR[form] = {code: form.format(code) for code in range(256)}
+    if max(value, default="\0") < "\u0100":
+        return value.translate(table)
+    return "".join(form.format(ord(char)) for char in value)
 
 
 # JSON escapes beyond what JSON requires: Go's encoding/json (HTML-safe: < > & and the line
@@ -156,9 +171,13 @@ def _json_forms(value: str) -> set[bytes]:
 def _json_every_char(value: str) -> set[bytes]:
     """JSON with every character ``\\u``-escaped (UTF-16 code units), as obfuscating
     emitters write it."""
-    units = value.encode("utf-16-be", "surrogatepass")
-    every = "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
-    return {every.encode(), every.upper().replace("\\U", "\\u").encode()}
+    if max(value, default="\0") < "\u0100":
+        lower, upper = _each_char(value, "\\u{:04x}"), _each_char(value, "\\u{:04X}")
+    else:
+        units = value.encode("utf-16-be", "surrogatepass").hex()
+        lower = "".join(f"\\u{units[i:i + 4]}" for i in range(0, len(units), 4))
+        upper = lower.upper().replace("\\U", "\\u")
+    return {lower.encode(), upper.encode()}
 
 
 def _escape_chars(text: str, chars: str) -> str:
@@ -211,22 +230,31 @@ class Engine(Protocol):
 class HyperscanEngine:
     """Intel Hyperscan in block mode (the fastest; wheels for x86-64 and macOS).
 
-    It looks for the first ``SEED`` bytes of each pattern (every pattern is at least that
-    long), then compares the patterns that begin so whole: a few thousand 6-byte literals
-    compile several times faster than the patterns themselves (every mask start-up pays
-    it), and the same database finds where a live prefix may begin (``starts``). Every byte
-    is written as ``\\xHH`` (the binding's literal API stops at NUL)."""
+    It looks for the first ``SEED`` bytes of each pattern (every pattern is longer), then
+    compares the patterns that begin so whole: a few thousand 5-byte literals compile
+    several times faster than the patterns themselves, which every masked start pays
+    (measured, benchmarks/RESULTS.md: 5 bytes compiled in a third of the time of 6, and
+    scanned almost as fast; 4 scanned at half the speed), and the same database finds
+    where a live prefix may begin (``starts``). Every byte is written as ``\\xHH`` (the
+    binding's literal API stops at NUL)."""
 
-    SEED = _PREFIX
+    SEED = 5
+    KEY = 16
 
     def __init__(self, patterns: Sequence[bytes]) -> None:
         import hyperscan  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
         self._patterns = list(patterns)
-        seeds: dict[bytes, list[int]] = {}
+        # Expression id -> the patterns that begin with its seed: those shorter than KEY,
+        # and the others by their first KEY bytes (many values share a seed: "sk-pro").
+        seeds: dict[bytes, tuple[list[int], dict[bytes, list[int]]]] = {}
         for index, pattern in enumerate(self._patterns):
-            seeds.setdefault(pattern[: self.SEED], []).append(index)
-        self._seeded = list(seeds.values())  # expression id -> pattern indexes
+            short, long = seeds.setdefault(pattern[: self.SEED], ([], {}))
+            if len(pattern) < self.KEY:
+                short.append(index)
+            else:
+                long.setdefault(pattern[: self.KEY], []).append(index)
+        self._seeded = list(seeds.values())
         self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         # Every seed is SEED bytes long: its start is its end minus SEED, so no start-of-
         # match tracking (HS_FLAG_SOM_LEFTMOST costs most of the compile time).
@@ -235,11 +263,12 @@ class HyperscanEngine:
 
     def scan(self, data: bytes) -> list[Occurrence]:
         found: list[Occurrence] = []
-        patterns, seeded, seed = self._patterns, self._seeded, self.SEED
+        patterns, seeded, seed, key = self._patterns, self._seeded, self.SEED, self.KEY
 
         def on_match(index: int, _start: int, end: int, flags: int, context: object) -> None:
             start = end - seed
-            for full in seeded[index]:
+            short, long = seeded[index]
+            for full in (*short, *long.get(data[start:start + key], ())):
                 pattern = patterns[full]
                 if data.startswith(pattern, start):
                     found.append((start, start + len(pattern), full))
@@ -401,6 +430,23 @@ class MaskSet:
                 return start
         return size
 
+    def live_spans(self, data: bytes) -> list[tuple[int, int]]:
+        """(start, end) of each longest piece of ``data`` that is a proper prefix of some
+        pattern and stops being one at ``end`` (a value interrupted there, perhaps)."""
+        if self._starts is None:
+            return []
+        spans = []
+        for start in sorted(set(self._starts(data))):
+            low, high = 0, min(self.longest - 1, len(data) - start)
+            while low < high:  # the longest live length: liveness is prefix-closed
+                middle = (low + high + 1) // 2
+                if self._is_live(data[start:start + middle]):
+                    low = middle
+                else:
+                    high = middle - 1
+            spans.append((start, start + low))
+        return spans
+
     def _is_live(self, tail: bytes) -> bool:
         """Whether ``tail`` is a proper prefix of some pattern."""
         index = bisect.bisect_left(self._sorted, tail)
@@ -448,6 +494,10 @@ class _Span:
 RELEASE = 4
 
 _FEED, _RELEASE, _CLOSE = range(3)
+
+# The largest read searched for a value interrupted by the other output (``split_point``):
+# such reads are the few bytes of a command writing both in turn, not bulk output.
+SPLIT_SEARCH = 1 << 16
 
 
 class Masker:
@@ -509,6 +559,22 @@ class Masker:
         for start, end, index in self._masks.occurrences(window):
             if start < len(tail) < end:
                 return start, end - len(tail), index
+        return None
+
+    def split_point(self, data: bytes, other: bytes) -> int | None:
+        """Where in ``data`` a value may have been interrupted by ``other``, the command's
+        other output read in the same round (the order of their writes is lost then): the
+        end of a prefix that stops being live there and that ``other`` continues into a
+        whole value. ``feed`` up to it, then ``other``, then the rest. None if nowhere."""
+        if not self._masks.patterns or not other or len(data) > SPLIT_SEARCH:
+            return None
+        buf = self._tail + data
+        for start, end in self._masks.live_spans(buf):
+            if end <= len(self._tail) or end >= len(buf):
+                continue  # before this read, or live to its end (``continuation`` sees it)
+            window = buf[start:end] + other[: self._masks.longest]
+            if any(s == 0 and e > end - start for s, e, _ in self._masks.occurrences(window)):
+                return end - len(self._tail)
         return None
 
     def end_held(self, start: int, index: int) -> bytes:

@@ -47,6 +47,7 @@ import atexit
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import select
 import selectors
@@ -609,19 +610,37 @@ class _Stream:
 
     def pump(self) -> bool:
         """Relay what is readable; False once the stream is over."""
-        data = self._read()
+        data = self.take()
         if not data:
             return data is None
-        if self.terminal:  # a pseudo-terminal gives a few KiB per read: take what is there
-            while len(data) < self.read_size and (more := self._read()):
-                data += more
-        self.taken += len(data)
+        self.deliver(data)
+        return self.over()
+
+    def take(self) -> bytes | None:
+        """What is readable: b"" at the end of the stream, None when nothing is ready."""
+        data = self._read()
+        if data and self.terminal:
+            data = self._gather(data)
+        if data:
+            self.taken += len(data)
+        return data
+
+    def deliver(self, data: bytes) -> None:
+        """Mask and hand over what was read."""
         self.emit(self._mask(data))
         # Silence counts from here: masking a large read can take longer than RELEASE_AFTER
         # while the rest of a secret already waits in the pipe.
         self.active_at = time.monotonic()
         self.release_at = self.active_at + RELEASE_AFTER if self.masker.releasable else None
-        return self.over()
+
+    def _gather(self, data: bytes) -> bytes:
+        """A pseudo-terminal gives at most its line discipline's 4 KiB per read: take what
+        is there, masked at once (joined once: bytes += would copy all so far each time)."""
+        pieces, size = [data], len(data)
+        while size < self.read_size and (more := self._read()):
+            pieces.append(more)
+            size += len(more)
+        return b"".join(pieces)
 
     def _mask(self, data: bytes) -> bytes:
         """The masked bytes; a value whose first part the other output holds back (the
@@ -778,8 +797,17 @@ class _Loop:
         self._reap()
         try:
             while self.streams or self.status is None:
-                for key, events in self.selector.select(self._timeout()):
-                    self._handle(int(key.fd), events)
+                ready = [(int(key.fd), events)
+                         for key, events in self.selector.select(self._timeout())]
+                both = [fd for fd, events in ready
+                        if fd in self.streams and events & selectors.EVENT_READ]
+                if len(both) == 2:  # the command wrote to both: keep what crosses them
+                    self._pump_pair(*both)
+                for fd, events in ready:
+                    if len(both) == 2 and fd in both:
+                        events &= ~selectors.EVENT_READ  # read by _pump_pair
+                    if events:
+                        self._handle(fd, events)
                 now = time.monotonic()
                 if self.cut_at is not None and now >= self.cut_at:
                     break
@@ -824,9 +852,31 @@ class _Loop:
             if events & selectors.EVENT_READ:
                 self._pump(fd)
 
+    def _pump_pair(self, first: int, second: int) -> None:
+        """Both outputs are readable: a value begun on one and finished on the other may
+        now be followed, on the first, by what the command wrote after it (its writes'
+        order is lost): the first is fed up to where that value was cut, then the other."""
+        streams = self.streams[first], self.streams[second]
+        taken = [stream.take() for stream in streams]
+        order: list[tuple[_Stream, bytes]] = [
+            (stream, data) for stream, data in zip(streams, taken, strict=True) if data]
+        for (one, data), (other, more) in itertools.permutations(order, 2):
+            cut = one.masker.split_point(data, more)
+            if cut is not None:
+                order = [(one, data[:cut]), (other, more), (one, data[cut:])]
+                break
+        for stream, piece in order:
+            if piece:
+                stream.deliver(piece)
+        for fd, stream, read in zip((first, second), streams, taken, strict=True):
+            self._pumped(fd, read is None or (bool(read) and stream.over()))
+
     def _pump(self, fd: int) -> None:
+        self._pumped(fd, self.streams[fd].pump())
+
+    def _pumped(self, fd: int, alive: bool) -> None:
         stream = self.streams[fd]
-        if not stream.pump():
+        if not alive:
             self._close(fd)
         elif stream.output.full():
             self.paused.add(fd)  # the rest waits in the command's pipe (memory stays bounded)

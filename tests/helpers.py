@@ -71,7 +71,7 @@ def read_to_end(fd: int, timeout: float = 60) -> bytes:
     import select
     import time
 
-    output = b""
+    output = bytearray()  # bytes += would copy all so far at every read
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if not select.select([fd], [], [], 0.5)[0]:
@@ -83,7 +83,7 @@ def read_to_end(fd: int, timeout: float = 60) -> bytes:
         if not chunk:
             break
         output += chunk
-    return output
+    return bytes(output)
 
 
 def dotenv_project(root: Path, values: Mapping[str, str], extra: str = "") -> Path:

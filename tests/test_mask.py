@@ -594,3 +594,22 @@ def test_a_value_begun_on_one_stream_and_ended_on_the_other_is_masked_on_each(
         b"<OPENAI_API_KEY> <OTHER>!")
     assert out.feed(b" done") + out.close() == b" done"
     assert err.close() == b""
+
+
+@ENGINE
+def test_a_value_interrupted_by_the_other_stream_is_found_in_one_read(engine: str) -> None:
+    """Both outputs were read in the same round: stdout's read holds the value's start and
+    what came after the stderr part; split_point says where to stop feeding stdout."""
+    masks = MaskSet({"OPENAI_API_KEY": OPENAI}, engine=engine)
+    out, err = masks.stream(), masks.stream()
+    raw = OPENAI.encode()
+    stdout, stderr = b"a: " + raw[:20] + b"|\n", raw[20:] + b"\n"
+    assert out.split_point(stdout, b"unrelated\n") is None
+    assert err.split_point(stderr, stdout) is None
+    cut = out.split_point(stdout, stderr)
+    assert cut == 3 + 20
+    assert out.feed(stdout[:cut]) == b"a: "
+    start, taken, index = out.continuation(stderr) or (0, 0, 0)
+    assert out.end_held(start, index) == b"<OPENAI_API_KEY>"
+    assert err.feed_continuing(stderr, taken, index) + err.close() == b"<OPENAI_API_KEY>\n"
+    assert out.feed(stdout[cut:]) + out.close() == b"|\n"
