@@ -1,12 +1,5 @@
 """The IPython/Jupyter extension: ``%load_ext keyrun``, then ``%keyrun staging``.
 
-    %keyrun staging              inject the staging profile into os.environ; print the names
-    %keyrun -e staging           the same
-    %keyrun                      the default environment
-    %keyrun --list [ENV]         where each key comes from and whether it resolves (no values);
-                                 without ENV, the environment injected last
-    %keyrun -c path/keyrun.toml -p PROJECT --preserve-env --allow-missing staging
-
 Notebooks cannot be wrapped by ``keyrun run``; this gives them the same profile with the
 same precedence (profile values override what the kernel inherited). Values are never
 printed. A failure raises IPython's UsageError, so the cell fails and "Run All" stops
@@ -24,6 +17,22 @@ from keyrun.errors import KeyrunError
 
 USAGE = ("%keyrun [ENV | -e ENV] [--list] [-c CONFIG] [-p PROJECT] [--preserve-env] "
          "[--allow-missing]")
+
+HELP = f"""usage: {USAGE}
+
+Inject a keyrun profile into this kernel's environment (os.environ); values are never shown.
+
+  %keyrun staging              inject the staging profile; print the names it set
+  %keyrun -e staging           the same
+  %keyrun                      the default environment
+  %keyrun --list [ENV]         where each key comes from and whether it resolves (no
+                               values); without ENV, the environment injected last
+  -c, --config PATH            the keyrun.toml to use (default: found from the directory)
+  -p, --project NAME           the project name its sources see
+  --preserve-env               a variable the kernel already has keeps its value
+  --allow-missing              inject what resolves, even if required keys are missing
+  -h, --help                   this help (so does %keyrun?)
+"""
 
 
 class Injected(NamedTuple):
@@ -51,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--project")
     parser.add_argument("--preserve-env", action="store_true")
     parser.add_argument("--allow-missing", action="store_true")
+    parser.add_argument("-h", "--help", action="store_true")
     return parser
 
 
@@ -65,6 +75,9 @@ def keyrun_magic(line: str) -> None:
         args = _parser().parse_args(shlex.split(line))
     except ValueError as exc:  # shlex: an unterminated quote
         _fail(f"keyrun: {exc}\nusage: {USAGE}")
+    if args.help:
+        print(HELP, end="")
+        return
     if args.env and args.env_option and args.env != args.env_option:
         _fail(f"keyrun: two environments named: {args.env} and -e {args.env_option}\n"
               f"usage: {USAGE}")
@@ -115,6 +128,9 @@ def _show(env: str | None, config: str | None, project: str | None) -> None:
     print(f"keyrun: {session.profile.label}")
     for row in rows:
         print(f"  {row.name:<28} {row.status:<9} {row.source or '-'}")
+
+
+keyrun_magic.__doc__ = HELP  # what %keyrun? shows
 
 
 def register(ipython: Any) -> None:

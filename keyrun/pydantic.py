@@ -34,9 +34,11 @@ from typing import Any
 try:
     from pydantic_settings import BaseSettings, EnvSettingsSource
 except ImportError:
+    from keyrun.installer import add_extra_command
+
     raise ModuleNotFoundError(
         "keyrun.pydantic needs pydantic-settings, which is not installed; "
-        "install it with: pip install 'keyrun[pydantic]'", name="pydantic_settings") from None
+        f"install it with: {add_extra_command('pydantic')}", name="pydantic_settings") from None
 try:
     from pydantic_settings.sources.utils import parse_env_vars
 except ImportError:  # pydantic-settings < 2.9 kept its sources in one module

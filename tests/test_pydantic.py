@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from keyrun.api import release
 from keyrun.errors import ResolutionError
+from keyrun.installer import add_extra_command
 from keyrun.pydantic import KeyrunSettingsSource
 from tests.helpers import clean_env, write
 from tests.vault_server import (
@@ -150,16 +151,17 @@ def test_without_the_extra_the_import_names_the_pip_command(tmp_path: Path) -> N
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == (
         "ModuleNotFoundError: keyrun.pydantic needs pydantic-settings, which is not "
-        "installed; install it with: pip install 'keyrun[pydantic]'")
+        f"installed; install it with: {add_extra_command('pydantic')}")
 
 
 def test_pydantic_settings_before_2_9(project: Path, tmp_path: Path) -> None:
     """Up to 2.8, pydantic_settings.sources was one module holding parse_env_vars."""
     code = (
         "import sys, pydantic_settings.sources as sources\n"
-        "from pydantic_settings.sources.utils import parse_env_vars\n"
-        "sys.modules['pydantic_settings.sources.utils'] = None\n"
-        "sources.parse_env_vars = parse_env_vars\n"
+        "if hasattr(sources, '__path__'):  # 2.9 or later: made to look like 2.8\n"
+        "    from pydantic_settings.sources.utils import parse_env_vars\n"
+        "    sys.modules['pydantic_settings.sources.utils'] = None\n"
+        "    sources.parse_env_vars = parse_env_vars\n"
         "from pydantic_settings import BaseSettings\n"
         "from keyrun.pydantic import KeyrunSettingsSource\n"
         "class S(BaseSettings):\n"

@@ -1,4 +1,4 @@
-"""Which source types are installed, and the pip command that installs what one needs.
+"""Which source types are installed, and the command that installs what one needs.
 
 Built-ins are registered under the ``keyrun.sources`` entry-point group like any
 third-party source; ``BUILTIN`` mirrors those entries so that a run resolves a built-in
@@ -54,25 +54,30 @@ def install_hint(type_name: str, extra: str | None, module: str) -> str:
 
 
 def install_command(type_name: str, extra: str | None) -> str | None:
-    """The pip command that installs what a source type needs: ``keyrun[extra]`` for a
-    built-in, the providing distribution with its extra for a third-party type (None
-    when that distribution declares no such extra)."""
+    """The command that installs what a source type needs, for the installer that
+    installed keyrun (pip, pipx, uv, uv tool, a clone: ``keyrun.installer``):
+    ``keyrun[extra]`` for a built-in, the providing distribution with its extra for a
+    third-party type (None when that distribution declares no such extra)."""
+    from keyrun.installer import add_extra_command, add_package_command
+
     if type_name in BUILTIN:
-        return f"pip install 'keyrun[{extra}]'" if extra else None
+        return add_extra_command(extra) if extra else None
     distribution = _distribution(type_name)
     if distribution is None or not extra or _normal(extra) not in map(_normal,
                                                                         _extras(distribution)):
         return None
-    return f"pip install '{distribution}[{extra}]'"
+    return add_package_command(f"{distribution}[{extra}]")
 
 
 def sdk_hint(type_name: str, module: str) -> str:
     """A third-party module that imports its SDK at the top: the extra is unknown until
     the class loads, so name the one its distribution offers, if it offers one."""
+    from keyrun.installer import add_package_command
+
     distribution = _distribution(type_name)
     extras = _extras(distribution) if distribution else []
     if distribution and len(extras) == 1:
-        return f"install it with: pip install '{distribution}[{extras[0]}]'"
+        return f"install it with: {add_package_command(f'{distribution}[{extras[0]}]')}"
     return f"install the package that provides the Python module {module!r}"
 
 

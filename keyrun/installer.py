@@ -1,0 +1,96 @@
+"""How keyrun was installed, and so the command that adds an extra to *this* install.
+
+``pip install 'keyrun[aws]'`` is wrong advice for pipx (its venv is not the user's), for
+``uv tool`` and ``uv pip`` (uv installs no pip) and for a clone (keyrun is not on PyPI
+under that path). What installed keyrun is read from its own installation: the
+``INSTALLER`` file of its dist-info, its ``direct_url.json`` (a local directory, editable
+or not), and where its environment lives (pipx and uv tool keep one venv per tool).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+@dataclass(frozen=True)
+class Installation:
+    installer: str  # "pip", "pipx", "uv", "uv-tool" (or whatever INSTALLER says)
+    directory: Path | None = None  # installed from a local directory (a clone)
+    editable: bool = False
+
+
+def detect(dist: metadata.Distribution | None = None, prefix: str | None = None
+           ) -> Installation:
+    """What installed keyrun (or ``dist``) into the environment at ``prefix`` (default:
+    the running interpreter's)."""
+    if dist is None:
+        try:
+            dist = metadata.distribution("keyrun")
+        except metadata.PackageNotFoundError:
+            return Installation("pip")
+    written = (dist.read_text("INSTALLER") or "pip").strip().lower() or "pip"
+    parts = Path(prefix or sys.prefix).resolve().parts
+    if "pipx" in parts and "venvs" in parts:
+        installer = "pipx"
+    elif "uv" in parts and "tools" in parts:
+        installer = "uv-tool"
+    else:
+        installer = written
+    directory, editable = _local_directory(dist.read_text("direct_url.json"))
+    return Installation(installer, directory, editable)
+
+
+def _local_directory(direct_url: str | None) -> tuple[Path | None, bool]:
+    try:
+        data = json.loads(direct_url or "null")
+    except ValueError:
+        return None, False
+    if not isinstance(data, dict) or not str(data.get("url", "")).startswith("file://"):
+        return None, False
+    path = Path(unquote(urlparse(data["url"]).path))
+    if not path.is_dir():  # a local wheel or sdist file: its name says nothing reusable
+        return None, False
+    editable = bool((data.get("dir_info") or {}).get("editable"))
+    return path, editable
+
+
+def add_extra_command(extra: str, installation: Installation | None = None) -> str:
+    """The command that adds keyrun's ``extra`` to the install that is running."""
+    found = installation or detect()
+    target = f"keyrun[{extra}]"
+    if found.directory is not None:
+        here = Path.cwd().resolve() == found.directory.resolve()
+        target = f"{'.' if here else os.fspath(found.directory)}[{extra}]"
+    flag = "-e " if found.editable else ""
+    if found.installer == "pipx":
+        if found.directory is None:
+            from keyrun.sources.installed import extra_requirements
+
+            packages = " ".join(extra_requirements("keyrun", extra)) or f"'{target}'"
+            return f"pipx inject keyrun {packages}"
+        return f"pipx install --force {flag}'{target}'"
+    if found.installer == "uv-tool":
+        return f"uv tool install {flag}'{target}'"
+    if found.installer == "uv":
+        return f"uv pip install {flag}'{target}'"
+    return f"pip install {flag}'{target}'"
+
+
+def add_package_command(requirement: str, installation: Installation | None = None) -> str:
+    """The command that installs ``requirement`` (another distribution, e.g. a plugin's
+    ``dist[extra]``) beside the keyrun that is running."""
+    found = installation or detect()
+    if found.installer == "pipx":
+        return f"pipx inject keyrun '{requirement}'"
+    if found.installer == "uv-tool":
+        keyrun = "keyrun" if found.directory is None else f"'{found.directory}'"
+        return f"uv tool install {keyrun} --with '{requirement}'"
+    if found.installer == "uv":
+        return f"uv pip install '{requirement}'"
+    return f"pip install '{requirement}'"
