@@ -20,7 +20,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keyrun.config import load_config
+from keyrun.config import ScanSpec, load_config
 from keyrun.errors import ConfigError, UsageError
 from keyrun.scan import profile_values
 from keyrun.scan.baseline import fingerprint, read_baseline, write_baseline
@@ -42,7 +42,7 @@ class Outcome:
     accepted: int = 0
     recorded: int | None = None
     baseline: Path | None = None
-    rules: dict[str, str] = field(default_factory=dict)
+    settings: ScanSpec = field(default_factory=ScanSpec)
 
 
 def run_scan(paths: Sequence[str], *, mode: Mode, selection: Selection, report: Reporter,
@@ -70,7 +70,7 @@ def run_scan(paths: Sequence[str], *, mode: Mode, selection: Selection, report: 
         # Outside git nothing marks .env files as private: they are where secrets belong
         # (doctor checks their permissions), not leaks.
         result.findings = [f for f in result.findings if not _is_env_file(f.path)]
-    outcome = Outcome(result, baseline=target, rules=ruleset(settings).titles())
+    outcome = Outcome(result, baseline=target, settings=settings)
 
     def mark(finding: Finding) -> str:
         return fingerprint(finding.rule, project_path(finding.path, cwd, anchor), finding.digest)
@@ -150,12 +150,12 @@ def advice(outcome: Outcome, mode: Mode) -> list[str]:
                      "skipped (baseline)")
     if not findings:
         return lines
+    titles = ruleset(outcome.settings).titles()
     counts: dict[str, int] = {}
     for finding in findings:
         counts[finding.rule] = counts.get(finding.rule, 0) + 1
-    rules = ", ".join(f"{rule} ({outcome.rules.get(rule, rule)})" if n == 1 else
-                      f"{rule} ×{n} ({outcome.rules.get(rule, rule)})"
-                      for rule, n in counts.items())
+    rules = ", ".join(f"{rule} ({titles.get(rule, rule)})" if n == 1 else
+                      f"{rule} ×{n} ({titles.get(rule, rule)})" for rule, n in counts.items())
     what = "the commit is stopped: " if mode == "staged" else ""
     lines += [
         f"keyrun: {what}{len(findings)} leaked credential{_s(len(findings))}: {rules}",

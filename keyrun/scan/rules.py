@@ -71,7 +71,7 @@ class RuleSet:
     documented_prefixes: tuple[bytes, ...]
     provider_words: re.Pattern[bytes]
     finder: re.Pattern[bytes]
-    within: Mapping[bytes, tuple[bytes, ...]]
+    within: dict[bytes, tuple[bytes, ...]]  # filled as keywords are found
     engines: dict[str, Callable[[bytes], set[int]] | None] = field(default_factory=dict,
                                                                    compare=False)
 
@@ -91,8 +91,7 @@ class RuleSet:
                    tuple(i for i, rule in enumerate(ordered) if not rule.keywords),
                    tuple(sorted(prefixes)),
                    re.compile(b"|".join(map(re.escape, sorted(words))) or b"(?!)"),
-                   keyword_finder(index),
-                   {k: tuple(w for w in index if w in k) for k in index})
+                   keyword_finder(index), {})
 
     def titles(self) -> dict[str, str]:
         return {rule.id: rule.description for rule in self.rules} | {
@@ -101,7 +100,7 @@ class RuleSet:
     def to_run(self, lower: bytes) -> list[Rule]:
         """The rules a text needs: those without keywords, and those with one in it."""
         if len(lower) <= FINDER_LIMIT:
-            present = {w for found in set(self.finder.findall(lower)) for w in self.within[found]}
+            present = {w for found in set(self.finder.findall(lower)) for w in self._in(found)}
         elif (find := self._fast_engine()) is not None:
             present = {self.keywords[index] for index in find(lower)}
         else:  # bytes.find is faster than the finder on a long text
@@ -110,6 +109,13 @@ class RuleSet:
         for keyword in present:
             chosen.update(self.by_keyword[keyword])
         return [self.rules[i] for i in sorted(chosen)]
+
+    def _in(self, found: bytes) -> tuple[bytes, ...]:
+        """The keywords inside a keyword the finder found (itself included)."""
+        inside = self.within.get(found)
+        if inside is None:
+            inside = self.within[found] = tuple(k for k in self.keywords if k in found)
+        return inside
 
     def _fast_engine(self) -> Callable[[bytes], set[int]] | None:
         """A compiled Aho-Corasick automaton for the keywords (``ahocorasick-rs``, from the

@@ -68,14 +68,15 @@ def scan(paths: Sequence[Path] = (), *, root: Path, mode: Mode = "tree",
     ``ScanError`` when the scan cannot run.
     """
     readers = {"tree": read_tree, "staged": read_staged, "history": read_history}
-    rules = ruleset(settings)
+    rules: RuleSet | None = None
     encoded: dict[str, bytes] | None = None
     result = ScanResult()
     for item in readers[mode](list(paths), root, skip):
         if isinstance(item, Skipped):
             result.skipped.append(item)
             continue
-        if encoded is None:
+        if rules is None or encoded is None:  # the first text: only now is anything loaded
+            rules = ruleset(settings)
             encoded = _encoded(values() if callable(values) else values)
         result.scanned += 1
         findings, stopped = scan_blob(item, encoded, rules)
