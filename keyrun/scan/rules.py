@@ -85,8 +85,10 @@ class RuleSet:
         specific = [rule for rule in ordered if not rule.fallback]
         prefixes = {keyword for rule in specific if "prefix" in rule.pattern.groupindex
                     for keyword in rule.keywords if len(keyword) >= MIN_PREFIX}
-        words = {keyword for rule in specific if "prefix" not in rule.pattern.groupindex
-                 for keyword in rule.keywords if len(keyword) >= MIN_PREFIX and keyword.isalpha()}
+        # A provider's name: a keyword that begins its rule's id (cloudflare-api-token).
+        words = {keyword for rule in specific for keyword in rule.keywords
+                 if len(keyword) >= MIN_PREFIX and keyword.isalpha()
+                 and rule.id.replace("-", "").startswith(keyword.decode())}
         return cls(ordered, tuple(index), {k: tuple(v) for k, v in index.items()},
                    tuple(i for i, rule in enumerate(ordered) if not rule.keywords),
                    tuple(sorted(prefixes)),
