@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from keyrun.errors import ConfigError, SourceError
 from keyrun.sources import Deadline, Option, Problem, Source
@@ -257,11 +257,26 @@ class AwsSession:
             raise whole_source_error(self.source.name, classify(exc), deadline) from None
 
 
-def validate_aws(settings: Mapping[str, Any], where: str) -> None:
-    endpoint = settings.get("endpoint_url")
-    if endpoint is not None and not re.match(r"^https?://[^/\s]+", endpoint):
-        raise ConfigError(f"{where}: endpoint_url {endpoint!r} is not an http(s) URL",
-                          "write it like https://secretsmanager.eu-west-1.amazonaws.com")
+class AwsSource(Source):
+    """Both AWS sources: the boto3 session (``self._aws``) for ``service``, the options
+    they share, and the check of endpoint_url."""
+
+    service: ClassVar[str]
+    extra = "aws"
+    has_versions = True
+    writable = True
+    records_age = True
+
+    def __init__(self, name: str, settings: Mapping[str, Any], context: Any) -> None:
+        super().__init__(name, settings, context)
+        self._aws = AwsSession(self, self.service)
+
+    @classmethod
+    def validate(cls, settings: Mapping[str, Any], where: str) -> None:
+        endpoint = settings.get("endpoint_url")
+        if endpoint is not None and not re.match(r"^https?://[^/\s]+", endpoint):
+            raise ConfigError(f"{where}: endpoint_url {endpoint!r} is not an http(s) URL",
+                              "write it like https://secretsmanager.eu-west-1.amazonaws.com")
 
 
 def chunked(items: Sequence[T], size: int) -> list[list[T]]:

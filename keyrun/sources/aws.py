@@ -13,18 +13,17 @@ from typing import Any
 
 from keyrun.errors import SourceError
 from keyrun.secret import Secret
-from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
+from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request
 from keyrun.sources._aws import (
     AWS_OPTIONS,
     AwsApi,
     AwsFailure,
-    AwsSession,
+    AwsSource,
     chunked,
     failure_for_code,
     item_problem,
     key_prefix,
     scrub,
-    validate_aws,
 )
 from keyrun.sources._values import (
     as_text,
@@ -45,7 +44,7 @@ def version_params(version: str | None) -> dict[str, str]:
     return {"VersionId": version} if _VERSION_ID.match(version) else {"VersionStage": version}
 
 
-class AwsSecretsManagerSource(Source):
+class AwsSecretsManagerSource(AwsSource):
     """AWS Secrets Manager.
 
     ``secret`` without ``{key}`` names ONE secret whose SecretString is a JSON object
@@ -71,24 +70,13 @@ class AwsSecretsManagerSource(Source):
 
     type_name = "aws-secrets-manager"
     summary = "AWS Secrets Manager: a JSON secret holding every key, or a secret per key"
-    extra = "aws"
-    has_versions = True
-    writable = True
-    records_age = True
+    service = "secretsmanager"
     options = (
         Option("secret", "the secret's name or ARN; without {key} one JSON secret holds every "
                          "key, with {key} each key is its own secret",
                default="{project}/{env}", template=True, example="{project}/{env}/{key}"),
         *AWS_OPTIONS,
     )
-
-    def __init__(self, name: str, settings: Mapping[str, Any], context: Any) -> None:
-        super().__init__(name, settings, context)
-        self._aws = AwsSession(self, "secretsmanager")
-
-    @classmethod
-    def validate(cls, settings: Mapping[str, Any], where: str) -> None:
-        validate_aws(settings, where)
 
     @property
     def bundled(self) -> bool:

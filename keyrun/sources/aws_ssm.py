@@ -11,17 +11,16 @@ from typing import Any
 
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
-from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
+from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request
 from keyrun.sources._aws import (
     AWS_OPTIONS,
     AwsApi,
     AwsFailure,
-    AwsSession,
+    AwsSource,
     chunked,
     item_problem,
     key_prefix,
     scrub,
-    validate_aws,
 )
 from keyrun.sources._values import aware, entry_value
 from keyrun.template import Template
@@ -34,7 +33,7 @@ _DESCRIBE_PER_CALL = 50  # values of one DescribeParameters filter
 Wanted = tuple[str, str | None]
 
 
-class AwsSsmSource(Source):
+class AwsSsmSource(AwsSource):
     """AWS Systems Manager Parameter Store.
 
     ``name`` with ``{key}`` names one parameter per key (default
@@ -61,10 +60,7 @@ class AwsSsmSource(Source):
 
     type_name = "aws-ssm"
     summary = "AWS SSM Parameter Store: a parameter per key, or every parameter under a path"
-    extra = "aws"
-    has_versions = True
-    writable = True
-    records_age = True
+    service = "ssm"
     options = (
         Option("name", "the parameter's name, with {key}; default /{project}/{env}/{key}",
                template=True, example="/{project}/{env}/{key}"),
@@ -75,13 +71,9 @@ class AwsSsmSource(Source):
         *AWS_OPTIONS,
     )
 
-    def __init__(self, name: str, settings: Mapping[str, Any], context: Any) -> None:
-        super().__init__(name, settings, context)
-        self._aws = AwsSession(self, "ssm")
-
     @classmethod
     def validate(cls, settings: Mapping[str, Any], where: str) -> None:
-        validate_aws(settings, where)
+        super().validate(settings, where)
         name, path = settings.get("name"), settings.get("path")
         if name is not None and path is not None:
             raise ConfigError(f"{where}: give name or path, not both",
