@@ -14,19 +14,60 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would let a final newl
 # One NAME=value string larger than this makes execve fail with E2BIG (MAX_ARG_STRLEN).
 MAX_ASSIGNMENT_BYTES = 131072
 
-# Names that change how the command or its interpreter starts: a secret store must not
-# be able to set them unless the environment says so (allow_reserved).
+# Names that make a common program load code, read another configuration or send its
+# traffic elsewhere: a secret store (or a checkout's .env) must not be able to set them
+# unless the environment says so (allow_reserved). Compared in upper case (curl reads
+# http_proxy; Windows folds case).
 RESERVED = frozenset({
+    # shells and the session
     "PATH", "HOME", "SHELL", "USER", "LOGNAME", "PWD", "OLDPWD", "IFS", "CDPATH",
     "PS1", "PS2", "PS3", "PS4", "PROMPT_COMMAND", "BASH_ENV", "ENV", "SHELLOPTS",
-    "BASHOPTS", "GLOBIGNORE", "TMPDIR", "TERM",
+    "BASHOPTS", "GLOBIGNORE", "TMPDIR", "TERM", "TERMINFO", "ZDOTDIR", "INPUTRC",
+    "XDG_CONFIG_HOME", "XDG_CONFIG_DIRS", "XDG_STATE_HOME",
+    # the dynamic loader and the C library
+    "GCONV_PATH", "GLIBC_TUNABLES", "NLSPATH", "LOCPATH", "HOSTALIASES",
+    "RESOLV_HOST_CONF", "LOCALDOMAIN", "RES_OPTIONS",
+    # programs a tool starts for you: pagers, editors, browsers, password prompts
+    "PAGER", "MANPAGER", "LESS", "LESSOPEN", "LESSCLOSE", "LESSKEY", "LESSKEYIN",
+    "EDITOR", "VISUAL", "SUDO_EDITOR", "BROWSER", "SSH_ASKPASS", "SSH_ASKPASS_REQUIRE",
+    "SUDO_ASKPASS", "SSH_AUTH_SOCK",
+    # git (GIT_CONFIG* and GIT_SSH* are prefixes below)
+    "GIT_ASKPASS", "GIT_EXEC_PATH", "GIT_PROXY_COMMAND", "GIT_EDITOR", "GIT_SEQUENCE_EDITOR",
+    "GIT_PAGER", "GIT_EXTERNAL_DIFF", "GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR",
+    "GIT_TEMPLATE_DIR", "GIT_ALLOW_PROTOCOL", "GIT_SSL_NO_VERIFY", "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    # interpreters and runtimes
     "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONINSPECT", "PYTHONUSERBASE",
-    "NODE_OPTIONS", "NODE_PATH", "PERL5LIB", "PERL5OPT", "PERLLIB", "RUBYLIB", "RUBYOPT",
-    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
-    "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GCONV_PATH", "HOSTALIASES", "RESOLV_HOST_CONF",
-    "KEYRUN_PROFILE", "KEYRUN_CONFIG", "KEYRUN_ENV", "KEYRUN_ACCESS_LOG",
+    "PYTHONWARNINGS", "PYTHONBREAKPOINT", "PYTHONPYCACHEPREFIX", "PYTHONPLATLIBDIR",
+    "PYTHONHTTPSVERIFY",
+    "NODE_OPTIONS", "NODE_PATH", "NODE_EXTRA_CA_CERTS", "NODE_TLS_REJECT_UNAUTHORIZED",
+    "PERL5LIB", "PERL5OPT", "PERLLIB", "PERL5DB", "RUBYLIB", "RUBYOPT", "GEM_HOME", "GEM_PATH",
+    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH", "JAVA_HOME",
+    "MAVEN_OPTS", "GRADLE_OPTS",
+    "GOFLAGS", "GOPROXY", "GOSUMDB", "GONOSUMDB", "GONOSUMCHECK", "GOINSECURE", "GOPRIVATE",
+    "GONOPROXY", "GOTOOLCHAIN", "GOROOT", "GOENV",
+    "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTC", "RUSTDOC", "RUSTFLAGS",
+    "RUSTDOCFLAGS", "CARGO_HOME", "CARGO_BUILD_RUSTC", "CARGO_BUILD_RUSTC_WRAPPER",
+    "DOTNET_STARTUP_HOOKS", "DOTNET_ADDITIONAL_DEPS", "CORECLR_PROFILER",
+    "CORECLR_PROFILER_PATH", "CORECLR_ENABLE_PROFILING", "COR_PROFILER", "COR_PROFILER_PATH",
+    "COR_ENABLE_PROFILING",
+    # package indexes: where installers download code from
+    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST",
+    "PIP_CONFIG_FILE", "PIP_CERT", "UV_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL",
+    "UV_DEFAULT_INDEX", "UV_FIND_LINKS",
+    # TLS: which certificates are trusted, whether they are checked, where keys are logged
+    "OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    "SSLKEYLOGFILE", "CURL_HOME", "WGETRC",
+    # where clients find their configuration, credentials and servers
+    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "DOCKER_HOST", "DOCKER_CONFIG",
+    "VAULT_ADDR", "VAULT_AGENT_ADDR", "VAULT_CACERT", "VAULT_CAPATH", "VAULT_SKIP_VERIFY",
+    "BAO_ADDR", "BAO_AGENT_ADDR", "BAO_CACERT", "BAO_CAPATH", "BAO_SKIP_VERIFY",
+    "DOPPLER_API_HOST",
 })
-RESERVED_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_")
+RESERVED_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG", "GIT_SSH", "NPM_CONFIG_",
+                     "KEYRUN_")
+RESERVED_SUFFIXES = ("_PROXY",)  # HTTP_PROXY, https_proxy, ALL_PROXY, NO_PROXY …
 
 # What --clean-env keeps from the inherited environment.
 CLEAN_ENV_KEEP = frozenset({
@@ -38,7 +79,9 @@ CLEAN_ENV_PREFIXES = ("LC_",)
 
 
 def is_reserved(name: str) -> bool:
-    return name in RESERVED or name.startswith(RESERVED_PREFIXES)
+    upper = name.upper()
+    return (upper in RESERVED or upper.startswith(RESERVED_PREFIXES)
+            or upper.endswith(RESERVED_SUFFIXES))
 
 
 class ChildEnvironment(NamedTuple):
