@@ -295,14 +295,16 @@ class DopplerSource(Source):
 
 
 def _keyring_password(service: str, user: str) -> str | None:
-    """A token from the OS keyring; None when keyring or a keychain is unavailable."""
+    """A token from the OS keyring (never from keyrings.alt's plaintext file); None when
+    keyring or a keychain is unavailable."""
     try:
-        import keyring
         import keyring.errors
+
+        from keyrun.sources.keyring import keychain
     except ImportError:
         return None
     try:
-        return keyring.get_password(service, user)
+        return keychain().get_password(service, user)
     except (keyring.errors.KeyringError, RuntimeError, OSError):
         return None
 
