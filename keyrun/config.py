@@ -22,7 +22,7 @@ EXAMPLE_NAME = ".env.example"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_ZERO_CONFIG_ENV = "dev"
 
-TOP_LEVEL = ("project", "default_env", "keys", "sources", "env", "scan")
+TOP_LEVEL = ("project", "default_env", "keys", "sources", "env", "scan", "access_log")
 KEY_OPTIONS = ("name", "field", "version", "optional", "description", "source")
 ENV_OPTIONS = (
     "sources",
@@ -130,6 +130,8 @@ class Config(NamedTuple):
     example_keys: tuple[str, ...] = ()
     text: str = ""
     scan: ScanSpec = ScanSpec()
+    bases: frozenset[str] = frozenset()  # environments only extended, never run (is_base_only)
+    access_log: bool = True  # false: no log, unless KEYRUN_ACCESS_LOG names a file
 
     @property
     def label(self) -> str:
@@ -209,6 +211,7 @@ def parse_config(path: Path, text: str) -> Config:
     keys = _parse_keys(_table(data, "keys", where, ()), where)
     sources = _parse_sources(_table(data, "sources", where, ()), where)
     envs = _parse_envs(_table(data, "env", where, ()), where)
+    _check_extends(envs, where)
     config = Config(
         path=path,
         root=root,
@@ -220,6 +223,8 @@ def parse_config(path: Path, text: str) -> Config:
         example_keys=tuple(read_example_keys(root)),
         text=text,
         scan=_parse_scan(_table(data, "scan", where, ()), where, root),
+        bases=_bases(envs),
+        access_log=_access_log(data, where),
     )
     _check_references(config, where)
     return config
@@ -230,9 +235,12 @@ class _Locator:
 
     _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
 
+    _ASSIGNMENT = re.compile(r"\s*(?:\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_.-]+))\s*=")
+
     def __init__(self, path: str, text: str) -> None:
         self.path = path
         self.lines = text.splitlines()
+        self._index: dict[tuple[tuple[str, ...], str | None], int] | None = None
 
     def __call__(self, table: tuple[str, ...], key: str | None = None) -> str:
         line = self.line(table, key)
@@ -244,25 +252,28 @@ class _Locator:
         return f"{prefix}: {subject}"
 
     def line(self, table: tuple[str, ...], key: str | None) -> int | None:
-        current: tuple[str, ...] = ()
-        for number, text in enumerate(self.lines, start=1):
-            header = self._HEADER.match(text)
-            if header:
-                current = tuple(part.strip().strip("\"'") for part in header.group(1).split("."))
-                if current == table and key is None:
-                    return number
-            elif key is not None and current == table and _assigns(text, key):
-                return number
+        found = self.index().get((table, key))
+        if found is not None:
+            return found
         # An inline or dotted table: point at the line that names it in its parent.
         return self.line(table[:-1], table[-1]) if table else None
 
-
-def _assigns(text: str, key: str) -> bool:
-    stripped = text.lstrip()
-    for candidate in (key, f'"{key}"', f"'{key}'"):
-        if stripped.startswith(candidate) and stripped[len(candidate) :].lstrip().startswith("="):
-            return True
-    return False
+    def index(self) -> dict[tuple[tuple[str, ...], str | None], int]:
+        """(table, key or None for its header) → the first line that writes it; read once,
+        so that locating every environment of a long file stays linear."""
+        if self._index is None:
+            self._index = {}
+            current: tuple[str, ...] = ()
+            for number, text in enumerate(self.lines, start=1):
+                header = self._HEADER.match(text)
+                if header:
+                    current = tuple(part.strip().strip("\"'")
+                                    for part in header.group(1).split("."))
+                    self._index.setdefault((current, None), number)
+                elif assigned := self._ASSIGNMENT.match(text):
+                    key = next(group for group in assigned.groups() if group is not None)
+                    self._index.setdefault((current, key), number)
+        return self._index
 
 
 def _dotted(table: tuple[str, ...]) -> str:
@@ -421,22 +432,74 @@ def _duration(data: Mapping[str, Any], key: str, where: _Locator, table: tuple[s
     return seconds
 
 
+def _check_extends(envs: Mapping[str, EnvSpec], where: _Locator) -> None:
+    """Every ``extends`` names an environment, and no chain comes back on itself; each
+    environment is walked once (a chain of thousands is checked in linear time)."""
+    for env in envs.values():
+        parent = env.values.get("extends")
+        if parent is not None and parent not in envs:
+            raise ConfigError(
+                f"{where(('env', env.name), 'extends')}: unknown environment {parent!r}",
+                f"environments: {', '.join(envs)}",
+            )
+    done: set[str] = set()
+    for start in envs:
+        path: dict[str, None] = {}  # this walk, in order
+        current: str | None = start
+        while current is not None and current not in done:
+            if current in path:
+                loop = " → ".join([*path, current][list(path).index(current):])
+                raise ConfigError(f"{envs[current].where}: extends forms a cycle: {loop}",
+                                  "remove one of the extends in that loop")
+            path[current] = None
+            current = envs[current].values.get("extends")
+        done.update(path)
+
+
+def _bases(envs: Mapping[str, EnvSpec]) -> frozenset[str]:
+    """The environments that others extend and that have no sources up their chain."""
+    sourced = _sourced(envs)
+    extended = {env.values.get("extends") for env in envs.values()}
+    return frozenset(name for name in envs if name in extended and not sourced[name])
+
+
+def _sourced(envs: Mapping[str, EnvSpec]) -> dict[str, bool]:
+    """Whether each environment, or one up its chain, names sources; each walked once."""
+    sourced: dict[str, bool] = {}
+    for start in envs:
+        path: list[str] = []
+        current: str | None = start
+        while current is not None and current not in sourced:
+            path.append(current)
+            current = envs[current].values.get("extends")
+        known = sourced.get(current, False) if current is not None else False
+        for name in reversed(path):
+            known = known or bool(envs[name].values.get("sources"))
+            sourced[name] = known
+    return sourced
+
+
+def _access_log(data: Mapping[str, Any], where: _Locator) -> bool:
+    value = data.get("access_log", True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where((), 'access_log')}: must be true or false, not "
+                          f"{_kind(value)}", "write access_log = false to keep no access log "
+                          "(for images that are read-only by design)")
+    return value
+
+
 def _check_references(config: Config, where: _Locator) -> None:
+    sourced = _sourced(config.envs)
     for env in config.envs.values():
         for name in env.values.get("sources", ()):
             _known_source(config, name, where(("env", env.name), "sources"))
-        parent = env.values.get("extends")
-        if parent is not None and parent not in config.envs:
-            raise ConfigError(
-                f"{where(('env', env.name), 'extends')}: unknown environment {parent!r}",
-                f"environments: {', '.join(config.envs)}",
-            )
         for key, options in env.keys.items():
             if "source" in options:
                 _known_source(config, options["source"],
                               where(("env", env.name, "keys"), key))
-        if not is_base_only(config, env.name):
-            environment(config, env.name)
+        if env.name not in config.bases and not sourced[env.name]:
+            raise ConfigError(f"{env.where}: environment {env.name!r} has no sources",
+                              'add sources = ["…"] naming [sources.*] tables, or extends = "…"')
     for spec in config.keys.values():
         if spec.source is not None:
             _known_source(config, spec.source, where(("keys",), spec.name))
@@ -520,9 +583,7 @@ def environment(config: Config, name: str) -> Environment:
 def is_base_only(config: Config, name: str) -> bool:
     """An environment without sources anywhere up its extends chain that others extend:
     a base holding shared settings (``rotate_after``, keys), not one to run in."""
-    extended = any(env.values.get("extends") == name for env in config.envs.values())
-    return extended and not any(spec.values.get("sources")
-                                for spec in _extends_chain(config, name))
+    return name in config.bases
 
 
 def _seconds(value: str | None) -> float | None:
@@ -530,13 +591,10 @@ def _seconds(value: str | None) -> float | None:
 
 
 def _extends_chain(config: Config, name: str) -> list[EnvSpec]:
+    """The environment and its ancestors, nearest first (parse_config refused cycles)."""
     chain: list[EnvSpec] = []
     current: str | None = name
     while current is not None:
-        if any(spec.name == current for spec in chain):
-            loop = " → ".join([*(spec.name for spec in chain), current])
-            raise ConfigError(f"{config.envs[name].where}: extends forms a cycle: {loop}",
-                              "remove one of the extends in that loop")
         spec = config.envs[current]
         chain.append(spec)
         current = spec.values.get("extends")

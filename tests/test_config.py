@@ -268,3 +268,42 @@ def test_version_pin_on_an_unversioned_source(tmp_path: Path) -> None:
     config_at(tmp_path, BASE.replace("OPENAI_API_KEY = {}", 'OPENAI_API_KEY = { version = "3" }'))
     with pytest.raises(ConfigError, match="pins version '3' but source local .dotenv. has no versions"):
         open_profile("dev", cwd=tmp_path, environ={})
+
+
+def test_a_chain_of_3000_extends_is_checked_in_linear_time(tmp_path: Path) -> None:
+    import time
+
+    tables = ['project = "p"\ndefault_env = "e2999"\n[sources.local]\ntype = "dotenv"\n'
+              '[env.e0]\nsources = ["local"]\n']
+    tables += [f'[env.e{i}]\nextends = "e{i - 1}"\n' for i in range(1, 3000)]
+    config_at(tmp_path, "".join(tables))
+    started = time.monotonic()
+    config = load_config(tmp_path, None, {})
+    names = config.env_names()
+    last = environment(config, "e2999")
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.5, elapsed  # it was 0.09 s here; a walk per environment took 1.3 s for 300
+    assert (len(names), last.sources) == (3000, ("local",))
+    # a cycle at the far end of the chain is still found, naming its loop
+    looped = "".join(tables).replace('[env.e0]\nsources = ["local"]\n',
+                                     '[env.e0]\nsources = ["local"]\nextends = "e2999"\n')
+    assert error_of(tmp_path, looped).startswith(
+        f"{tmp_path / 'keyrun.toml'}:5: [env.e0]: extends forms a cycle: e0 → e2999 → e2998 → ")
+
+
+def test_a_base_environment_several_deep(tmp_path: Path) -> None:
+    config_at(tmp_path, BASE + '\n[env.common]\nrotate_after = "90d"\n'
+              '[env.shared]\nextends = "common"\n[env.qa]\nextends = "shared"\n'
+              'sources = ["local"]\n')
+    config = load_config(tmp_path, None, {})
+    assert "common" not in config.env_names() and "shared" not in config.env_names()
+    assert "qa" in config.env_names()
+
+
+def test_access_log_is_true_or_false(tmp_path: Path) -> None:
+    config_at(tmp_path, "access_log = false\n" + BASE)
+    assert load_config(tmp_path, None, {}).access_log is False
+    message = error_of(tmp_path, 'access_log = "off"\n' + BASE)
+    assert message == (f"{tmp_path / 'keyrun.toml'}:1: access_log: must be true or false, "
+                       "not a string\nwrite access_log = false to keep no access log (for "
+                       "images that are read-only by design)")
