@@ -296,8 +296,8 @@ def test_a_base_environment_several_deep(tmp_path: Path) -> None:
               '[env.shared]\nextends = "common"\n[env.qa]\nextends = "shared"\n'
               'sources = ["local"]\n')
     config = load_config(tmp_path, None, {})
-    assert "common" not in config.env_names() and "shared" not in config.env_names()
-    assert "qa" in config.env_names()
+    assert config.env_names() == ["dev", "staging", "production", "qa"]
+    assert config.bases == {"common", "shared"}
 
 
 def test_access_log_is_true_or_false(tmp_path: Path) -> None:
