@@ -1,4 +1,9 @@
-"""The access log: one JSON line per resolution, never a value (SPEC §5)."""
+"""The access log: one JSON line per resolution, never a value (SPEC §5).
+
+It is capped: past ``MAX_BYTES`` the log becomes ``access.log.1`` (replacing the previous
+one) and a new one is started, both 0600. Where it cannot be written (a read-only
+container), the caller says so once, not on every start (:func:`first_failure`).
+"""
 
 from __future__ import annotations
 
@@ -16,13 +21,20 @@ if TYPE_CHECKING:
     from keyrun.resolve import Resolution
 
 
-def log_path(environ: Mapping[str, str]) -> Path | None:
-    """``$KEYRUN_ACCESS_LOG`` (``off`` disables it), else the XDG state directory."""
+MAX_BYTES = 5 * 1024 * 1024  # about 10,000 resolutions; one previous file is kept
+
+
+def log_path(environ: Mapping[str, str], enabled: bool = True) -> Path | None:
+    """``$KEYRUN_ACCESS_LOG`` (``off`` disables it), else the XDG state directory, unless
+    keyrun.toml says ``access_log = false`` (``enabled``). A path the user names wins over
+    the project's file: a checkout cannot silence a log its user asked for."""
     setting = environ.get("KEYRUN_ACCESS_LOG", "")
     if setting.lower() in ("off", "0", "false", "no", "none"):
         return None
     if setting:
         return Path(setting).expanduser()
+    if not enabled:
+        return None
     state = environ.get("XDG_STATE_HOME") or os.path.join(environ.get("HOME", "~"),
                                                           ".local", "state")
     return Path(state).expanduser() / "keyrun" / "access.log"
@@ -56,9 +68,10 @@ def record(
     missing: Sequence[str] = (),
     command: str | None = None,
     reason: str | None = None,
+    enabled: bool = True,
 ) -> Path | None:
     """Append one entry; return where, or None when logging is off."""
-    path = log_path(environ)
+    path = log_path(environ, enabled)
     if path is None:
         return None
     entry: dict[str, Any] = {
@@ -88,18 +101,77 @@ def record_resolution(resolution: Resolution, environ: Mapping[str, str], *, act
             for key, (source, item) in resolution.items().items()]
     missing = [key for key, result in resolution.results.items() if result.item is None]
     return record(environ, action=action, project=profile.project, env=profile.env.name,
-                  keys=keys, missing=missing, command=command, reason=reason)
+                  keys=keys, missing=missing, command=command, reason=reason,
+                  enabled=profile.config.access_log)
+
+
+def previous_path(path: Path) -> Path:
+    """Where the log goes when it is full: ``access.log.1``."""
+    return path.with_name(f"{path.name}.1")
 
 
 def _append(path: Path, data: bytes) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open(path)
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
+        if os.fstat(fd).st_size + len(data) > MAX_BYTES:
+            fd = _rotate(path, fd)
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def _open(path: Path) -> int:
+    """The log for appending, 0600, never through a symlink (SPEC §5)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(path, flags, 0o600)
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, 0o600)
+    return fd
+
+
+def _rotate(path: Path, fd: int) -> int:
+    """Move the full log (open as ``fd``) to ``access.log.1`` and open a new one. Under an
+    exclusive lock, and only while ``path`` is still that file: of two keyruns finding it
+    full at once, one moves it and the other appends to the new log."""
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        current, full = os.stat(path, follow_symlinks=False), os.fstat(fd)
+        if (current.st_dev, current.st_ino) == (full.st_dev, full.st_ino):
+            os.replace(path, previous_path(path))
+    except FileNotFoundError:
+        pass  # moved by another keyrun; its new log is opened below
+    finally:
+        os.close(fd)  # and the lock with it
+    return _open(path)
+
+
+def first_failure(path: Path, environ: Mapping[str, str]) -> bool:
+    """Whether this is the first time (since the machine or container started) that the
+    log at ``path`` could not be written: a marker in the temporary directory remembers
+    it. Where even that cannot be written, every failure is the first."""
+    import hashlib
+    import stat
+    import tempfile
+
+    base = Path(environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    folder = base / f"keyrun-{os.getuid()}"
+    marker = folder / ("unwritable-log-" + hashlib.sha256(str(path).encode()).hexdigest()[:16])
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+                or info.st_mode & 0o077):
+            return True  # not a folder of our own: remember nothing there
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def read_entries(environ: Mapping[str, str], warn: Callable[[str], None] | None = None
@@ -108,13 +180,7 @@ def read_entries(environ: Mapping[str, str], warn: Callable[[str], None] | None 
     path = log_path(environ)
     if path is None:
         return None, []
-    try:
-        text = path.read_bytes().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return path, []
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the access log ({exc.strerror})",
-                          "set KEYRUN_ACCESS_LOG to the log file's path") from None
+    text = _read(previous_path(path)) + _read(path)
     entries = []
     damaged: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -136,3 +202,13 @@ def read_entries(environ: Mapping[str, str], warn: Callable[[str], None] | None 
                                  f"(line {damaged[0]}{' …' if len(damaged) > 1 else ''})")
     entries.reverse()
     return path, entries
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the access log ({exc.strerror})",
+                          "set KEYRUN_ACCESS_LOG to the log file's path") from None

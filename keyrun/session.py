@@ -127,14 +127,19 @@ class Session:
 
     def log(self, *, reason: str | None = None, action: str | None = None) -> None:
         """Append this resolution's access-log line (``action`` overrides the session's)."""
+        resolution = self.fetch()
         try:
-            accesslog.record_resolution(self.fetch(), self.environ,
+            accesslog.record_resolution(resolution, self.environ,
                                         action=action or self.action, command=self.command,
                                         reason=reason)
         except OSError as exc:
-            if self.warn_unlogged:
-                self.report.warn(f"cannot write the access log ({exc.strerror}); "
-                                 "set KEYRUN_ACCESS_LOG to a writable path, or to off")
+            path = accesslog.log_path(self.environ, resolution.profile.config.access_log)
+            if self.warn_unlogged and path and accesslog.first_failure(path, self.environ):
+                self.report.warn(
+                    f"cannot write the access log {path} ({exc.strerror}), so keyrun runs "
+                    "without one; to say so and silence this: KEYRUN_ACCESS_LOG=off (or "
+                    "access_log = false in keyrun.toml), or point KEYRUN_ACCESS_LOG at a "
+                    "writable file (said once)")
 
     @contextlib.contextmanager
     def refusal_logged(self, reason: str) -> Iterator[None]:
