@@ -252,13 +252,13 @@ class _Locator:
         return f"{prefix}: {subject}"
 
     def line(self, table: tuple[str, ...], key: str | None) -> int | None:
-        found = self.index().get((table, key))
+        found = self.written().get((table, key))
         if found is not None:
             return found
         # An inline or dotted table: point at the line that names it in its parent.
         return self.line(table[:-1], table[-1]) if table else None
 
-    def index(self) -> dict[tuple[tuple[str, ...], str | None], int]:
+    def written(self) -> dict[tuple[tuple[str, ...], str | None], int]:
         """(table, key or None for its header) → the first line that writes it; read once,
         so that locating every environment of a long file stays linear."""
         if self._index is None:
@@ -274,6 +274,14 @@ class _Locator:
                     key = next(group for group in assigned.groups() if group is not None)
                     self._index.setdefault((current, key), number)
         return self._index
+
+
+def _assigns(text: str, key: str) -> bool:
+    stripped = text.lstrip()
+    for candidate in (key, f'"{key}"', f"'{key}'"):
+        if stripped.startswith(candidate) and stripped[len(candidate) :].lstrip().startswith("="):
+            return True
+    return False
 
 
 def _dotted(table: tuple[str, ...]) -> str:
