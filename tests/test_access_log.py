@@ -10,26 +10,12 @@ from pathlib import Path
 import pytest
 
 from keyrun import accesslog
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
-
-CONFIG = """
-project = "bot"
-default_env = "dev"
-[keys]
-OPENAI_API_KEY = {}
-[sources.local]
-type = "dotenv"
-[env.dev]
-sources = ["local"]
-"""
+from tests.helpers import CANARY, assert_no_leak, clean_env, dotenv_project, keyrun, write
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", CONFIG)
-    write(root / ".env", f"OPENAI_API_KEY={CANARY}\n")
-    return root
+    return dotenv_project(tmp_path / "bot", {"OPENAI_API_KEY": CANARY})
 
 
 def old_entry(number: int) -> str:
@@ -94,7 +80,8 @@ def test_an_unwritable_log_is_said_once(project: Path, tmp_path: Path) -> None:
 
 
 def test_access_log_false_in_keyrun_toml(project: Path, tmp_path: Path) -> None:
-    write(project / "keyrun.toml", "access_log = false\n" + CONFIG)
+    config = project / "keyrun.toml"
+    write(config, "access_log = false\n" + config.read_text())
     env = clean_env(tmp_path)
     del env["KEYRUN_ACCESS_LOG"]
     for args in (["--", "true"], ["list"], ["doctor"]):
