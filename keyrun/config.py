@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from keyrun.durations import parse_duration
 from keyrun.errors import ConfigError
+from keyrun.ownership import foreign_directory, read_trusted, refuse_foreign_directory
 
 CONFIG_NAME = "keyrun.toml"
 EXAMPLE_NAME = ".env.example"
@@ -162,7 +163,13 @@ def find_config(cwd: Path, explicit: str | os.PathLike[str] | None, environ: Map
         return path
     for directory in (cwd, *cwd.parents):
         candidate = directory / CONFIG_NAME
-        if candidate.is_file():
+        present = os.path.lexists(candidate) and not candidate.is_dir()
+        stranger = foreign_directory(directory)
+        if stranger is not None:  # as git: no further up than another user's directory
+            if present:
+                raise refuse_foreign_directory(directory, stranger, candidate)
+            return None
+        if present:
             return candidate
     return None
 
@@ -177,8 +184,12 @@ def load_config(
     path = find_config(cwd, explicit, environ)
     if path is None:
         return zero_config(cwd)
+    read = read_trusted(path, CONFIG_NAME)
+    if read is None:
+        raise ConfigError(f"{path}: no such configuration file",
+                          "check the path, or run `keyrun init` to create one")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read[0].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: is not valid UTF-8 text (byte {exc.start})",
                           "save keyrun.toml as UTF-8") from None
@@ -711,10 +722,11 @@ def source_specs(config: Config, env: str) -> Mapping[str, SourceSpec]:
 def read_example_keys(root: Path) -> list[str]:
     """The names declared in ``.env.example`` (their values are placeholders, never used)."""
     path = root / EXAMPLE_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    read = read_trusted(path, EXAMPLE_NAME)
+    if read is None:
         return []
+    try:
+        text = read[0].decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("is not valid UTF-8 text", path=str(path)) from None
     from keyrun.dotenvfile import parse_dotenv

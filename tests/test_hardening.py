@@ -6,6 +6,8 @@ code before the fix it covers."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -80,3 +82,140 @@ def test_reserved(name: str) -> None:
 ])
 def test_not_reserved(name: str) -> None:
     assert not is_reserved(name)
+
+
+# -- ownership: another user's configuration is not trusted ---------------------------------
+
+STRANGER = 1234  # a uid with no account here: "another user" (the tests run as root)
+
+
+def _attacker_python(bin_dir: Path, marker: Path) -> None:
+    write(bin_dir / "python3", f"#!/bin/sh\ntouch {marker}\n", mode=0o755)
+
+
+def test_a_config_planted_in_a_shared_directory_is_refused(tmp_path: Path,
+                                                           env: dict[str, str]) -> None:
+    """The issue's attack: a world-writable shared directory, another user's keyrun.toml in
+    it with allow_reserved = ["PATH"], the victim's project below."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    marker = tmp_path / "pwned"
+    _attacker_python(shared / "bin", marker)
+    planted = write(shared / "keyrun.toml", '[keys]\nPATH = {}\n[sources.evil]\ntype = "dotenv"\n'
+                    'path = "evil.env"\n[env.dev]\nsources = ["evil"]\nallow_reserved = ["PATH"]\n',
+                    mode=0o644)
+    write(shared / "evil.env", f"PATH={shared / 'bin'}:/usr/bin:/bin\n", mode=0o644)
+    for path in (planted, shared / "evil.env", shared / "bin", shared / "bin" / "python3"):
+        os.chown(path, STRANGER, STRANGER)
+    victim = shared / "victim"
+    victim.mkdir()
+    write(victim / ".env", f"API_TOKEN={CANARY}\n")
+    done = keyrun(["--", "python3", "-c", "import os; print(os.environ['API_TOKEN'][:3])"],
+                  cwd=victim, env=env)
+    assert done.returncode == 125, done.stderr
+    assert not marker.exists()
+    assert done.stderr == (
+        f"keyrun: error: {planted}: keyrun.toml belongs to uid {STRANGER}, not to you; keyrun "
+        "does not read what another user controls\n"
+        f"  hint: if you trust it, make it yours: chown root {planted}; otherwise delete it\n")
+    assert CANARY not in done.stdout + done.stderr
+
+
+def test_discovery_stops_at_another_users_directory(tmp_path: Path, env: dict[str, str]) -> None:
+    write(tmp_path / "keyrun.toml", 'project = "above"\n[keys]\nA = {}\n[sources.s]\n'
+          'type = "dotenv"\n[env.dev]\nsources = ["s"]\n')
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, STRANGER, STRANGER)
+    mine = theirs / "mine"
+    mine.mkdir()
+    write(mine / ".env", f"A={CANARY}\n")
+    listing = keyrun(["list", "--json"], cwd=mine, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout)["project"] == "mine"  # zero-config, not "above"
+
+    write(theirs / "keyrun.toml", "")
+    found = keyrun(["list"], cwd=mine, env=env)
+    assert found.returncode == 125
+    assert found.stderr == (
+        f"keyrun: error: {theirs / 'keyrun.toml'} was not read: {theirs} belongs to uid "
+        f"{STRANGER}, not to you, and keyrun reads no configuration another user controls\n"
+        f"  hint: if you trust it, make it yours: chown -R root {theirs}; or create your own "
+        "keyrun.toml where you run keyrun (keyrun init), or name one with -c PATH\n")
+
+
+@pytest.mark.parametrize("name", ["keyrun.toml", ".env", ".env.example", "token"])
+def test_files_another_user_owns_or_may_write_are_refused(tmp_path: Path, env: dict[str, str],
+                                                          name: str) -> None:
+    project = tmp_path / "project"
+    vault = ('[sources.vault]\ntype = "vault"\nurl = "http://127.0.0.1:9"\n'
+             'auth = { method = "token", token_file = "token" }\n[env.v]\nsources = ["vault"]\n')
+    write(project / "keyrun.toml", '[keys]\nA = {}\n[sources.local]\ntype = "dotenv"\n'
+          '[env.dev]\nsources = ["local"]\n' + vault)
+    write(project / ".env", f"A={CANARY}\n")
+    write(project / ".env.example", "A=\n")
+    write(project / "token", "s.not-a-real-token\n")
+    target = project / name
+    args = ["-e", "v" if name == "token" else "dev", "--", "true"]
+    kinds = {"keyrun.toml": "keyrun.toml", ".env": "this .env file",
+             ".env.example": ".env.example", "token": "this Vault credential file"}
+    what = kinds[name]
+
+    os.chown(target, STRANGER, STRANGER)
+    owned = keyrun(args, cwd=project, env=env)
+    assert owned.returncode == 125
+    assert (f"{target}: {what} belongs to uid {STRANGER}, not to you; keyrun does not read "
+            "what another user controls") in owned.stderr
+    assert f"if you trust it, make it yours: chown root {target}" in owned.stderr
+
+    os.chown(target, 0, 0)
+    target.chmod(0o602)
+    writable = keyrun(args, cwd=project, env=env)
+    assert writable.returncode == 125
+    assert (f"{target}: {what} may be written by every user (mode o+w), so they could "
+            "change what keyrun does") in writable.stderr
+    assert f"chmod go-w {target}" in writable.stderr
+
+    os.chown(target, 0, STRANGER)
+    target.chmod(0o620)
+    group = keyrun(args, cwd=project, env=env)
+    assert group.returncode == 125
+    assert f"{what} may be written by the members of group gid {STRANGER} (mode g+w)" \
+        in group.stderr
+    assert CANARY not in owned.stderr + writable.stderr + group.stderr
+
+    target.chmod(0o600)
+    if name != "token":  # the Vault server is not there: the file is read, the login fails
+        assert keyrun(args, cwd=project, env=env).returncode == 0
+
+
+def test_a_symlink_another_user_planted_is_refused(tmp_path: Path, env: dict[str, str]) -> None:
+    project = tmp_path / "project"
+    mine = write(tmp_path / "elsewhere.env", f"A={CANARY}\n")
+    write(project / "keyrun.toml", '[keys]\nA = {}\n[sources.local]\ntype = "dotenv"\n'
+          '[env.dev]\nsources = ["local"]\n')
+    (project / ".env").symlink_to(mine)
+    assert keyrun(["--", "true"], cwd=project, env=env).returncode == 0
+    os.lchown(project / ".env", STRANGER, STRANGER)
+    planted = keyrun(["--", "true"], cwd=project, env=env)
+    assert planted.returncode == 125
+    assert f"{project / '.env'}: this .env file belongs to uid {STRANGER}" in planted.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_an_example_file_that_is_no_file_is_refused_at_once(tmp_path: Path,
+                                                            env: dict[str, str],
+                                                            kind: str) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    write(project / ".env", f"A={CANARY}\n")
+    example = project / ".env.example"
+    if kind == "fifo":
+        os.mkfifo(example, 0o600)
+    else:
+        example.symlink_to("/dev/zero")
+    done = keyrun(["--", "true"], cwd=project, env=env, timeout=20)
+    assert done.returncode == 125
+    what = "a FIFO" if kind == "fifo" else "a character device"
+    assert f"{example}: .env.example is not a regular file ({what})" in done.stderr

@@ -11,6 +11,7 @@ from typing import Any
 
 from keyrun.dotenvfile import parse_dotenv, replace_assignment, resolve_values
 from keyrun.errors import ConfigError, SourceError
+from keyrun.ownership import read_trusted
 from keyrun.secret import Secret
 from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
 from keyrun.sources._values import pick_field
@@ -65,14 +66,12 @@ class DotenvSource(Source):
 
     def _read(self) -> tuple[str, os.stat_result] | None:
         try:
-            with self.path.open("rb") as handle:
-                data = handle.read()
-                info = os.fstat(handle.fileno())
-        except FileNotFoundError:
+            read = read_trusted(self.path, "this .env file")
+        except ConfigError as exc:
+            raise SourceError(self.name, exc.message, exc.hint) from None
+        if read is None:
             return None
-        except OSError as exc:
-            raise SourceError(self.name, f"cannot read {self.path}: {exc.strerror}",
-                              "check the file's permissions") from None
+        data, info = read
         try:
             return data.decode("utf-8"), info
         except UnicodeDecodeError as exc:
@@ -137,7 +136,12 @@ class DotenvSource(Source):
             raise SourceError(self.name, f"{request.key} is read from field {request.field!r} "
                               "of a JSON value; keyrun set cannot rewrite one field",
                               f"edit {self.display_path} by hand")
-        path = self.path.resolve()
+        path = self.path
+        if path.is_symlink():  # SPEC §5: what keyrun writes is never reached through a link
+            raise SourceError(self.name, f"{path} is a symbolic link; keyrun set writes only "
+                              "to a file itself, never through a link",
+                              f"write the key where the link points ({path.resolve()}), or "
+                              "replace the link with a file")
         read = self._read()
         text, mode = ("", 0o600) if read is None else (read[0], stat.S_IMODE(read[1].st_mode))
         updated = replace_assignment(text, parse_dotenv(text, str(path)), request.name,

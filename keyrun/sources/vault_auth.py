@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from keyrun.errors import ConfigError, SourceError
+from keyrun.ownership import read_trusted
 from keyrun.secret import Secret
 from keyrun.sources import Deadline
 from keyrun.sources.vault_transport import VaultApi, VaultHttpError, env_value
@@ -243,7 +244,9 @@ class TokenFinder:
 
 
 def _read(path: Path) -> str | None:
+    """A token or settings file: refused when another user owns it or may write it."""
+    read = read_trusted(path, "this Vault credential file")
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        return None if read is None else read[0].decode("utf-8").strip()
+    except UnicodeDecodeError:
         return None
