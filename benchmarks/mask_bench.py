@@ -11,6 +11,10 @@ planted in raw and encoded forms), read by this script from a pipe, in interleav
 - relay, 100 values: ``--mask`` with 100 values registered (their variants: ~2,500
   patterns), with the default engine (Hyperscan) and with ``ahocorasick-rs``.
 
+keyrun's bytecode is compiled first (as an installed keyrun has it): with
+PYTHONDONTWRITEBYTECODE set, every start would otherwise compile its sources again.
+``--baseline DIR`` also times the keyrun in DIR (an older checkout) in the same rounds.
+
 ``--via launcher`` (default) calls ``keyrun.relay.relay`` from a three-line launcher, as
 the CLI does; ``--via cli`` runs ``keyrun -e bench run --mask -- cat FILE`` for real.
 ``--terminal-mb`` also times the launcher's rows with stdout on a pseudo-terminal.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import compileall
 import fcntl
 import hashlib
 import json
@@ -239,6 +244,9 @@ def main() -> None:
                         help="another checkout of keyrun (before a change): its masking rows "
                              "are timed in the same rounds")
     args = parser.parse_args()
+    for root in (ROOT, args.baseline):
+        if root is not None:  # as installed: bytecode compiled once, not at every start
+            compileall.compile_dir(root / "keyrun", quiet=1)
     values = make_values()
     with tempfile.TemporaryDirectory(prefix="keyrun-mask-bench-") as tmp:
         directory = Path(tmp)

@@ -219,6 +219,7 @@ def _encoded_forms(raw: bytes, encode: Callable[[bytes], bytes], bits: int) -> s
 # Matching engines --------------------------------------------------------------------
 
 Occurrence = tuple[int, int, int]  # start, end, pattern index
+Piece = bytes | memoryview  # of a masker's output
 
 
 class Engine(Protocol):
@@ -531,6 +532,13 @@ class Masker:
     def feed(self, data: bytes) -> bytes:
         if not self._masks.patterns:
             return data
+        return b"".join(self._advance(data, _FEED))
+
+    def feed_parts(self, data: bytes) -> list[Piece]:
+        """``feed``, as pieces to write in order (os.writev): the bytes between labels are
+        views of ``data``, not copies of it."""
+        if not self._masks.patterns:
+            return [data]
         return self._advance(data, _FEED)
 
     def release(self) -> bytes:
@@ -540,13 +548,13 @@ class Masker:
         bytes were let out is masked from there on when the rest comes."""
         if not self._masks.patterns:
             return b""
-        return self._advance(b"", _RELEASE)
+        return b"".join(self._advance(b"", _RELEASE))
 
     def close(self) -> bytes:
         """End of stream: emit everything that is left."""
         if not self._masks.patterns:
             return b""
-        return self._advance(b"", _CLOSE)
+        return b"".join(self._advance(b"", _CLOSE))
 
     def continuation(self, data: bytes) -> tuple[int, int, int] | None:
         """A value begun by the held bytes and continued by ``data`` — the next bytes of the
@@ -570,7 +578,7 @@ class Masker:
             return None
         buf = self._tail + data
         for start, end in self._masks.live_spans(buf):
-            if end <= len(self._tail) or end >= len(buf):
+            if end < len(self._tail) or end >= len(buf):
                 continue  # before this read, or live to its end (``continuation`` sees it)
             window = buf[start:end] + other[: self._masks.longest]
             if any(s == 0 and e > end - start for s, e, _ in self._masks.occurrences(window)):
@@ -595,9 +603,9 @@ class Masker:
         out = self._advance(b"", _CLOSE)  # what this stream held is followed by no value
         self._open = _Span(self._base + taken, (taken, -self._base, -index))
         self._done = self._base + taken
-        return out + self._advance(data, _FEED)
+        return b"".join(out + self._advance(data, _FEED))
 
-    def _advance(self, data: bytes, mode: int) -> bytes:
+    def _advance(self, data: bytes, mode: int) -> list[Piece]:
         buf = self._tail + data if self._tail else data
         base = self._base
         live = self._masks.live_start(buf) if mode != _CLOSE else len(buf)
@@ -612,14 +620,15 @@ class Masker:
         self._tail = buf[live:]
         self._base = base + live
         self._done = base + pos
-        return b"".join(out)
+        return out
 
     def _decide(self, buf: bytes, base: int, cut: int,
-                label_open: bool) -> tuple[list[bytes], int, _Span | None]:
+                label_open: bool) -> tuple[list[Piece], int, _Span | None]:
         """Emit ``buf`` up to ``cut`` with its matches masked; return the output, the
         relative offset decided so far, and a span still open past ``cut`` (given its
         label now when ``label_open``: a longer match then gets a label of its own)."""
-        out: list[bytes] = []
+        out: list[Piece] = []
+        view = memoryview(buf)
         pos = self._done - base
         span = self._open
         for start, end, index in self._masks.occurrences(buf):
@@ -637,14 +646,14 @@ class Masker:
             if start >= cut:
                 break
             if start > pos:
-                out.append(buf[pos:start])
+                out.append(view[pos:start])
             span = _Span(base + end, (end - start, -(base + start), -index))
             pos = end
         if span is not None and (label_open or span.end - base <= cut):
             out.append(self._label(span))
             span = None
         if span is None and cut > pos:
-            out.append(buf[pos:cut] if pos or cut < len(buf) else buf)
+            out.append(view[pos:cut] if pos or cut < len(buf) else buf)
             pos = cut
         return out, pos, span
 

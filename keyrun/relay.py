@@ -77,7 +77,7 @@ from keyrun.launch import (
     restore_signals,
     spawn,
 )
-from keyrun.mask import Masker, MaskSet
+from keyrun.mask import Masker, MaskSet, Piece
 
 RELEASE_AFTER = 0.03  # seconds of silence before a held prefix's first bytes are let out
 SUSPEND_DRAIN = 1.0  # on Ctrl-Z, wait at most this long for keyrun's outputs to take what is left
@@ -532,17 +532,17 @@ class _Output(threading.Thread):
         self.fd = fd
         self.wake = wake
         self.changed = threading.Condition()
-        self.chunks: deque[bytes] = deque()
+        self.chunks: deque[tuple[Sequence[Piece], int]] = deque()  # pieces, their size
         self.queued = 0  # bytes handed over and not written yet
         self.broken = False
         self.closing = False
         self.awaited = False  # the loop stopped reading for this output until it has room
 
-    def put(self, data: bytes) -> None:
+    def put(self, pieces: Sequence[Piece], size: int) -> None:
         with self.changed:
             if not self.broken:
-                self.chunks.append(data)
-                self.queued += len(data)
+                self.chunks.append((pieces, size))
+                self.queued += size
                 self.changed.notify_all()
 
     def full(self) -> bool:
@@ -553,15 +553,16 @@ class _Output(threading.Thread):
             return self.awaited
 
     def run(self) -> None:
-        while (data := self._next()) is not None:
+        while (chunk := self._next()) is not None:
+            pieces, size = chunk
             try:
-                _write_all(self.fd, data)
+                _write_all(self.fd, pieces)
             except OSError:
-                self._written(len(data), failed=True)
+                self._written(size, failed=True)
             else:
-                self._written(len(data), failed=False)
+                self._written(size, failed=False)
 
-    def _next(self) -> bytes | None:
+    def _next(self) -> tuple[Sequence[Piece], int] | None:
         with self.changed:
             self.changed.wait_for(lambda: self.chunks or self.closing)
             return self.chunks.popleft() if self.chunks else None
@@ -608,14 +609,6 @@ class _Stream:
         self.taken = 0  # bytes read so far
         self.owed: int | None = None  # what must be read before the stream may be closed
 
-    def pump(self) -> bool:
-        """Relay what is readable; False once the stream is over."""
-        data = self.take()
-        if not data:
-            return data is None
-        self.deliver(data)
-        return self.over()
-
     def take(self) -> bytes | None:
         """What is readable: b"" at the end of the stream, None when nothing is ready."""
         data = self._read()
@@ -627,7 +620,7 @@ class _Stream:
 
     def deliver(self, data: bytes) -> None:
         """Mask and hand over what was read."""
-        self.emit(self._mask(data))
+        self.emit(*self._mask(data))
         # Silence counts from here: masking a large read can take longer than RELEASE_AFTER
         # while the rest of a secret already waits in the pipe.
         self.active_at = time.monotonic()
@@ -642,19 +635,19 @@ class _Stream:
             size += len(more)
         return b"".join(pieces)
 
-    def _mask(self, data: bytes) -> bytes:
+    def _mask(self, data: bytes) -> list[Piece]:
         """The masked bytes; a value whose first part the other output holds back (the
         command wrote it split between stdout and stderr) is masked on each."""
         other = self.partner
         if other is None or not other.masker.pending:
-            return self.masker.feed(data)
+            return self.masker.feed_parts(data)
         crossing = other.masker.continuation(data)
         if crossing is None:
-            return self.masker.feed(data)
+            return self.masker.feed_parts(data)
         start, taken, index = crossing
         other.emit(other.masker.end_held(start, index))
         other.release_at = None
-        return self.masker.feed_continuing(data, taken, index)
+        return [self.masker.feed_continuing(data, taken, index)]
 
     def settle(self) -> None:
         """The command has ended: what it wrote is owed in full (what waits unread now)."""
@@ -698,9 +691,10 @@ class _Stream:
         self.emit(self.masker.close())
         os.close(self.fd)
 
-    def emit(self, data: bytes) -> None:
-        if data:
-            self.output.put(data)
+    def emit(self, *pieces: Piece) -> None:
+        size = sum(map(len, pieces))
+        if size:
+            self.output.put(pieces, size)
 
 
 def _readable(fd: int) -> bool:
@@ -709,13 +703,27 @@ def _readable(fd: int) -> bool:
     return bool(poller.poll(0))
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
+def _write_all(fd: int, pieces: Sequence[Piece]) -> None:
+    """Write the pieces in order, in as few system calls as the kernel allows (writev:
+    the masked text between labels is never copied into one buffer)."""
+    pending = [memoryview(piece) for piece in pieces if len(piece)]
+    first = 0
+    while first < len(pending):
         try:
-            view = view[os.write(fd, view):]
+            written = os.writev(fd, pending[first:first + _IOV_MAX])
         except BlockingIOError:  # an fd left non-blocking by whoever shares it
             _wait_writable(fd)
+            continue
+        while written:
+            size = len(pending[first])
+            if written < size:
+                pending[first] = pending[first][written:]
+                break
+            written -= size
+            first += 1
+
+
+_IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if "SC_IOV_MAX" in os.sysconf_names else 16
 
 
 def _wait_writable(fd: int) -> None:
@@ -852,12 +860,31 @@ class _Loop:
             if events & selectors.EVENT_READ:
                 self._pump(fd)
 
+    def _pump(self, fd: int) -> None:
+        """Relay what one output has. Its partner is read in the same go when it has
+        something too (``_deliver_pair``): read after this one, so that what the command
+        wrote to it before writing more here is taken together."""
+        stream = self.streams[fd]
+        data = stream.take()
+        partner = stream.partner
+        if (data and partner is not None and partner.fd in self.streams
+                and partner.fd not in self.paused and _readable(partner.fd)):
+            self._deliver_pair((stream, partner), (data, partner.take()))
+            return
+        if data:
+            stream.deliver(data)
+        self._pumped(fd, data is None or (bool(data) and stream.over()))
+
     def _pump_pair(self, first: int, second: int) -> None:
-        """Both outputs are readable: a value begun on one and finished on the other may
-        now be followed, on the first, by what the command wrote after it (its writes'
-        order is lost): the first is fed up to where that value was cut, then the other."""
         streams = self.streams[first], self.streams[second]
-        taken = [stream.take() for stream in streams]
+        self._deliver_pair(streams, (streams[0].take(), streams[1].take()))
+
+    def _deliver_pair(self, streams: tuple[_Stream, _Stream],
+                      taken: tuple[bytes | None, bytes | None]) -> None:
+        """Both outputs had something: a value begun on one and finished on the other may
+        now be followed, on the first, by what the command wrote after it (the order of
+        its writes is lost): the first is fed up to where that value was cut, then the
+        other, then the rest."""
         order: list[tuple[_Stream, bytes]] = [
             (stream, data) for stream, data in zip(streams, taken, strict=True) if data]
         for (one, data), (other, more) in itertools.permutations(order, 2):
@@ -868,11 +895,9 @@ class _Loop:
         for stream, piece in order:
             if piece:
                 stream.deliver(piece)
-        for fd, stream, read in zip((first, second), streams, taken, strict=True):
-            self._pumped(fd, read is None or (bool(read) and stream.over()))
-
-    def _pump(self, fd: int) -> None:
-        self._pumped(fd, self.streams[fd].pump())
+        for stream, read in zip(streams, taken, strict=True):
+            if stream.fd in self.streams:
+                self._pumped(stream.fd, read is None or (bool(read) and stream.over()))
 
     def _pumped(self, fd: int, alive: bool) -> None:
         stream = self.streams[fd]

@@ -613,3 +613,12 @@ def test_a_value_interrupted_by_the_other_stream_is_found_in_one_read(engine: st
     assert out.end_held(start, index) == b"<OPENAI_API_KEY>"
     assert err.feed_continuing(stderr, taken, index) + err.close() == b"<OPENAI_API_KEY>\n"
     assert out.feed(stdout[cut:]) + out.close() == b"|\n"
+
+
+def test_a_held_value_start_cut_at_the_read_boundary_is_found() -> None:
+    masks = MaskSet({"OPENAI_API_KEY": OPENAI}, engine="find")
+    out = masks.stream()
+    raw = OPENAI.encode()
+    assert out.feed(raw[:20]) == b""
+    assert out.split_point(b"|\n", raw[20:] + b"\n") == 0  # the other output goes first
+    assert out.split_point(b"|\n", b"unrelated") is None

@@ -33,9 +33,9 @@ from keyrun.mask import Masker, MaskSet
 from keyrun.relay import relay
 
 class SlowMasker(Masker):  # masking that takes a while, as a large read on a busy machine
-    def feed(self, data):
+    def feed_parts(self, data):
         time.sleep(SLOW_FEED)
-        return super().feed(data)
+        return super().feed_parts(data)
 
 class SlowMaskSet(MaskSet):
     def stream(self):
