@@ -86,7 +86,8 @@ def _explain(session: Session, child: ChildEnvironment, report: Reporter) -> Non
         report.detail(f"{name}: kept the inherited value (--preserve-env)")
     for name in child.removed:
         report.detail(f"{name}: removed from the command's environment (a secret-manager "
-                      "token; list it in pass_env to let it through)")
+                      "token, or the variable an environ source read a key from under another "
+                      "name; list it in pass_env to let it through)")
     if report.verbose:
         for key, (source, item) in session.fetch().items().items():
             version = f" version {item.version}" if item.version else ""

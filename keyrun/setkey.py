@@ -45,11 +45,10 @@ def set_key(
     profile = resolve_profile(loaded, env_name, project=project, environ=environ, strict=False)
     binding = next((b for b in profile.bindings if b.key == key), None)
     target = _target(loaded, profile, binding, source, environ)
-    if not target.writable:
-        raise SourceError(target.name, f"source type {target.type_name!r} is read-only",
-                          "choose a writable source with --source NAME")
     spec = binding.spec if binding else KeySpec(key)
     request = Request(key, target.backend_name(spec.backend_name), spec.field, None)
+    if not target.writable:
+        raise target.read_only(request)
     deadline = Deadline(profile.env.timeout)
     where = target.write(request, value, deadline)
     with contextlib.suppress(OSError):
@@ -107,6 +106,8 @@ def _target(config: Config, profile: Profile, binding: Binding | None, chosen: s
     for name in candidates:
         if profile.sources[name].writable:
             return profile.sources[name]
+    if len(candidates) == 1:  # its own words say what to do instead
+        return profile.sources[candidates[0]]
     if config.path is None:  # zero-config with no .env yet: create one
         return _make(SourceSpec(".env", "dotenv", {"path": ".env"}, str(config.root / ".env")),
                      profile, environ)

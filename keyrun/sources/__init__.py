@@ -214,7 +214,12 @@ class Source(ABC):
 
     def write(self, request: Request, value: Secret, deadline: Deadline) -> str:
         """Store a new value; return where it went. Only when ``writable``."""
-        raise SourceError(self.name, f"source type {self.type_name!r} is read-only")
+        raise self.read_only(request)
+
+    def read_only(self, request: Request) -> SourceError:
+        """Why ``keyrun set`` cannot write ``request`` here, and what to do instead."""
+        return SourceError(self.name, f"source type {self.type_name!r} is read-only",
+                           "choose a writable source with --source NAME")
 
     def local_files(self) -> tuple[Path, ...]:
         """Files on this machine that hold the source's secrets: ``doctor`` checks that git

@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "gcp-secret-manager": "keyrun.sources.gcp:GcpSecretManagerSource",
     "azure-key-vault": "keyrun.sources.azure:AzureKeyVaultSource",
     "doppler": "keyrun.sources.doppler:DopplerSource",
+    "environ": "keyrun.sources.environ:EnvironSource",
 }
 
 GROUP = "keyrun.sources"
