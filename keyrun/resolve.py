@@ -284,6 +284,7 @@ def fetch_profile(profile: Profile, deadline: Deadline | None = None, *,
         job.wait()
     if exhaustive:
         _record_holders(results, jobs)
+    _refuse_tokens(results, _withheld_tokens(profile))
     for result in results.values():
         if result.status == "missing" and result.binding.optional:
             result.status = "optional"
@@ -292,6 +293,37 @@ def fetch_profile(profile: Profile, deadline: Deadline | None = None, *,
     leased = frozenset(name for name, job in jobs.items()
                        if any(isinstance(o, Item) and o.lease for o in job.outcomes.values()))
     return Resolution(profile, results, failures, elapsed, leased)
+
+
+# The tokens keyrun authenticates with, whichever sources the profile uses (SPEC §5 "Tokens
+# stay with keyrun"): no value may carry one to the command, e.g. through ${BAO_TOKEN} in a
+# .env file, even under --clean-env.
+KNOWN_TOKENS = ("VAULT_TOKEN", "BAO_TOKEN", "DOPPLER_TOKEN")
+SHORTEST_CONTAINED = 8  # a shorter token (a dev server's "root") only as a whole value
+
+
+def _withheld_tokens(profile: Profile) -> dict[str, str]:
+    """The value of every token keyrun keeps from the command, by name: the known ones and
+    those the profile's auth settings name, unless ``pass_env`` lets them through."""
+    environ = next((s.context.environ for s in profile.sources.values()), {})
+    names = ({*KNOWN_TOKENS, *profile.tokens()}) - set(profile.env.pass_env)
+    return {name: token for name in sorted(names)
+            if (token := environ.get(name, "").strip())}
+
+
+def _refuse_tokens(results: Mapping[str, KeyResult], withheld: Mapping[str, str]) -> None:
+    for result in results.values():
+        value = result.item.value.reveal() if result.item else None
+        name = next((name for name, token in withheld.items() if value is not None and (
+            value.strip() == token or (len(token) >= SHORTEST_CONTAINED and token in value))),
+            None)
+        if name is None:
+            continue
+        result.status, result.item = "error", None
+        result.reasons.append((result.source or "", Problem("error", (
+            f"holds the value of {name}, a secret-manager token that keyrun keeps from the "
+            f"command — remove what copies it (a ${{{name}}} in a .env file), or list {name} "
+            "in pass_env to let it through"))))
 
 
 def _decide(result: KeyResult, source: str, outcome: Outcome) -> None:

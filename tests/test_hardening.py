@@ -219,3 +219,36 @@ def test_an_example_file_that_is_no_file_is_refused_at_once(tmp_path: Path,
     assert done.returncode == 125
     what = "a FIFO" if kind == "fifo" else "a character device"
     assert f"{example}: .env.example is not a regular file ({what})" in done.stderr
+
+
+# -- a stripped token cannot come back ------------------------------------------------------
+
+TOKEN = "hvs.CAESIJ" + "kq3Zt0Yd8pWm2vX7"
+
+
+@pytest.mark.parametrize(("variable", "written"), [
+    ("BAO_TOKEN", "${BAO_TOKEN}"),
+    ("VAULT_TOKEN", '"Bearer ${VAULT_TOKEN}"'),
+    ("DOPPLER_TOKEN", "${DOPPLER_TOKEN:-none}"),
+])
+def test_a_token_cannot_come_back_through_a_dotenv_value(
+        tmp_path: Path, env: dict[str, str], variable: str, written: str) -> None:
+    project = tmp_path / "project"
+    write(project / ".env", f"API_KEY={written}\nOTHER=plain-value\n")
+    env[variable] = TOKEN
+    for flags in ([], ["--clean-env"]):
+        done = keyrun([*flags, "--", "env"], cwd=project, env=env)
+        assert done.returncode == 125, done.stderr
+        assert (f"API_KEY: .env: holds the value of {variable}, a secret-manager token that "
+                "keyrun keeps from the command") in done.stderr
+        assert TOKEN not in done.stdout + done.stderr
+    listing = keyrun(["list", "--json"], cwd=project, env=env)
+    row = {r["name"]: r for r in json.loads(listing.stdout)["keys"]}["API_KEY"]
+    assert (row["status"], row["preview"]) == ("error", None)
+    assert TOKEN not in listing.stdout + listing.stderr
+
+    write(project / "keyrun.toml", '[keys]\nAPI_KEY = {}\n[sources.local]\ntype = "dotenv"\n'
+          f'[env.dev]\nsources = ["local"]\npass_env = ["{variable}"]\n')
+    allowed = keyrun(["--clean-env", "--", "env"], cwd=project, env=env)
+    assert allowed.returncode == 0, allowed.stderr
+    assert TOKEN in allowed.stdout
