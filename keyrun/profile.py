@@ -69,6 +69,13 @@ class Profile(NamedTuple):
         names = {name for source in self.sources.values() for name in source.token_env_vars()}
         return tuple(sorted(name for name in names if name not in self.env.pass_env))
 
+    def stripped(self) -> tuple[str, ...]:
+        """What leaves the command's environment: the tokens, and the variables a source
+        read keys from under another name (both unless ``pass_env`` lists them)."""
+        names = {name for source in self.sources.values()
+                 for name in source.consumed_env_vars()} - set(self.env.pass_env)
+        return tuple(sorted({*self.tokens(), *names}))
+
 
 def open_profile(
     env: str | None = None,

@@ -74,7 +74,7 @@ def _child_environment(argv: Sequence[str], session: Session, options: RunOption
     profile = resolution.profile
     child = build_environment(environ, values, profile_label=profile.label,
                               preserve_env=options.preserve_env, clean_env=options.clean_env,
-                              strip=profile.tokens())
+                              strip=profile.stripped())
     _explain(session, child, report)
     return child
 

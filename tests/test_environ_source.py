@@ -60,7 +60,7 @@ def test_prefix_and_name_choose_the_variable() -> None:
     assert database.value.reveal() == DB_URL
     assert openai == Problem("missing", "$CI_OPENAI_API_KEY is not set in keyrun's environment")
     assert source.locate(Request("DATABASE_URL", "db-url")) == "$CI_db-url"
-    assert source.token_env_vars() == ("CI_db-url",)
+    assert source.consumed_env_vars() == ("CI_db-url",)
 
 
 def test_an_empty_variable_is_missing() -> None:
@@ -73,7 +73,7 @@ def test_an_empty_variable_is_missing() -> None:
 def test_a_key_read_under_its_own_name_is_not_stripped() -> None:
     source = make({"OPENAI_API_KEY": OPENAI})
     source.fetch([Request("OPENAI_API_KEY", "OPENAI_API_KEY")], Deadline(5))
-    assert source.token_env_vars() == ()
+    assert source.consumed_env_vars() == ()
 
 
 def test_write_is_refused_with_the_variable_to_set() -> None:

@@ -231,6 +231,12 @@ class Source(ABC):
         removed from the command's environment unless listed in ``pass_env``."""
         return ()
 
+    def consumed_env_vars(self) -> tuple[str, ...]:
+        """Variables of keyrun's own environment this source read keys from under another
+        name (after :meth:`fetch`); removed from the command's environment unless listed in
+        ``pass_env``, so the command gets each value once, under its key's name."""
+        return ()
+
     def renew_leases(self) -> float | None:
         """Renew what was leased; return seconds until the next renewal, or None."""
         return None

@@ -51,7 +51,7 @@ class EnvironSource(Source):
 
     def __init__(self, name: str, settings: Mapping[str, Any], context: Context) -> None:
         super().__init__(name, settings, context)
-        self._renamed: set[str] = set()  # filled by fetch, read by token_env_vars
+        self._renamed: set[str] = set()  # filled by fetch
 
     def variable(self, request: Request) -> str:
         """The variable ``request`` is read from."""
@@ -90,7 +90,5 @@ class EnvironSource(Source):
                           f"set ${self.variable(request)} where keyrun starts (a CI secret, "
                           "or export it), or write to another source with --source NAME")
 
-    def token_env_vars(self) -> tuple[str, ...]:
-        """The variables read under another name than their key's: the command gets the
-        value under the key's name instead."""
+    def consumed_env_vars(self) -> tuple[str, ...]:
         return tuple(sorted(self._renamed))
