@@ -102,6 +102,7 @@ class ScanRuleSpec(NamedTuple):
     fallback: bool = False
     key_file: bool = False
     boundary: bool = True
+    keyword_first: bool = False
     check: str | None = None
     near: str | None = None
     examples: tuple[str, ...] = ()
@@ -739,8 +740,8 @@ def read_example_keys(root: Path) -> list[str]:
 
 SCAN_OPTIONS = ("rules", "disable", "skip", "accepted", "baseline")
 RULE_OPTIONS = ("id", "description", "regex", "keywords", "entropy", "allow", "mixed_case",
-                "generic", "fallback", "key_file", "boundary", "check", "near", "examples",
-                "counterexamples")
+                "generic", "fallback", "key_file", "boundary", "keyword_first", "check", "near",
+                "examples", "counterexamples")
 _RULE_ID = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 
 
@@ -808,6 +809,7 @@ def _scan_rule(table: Mapping[str, Any], at: _Locator) -> ScanRuleSpec:
         fallback=_bool(table, "fallback", at, ()),
         key_file=_bool(table, "key_file", at, ()),
         boundary=_bool({"boundary": True, **table}, "boundary", at, ()),
+        keyword_first=_bool(table, "keyword_first", at, ()),
         check=_string(table, "check", at, ()), near=_string(table, "near", at, ()),
         examples=_names(table, "examples", at, ()) or (),
         counterexamples=_names(table, "counterexamples", at, ()) or ())

@@ -137,11 +137,19 @@ def variable_name(match: re.Match[bytes]) -> bytes:
 _WORD_OR_NUMBER = re.compile(rb"[A-Za-z]+|[0-9]+")
 
 
+_SECRET_NAME = re.compile(
+    rb"(?i)api[_.-]?(?:key|secret|token)|apikey|secret|credential|passphrase"
+    rb"|(?:access|auth|refresh|bearer|bot|session|service)[_.-]?token"
+    rb"|(?:access|auth|private|signing|encryption|master|account|service|app|client)[_.-]?key")
+
+
 def random_value(secret: bytes, match: re.Match[bytes]) -> bool:
     """A value with letters and digits that is no phrase (``sk-rotated-value-0001``: parts
-    each all letters or all digits), under a name that does not mark it as public, an id, a
-    name, a URL, a length…"""
-    if _NOT_SECRET_NAME.search(variable_name(match)):
+    each all letters or all digits), under a name that says secret (``API_KEY``,
+    ``client_secret``, ``auth_token``; not a bare ``token`` or ``key``) and does not mark it
+    as public, an id, a name, a URL, a length…"""
+    name = variable_name(match)
+    if not _SECRET_NAME.search(name) or _NOT_SECRET_NAME.search(name):
         return False
     parts = re.split(rb"[-_.]", secret)
     if len(parts) >= 3 and all(_WORD_OR_NUMBER.fullmatch(part) for part in parts if part):

@@ -92,6 +92,30 @@ def match_rule(rule: Rule, text: Text, start: int = 0, end: int | None = None,
     """Every match of one rule in ``text.data[start:end]`` that passes its gates (and, for a
     fallback rule, that no provider's rule of ``rules`` judges instead)."""
     matches = rule.pattern.finditer(text.data, start, len(text.data) if end is None else end)
+    return _gated(rule, text, matches, rules)
+
+
+def match_from_keywords(rule: Rule, text: Text, rules: RuleSet | None = None
+                        ) -> Iterator[Hit]:
+    """The matches of a ``keyword_first`` rule, which begin where one of its keywords does:
+    tried only there, so a pattern with no literal start costs nothing where its keywords
+    are not."""
+    return _gated(rule, text, _matches_from_keywords(rule, text), rules)
+
+
+def _matches_from_keywords(rule: Rule, text: Text) -> Iterator[re.Match[bytes]]:
+    inside = 0  # keywords before this lie inside a match already made
+    for at, _ in sorted(text.keyword_spans(rule.keywords)):
+        if at < inside:
+            continue
+        match = rule.pattern.match(text.data, at)
+        if match is not None:
+            inside = match.end()
+            yield match
+
+
+def _gated(rule: Rule, text: Text, matches: Iterator[re.Match[bytes]],
+           rules: RuleSet | None) -> Iterator[Hit]:
     for count, match in enumerate(matches, 1):
         if count % _CHECK_EVERY == 0 and text.out_of_time():
             return
@@ -144,6 +168,8 @@ def find_rule_hits(text: Text, rules: RuleSet, decode: bool = True) -> list[Hit]
             anchors = [(hit.start, hit.end) for hit in by_rule.get(rule.near, [])]
             found = list(_within(rule, text, _windows(anchors, NEAR_WINDOW, NEAR_WINDOW,
                                                      len(text.data)), rules))
+        elif rule.keyword_first and rule.keywords:
+            found = list(match_from_keywords(rule, text, rules))
         elif rule.keywords and len(text.data) > LONG_TEXT:
             found = list(_within(rule, text, _windows(text.keyword_spans(rule.keywords),
                                                      KEYWORD_BEFORE, KEYWORD_AFTER,

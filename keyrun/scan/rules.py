@@ -26,7 +26,6 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from keyrun.config import ScanRuleSpec, ScanSpec, parse_rules_file
@@ -53,6 +52,7 @@ class Rule:
     fallback: bool = False
     key_file: bool = False
     boundary: bool = True
+    keyword_first: bool = False
     check: Check | None = None
     near: str | None = None
     examples: tuple[str, ...] = ()
@@ -101,10 +101,10 @@ class RuleSet:
 
     def to_run(self, lower: bytes) -> list[Rule]:
         """The rules a text needs: those without keywords, and those with one in it."""
-        if len(lower) <= FINDER_LIMIT:
-            present = {w for found in set(self.finder.findall(lower)) for w in self._in(found)}
-        elif (find := self._fast_engine()) is not None:
+        if len(lower) > SMALL_TEXT and (find := self._fast_engine()) is not None:
             present = {self.keywords[index] for index in find(lower)}
+        elif len(lower) <= FINDER_LIMIT:
+            present = {w for found in set(self.finder.findall(lower)) for w in self._in(found)}
         else:  # bytes.find is faster than the finder on a long text
             present = {keyword for keyword in self.keywords if keyword in lower}
         chosen = set(self.always)
@@ -121,7 +121,7 @@ class RuleSet:
 
     def _fast_engine(self) -> Callable[[bytes], set[int]] | None:
         """A compiled Aho-Corasick automaton for the keywords (``ahocorasick-rs``, from the
-        ``mask`` extra) when it is installed: built on the first long text."""
+        ``mask`` extra) when it is installed: built on the first text over ``SMALL_TEXT``."""
         if "fast" not in self.engines:
             self.engines["fast"] = _automaton(self.keywords)
         return self.engines["fast"]
@@ -135,6 +135,7 @@ class RuleSet:
 
 
 FINDER_LIMIT = 64 * 1024
+SMALL_TEXT = 2048  # below this the finder costs less than a call into the automaton
 
 
 def _automaton(keywords: Sequence[bytes]) -> Callable[[bytes], set[int]] | None:
@@ -188,7 +189,7 @@ def compile_rule(spec: ScanRuleSpec) -> Rule:
         keywords=tuple(dict.fromkeys(k.lower().encode() for k in spec.keywords)),
         entropy=spec.entropy, allow=tuple(_compile(a) for a in spec.allow),
         mixed_case=spec.mixed_case, generic=spec.generic, fallback=spec.fallback,
-        key_file=spec.key_file,
+        key_file=spec.key_file, keyword_first=spec.keyword_first,
         boundary=spec.boundary, check=check, near=spec.near, examples=spec.examples,
         counterexamples=spec.counterexamples, where=spec.where)
 
@@ -203,8 +204,9 @@ RULES_FILE = "rules.toml"
 @functools.cache
 def builtin_rules() -> tuple[Rule, ...]:
     """The rules shipped in the package, read and compiled once per process."""
-    text = resources.files("keyrun.scan").joinpath(RULES_FILE).read_text(encoding="utf-8")
-    return tuple(compile_rule(spec) for spec in parse_rules_file(Path(RULES_FILE), text))
+    path = Path(__file__).with_name(RULES_FILE)
+    text = path.read_text(encoding="utf-8")
+    return tuple(compile_rule(spec) for spec in parse_rules_file(path, text))
 
 
 @functools.lru_cache(maxsize=8)
