@@ -9,13 +9,15 @@ or not), and where its environment lives (pipx and uv tool keep one venv per too
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importlib.metadata is imported only when a hint is made: not on a run
+    from importlib import metadata
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ def detect(dist: metadata.Distribution | None = None, prefix: str | None = None
            ) -> Installation:
     """What installed keyrun (or ``dist``) into the environment at ``prefix`` (default:
     the running interpreter's)."""
+    from importlib import metadata
+
     if dist is None:
         try:
             dist = metadata.distribution("keyrun")
@@ -47,6 +51,9 @@ def detect(dist: metadata.Distribution | None = None, prefix: str | None = None
 
 
 def _local_directory(direct_url: str | None) -> tuple[Path | None, bool]:
+    import json
+    from urllib.parse import unquote, urlparse
+
     try:
         data = json.loads(direct_url or "null")
     except ValueError:
@@ -60,6 +67,30 @@ def _local_directory(direct_url: str | None) -> tuple[Path | None, bool]:
     return path, editable
 
 
+def extra_requirements(distribution: str, extra: str) -> list[str]:
+    """The distributions ``pip install '<distribution>[<extra>]'`` adds (names only; a
+    marker other than the extra is not evaluated)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires(distribution) or []
+    except PackageNotFoundError:
+        return []
+    names = []
+    for requirement in declared:
+        spec, _, marker = requirement.partition(";")
+        name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec.strip())
+        extras = re.findall(r"""extra\s*==\s*["']([^"']+)["']""", marker)
+        if name and normal_name(extra) in map(normal_name, extras):
+            names.append(name.group())
+    return names
+
+
+def normal_name(name: str) -> str:
+    """A distribution or extra name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def add_extra_command(extra: str, installation: Installation | None = None) -> str:
     """The command that adds keyrun's ``extra`` to the install that is running."""
     found = installation or detect()
@@ -70,8 +101,6 @@ def add_extra_command(extra: str, installation: Installation | None = None) -> s
     flag = "-e " if found.editable else ""
     if found.installer == "pipx":
         if found.directory is None:
-            from keyrun.sources.installed import extra_requirements
-
             packages = " ".join(extra_requirements("keyrun", extra)) or f"'{target}'"
             return f"pipx inject keyrun {packages}"
         return f"pipx install --force {flag}'{target}'"

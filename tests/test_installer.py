@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from keyrun.installer import Installation, add_extra_command, add_package_command, detect
-from keyrun.sources.installed import extra_requirements
+from keyrun.installer import (
+    Installation,
+    add_extra_command,
+    add_package_command,
+    detect,
+    extra_requirements,
+)
 
 
 def dist_info(tmp_path: Path, installer: str | None, direct_url: dict[str, object] | None

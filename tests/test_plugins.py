@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from keyrun.installer import add_package_command
 from tests.helpers import clean_env, keyrun, write
+
+# The plugin's extra, installed the way keyrun itself was (pip here, uv in .ci/lowest).
+PLUGIN_SDK = add_package_command("keyrun-test-plugin[sdk]")
 
 PLUGIN = '''
 from pathlib import Path
@@ -282,7 +286,7 @@ def test_usability_of_third_party_sources(plugin_env: dict[str, str], tmp_path: 
                           capture_output=True, text=True, check=False, timeout=60)
     assert json.loads(done.stdout) == {
         "leasing": None,
-        "needs-sdk": "pip install 'keyrun-test-plugin[sdk]' (missing keyrun-no-such-sdk)",
+        "needs-sdk": f"{PLUGIN_SDK} (missing keyrun-no-such-sdk)",
         "declares-sdk": "missing keyrun_no_such_sdk: install the packages that provide them",
     }, done.stderr
 
@@ -295,8 +299,8 @@ def test_missing_sdk_of_a_third_party_source_names_its_own_extra(
     done = keyrun(["--", "true"], cwd=project, env=plugin_env)
     assert done.returncode == 125
     assert ("DB_USER: dyn: source type 'needs-sdk' needs the Python package "
-            "'keyrun_no_such_sdk', which is not installed — install it with: "
-            "pip install 'keyrun-test-plugin[sdk]'") in done.stderr
+            f"'keyrun_no_such_sdk', which is not installed — install it with: {PLUGIN_SDK}"
+            ) in done.stderr
     assert "keyrun[sdk]" not in done.stderr
 
 
@@ -310,4 +314,4 @@ def test_a_source_module_that_imports_a_missing_sdk(project: Path,
     assert done.stderr.splitlines() == [
         f"keyrun: error: {config}:4: [sources.dyn]: source type 'broken' needs the Python module "
         "'keyrun_no_such_sdk', which is not installed",
-        "  hint: install it with: pip install 'keyrun-test-plugin[sdk]'"]
+        f"  hint: install it with: {PLUGIN_SDK}"]

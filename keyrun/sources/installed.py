@@ -9,8 +9,9 @@ equal). Nothing here imports a source: a missing SDK's error gets its hint from 
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
+
+from keyrun.installer import add_extra_command, add_package_command, normal_name
 
 BUILTIN: dict[str, str] = {
     "dotenv": "keyrun.sources.dotenv:DotenvSource",
@@ -59,12 +60,10 @@ def install_command(type_name: str, extra: str | None) -> str | None:
     installed keyrun (pip, pipx, uv, uv tool, a clone: ``keyrun.installer``):
     ``keyrun[extra]`` for a built-in, the providing distribution with its extra for a
     third-party type (None when that distribution declares no such extra)."""
-    from keyrun.installer import add_extra_command, add_package_command
-
     if type_name in BUILTIN:
         return add_extra_command(extra) if extra else None
     distribution = _distribution(type_name)
-    if distribution is None or not extra or _normal(extra) not in map(_normal,
+    if distribution is None or not extra or normal_name(extra) not in map(normal_name,
                                                                         _extras(distribution)):
         return None
     return add_package_command(f"{distribution}[{extra}]")
@@ -73,8 +72,6 @@ def install_command(type_name: str, extra: str | None) -> str | None:
 def sdk_hint(type_name: str, module: str) -> str:
     """A third-party module that imports its SDK at the top: the extra is unknown until
     the class loads, so name the one its distribution offers, if it offers one."""
-    from keyrun.installer import add_package_command
-
     distribution = _distribution(type_name)
     extras = _extras(distribution) if distribution else []
     if distribution and len(extras) == 1:
@@ -82,31 +79,8 @@ def sdk_hint(type_name: str, module: str) -> str:
     return f"install the package that provides the Python module {module!r}"
 
 
-def extra_requirements(distribution: str, extra: str) -> list[str]:
-    """The distributions ``pip install '<distribution>[<extra>]'`` adds (names only; a
-    marker other than the extra is not evaluated)."""
-    from importlib.metadata import PackageNotFoundError, requires
-
-    try:
-        declared = requires(distribution) or []
-    except PackageNotFoundError:
-        return []
-    names = []
-    for requirement in declared:
-        spec, _, marker = requirement.partition(";")
-        name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec.strip())
-        extras = re.findall(r"""extra\s*==\s*["']([^"']+)["']""", marker)
-        if name and _normal(extra) in map(_normal, extras):
-            names.append(name.group())
-    return names
-
-
 def _distribution(type_name: str) -> str | None:
     return next((t.distribution for t in installed_types() if t.name == type_name), None)
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _extras(distribution: str) -> list[str]:

@@ -17,12 +17,12 @@ import importlib
 from collections.abc import Sequence
 
 from keyrun.errors import ConfigError
+from keyrun.installer import extra_requirements
 from keyrun.sources import Source
 from keyrun.sources.installed import (
     BUILTIN,
     GROUP,
     SourceType,
-    extra_requirements,
     install_command,
     installed_types,
     sdk_hint,
