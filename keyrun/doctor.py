@@ -30,6 +30,7 @@ from keyrun.reporter import Reporter
 from keyrun.resolve import KeyResult, Resolution
 from keyrun.session import Session
 from keyrun.sources import Context, Deadline, Item, Meta
+from keyrun.trust import TrustError
 
 CheckStatus = Literal["pass", "warn", "fail", "unknown"]
 T = TypeVar("T")
@@ -89,6 +90,7 @@ def diagnose(options: DoctorOptions, environ: Mapping[str, str] | None = None,
     config = load_config(cwd, options.config, environ)
     env = choose_env(config, options.env, environ)
     fetches = _Fetches(config, options.project, environ, report or Reporter(once=True))
+    fetches.report.detail(f"config: {config.label}")
     try:
         return _Doctor(config, env, options, environ, fetches).run()
     finally:
@@ -103,6 +105,7 @@ def diagnose_all(options: DoctorOptions, environ: Mapping[str, str] | None = Non
     environ = os.environ if environ is None else environ
     config = load_config(cwd, options.config, environ)
     fetches = _Fetches(config, options.project, environ, report or Reporter(once=True))
+    fetches.report.detail(f"config: {config.label}")
     try:
         for env in config.env_names():
             fetches.start(env, None, exhaustive=True)
@@ -162,12 +165,14 @@ class _Fetches:
             return self._started[env]
 
     def session(self, profile: Profile) -> Session:
+        # a source whose host the user did not choose fails alone, uncontacted: the
+        # sources check reports it with the `keyrun trust` that would allow it
         return Session(profile, self.report, action="doctor", environ=self.environ,
-                       warn_unlogged=False)
+                       warn_unlogged=False, trust_first=False)
 
     def profile(self, env: str) -> Profile:
         return resolve_profile(self.config, env, project=self.project, environ=self.environ,
-                               strict=False, warn=self.report.warn)
+                               strict=False, warn=self.report.warn, detail=self.report.detail)
 
     def _fetch(self, env: str, deadline: Deadline | None, exhaustive: bool) -> Session:
         session = self.session(self.profile(env))
@@ -253,6 +258,10 @@ class _Doctor:
         except ConfigError as exc:
             self.add("config", "fail", exc.message, exc.hint)
             return None
+        except TrustError as exc:  # listing the keys of a source would have contacted it
+            self.add("config", "pass", f"{self.config.label}: environment {self.env}")
+            self.add("sources", "fail", exc.message, exc.hint)
+            return None
         if problems:
             self.add("config", "fail", "; ".join(problems),
                      "fix the source options named above (every source is checked, "
@@ -264,10 +273,12 @@ class _Doctor:
     # 3. sources
     def check_sources(self, profile: Profile, deadline: Deadline) -> set[str]:
         """Return the sources that did not answer in time (later phases skip them)."""
+        refused = _refusals(profile)
         checks = {name: partial(source.check, deadline)
-                  for name, source in profile.sources.items()}
+                  for name, source in profile.sources.items() if name not in refused}
         results = _parallel(checks, deadline)
-        lines, failed, warned = [], [], []
+        lines, warned = [], []
+        failed = [exc.message for exc in refused.values()]
         for name, outcome in results.items():
             took = f"{outcome.elapsed * 1000:.0f} ms"
             if outcome.value is not None:
@@ -279,8 +290,10 @@ class _Doctor:
             self.add("sources", "warn", "the environment has no sources",
                      "create a .env file, or run `keyrun init`")
         elif failed:
-            self.add("sources", "fail", "; ".join(failed + lines),
-                     "fix access to the failing source (the message says how)")
+            fixes = [exc.hint for exc in refused.values() if exc.hint]
+            if len(failed) > len(refused):
+                fixes.append("fix access to the failing source (the message says how)")
+            self.add("sources", "fail", "; ".join(failed + lines), "; ".join(fixes))
         elif warned:
             self.add("sources", "warn", "; ".join(warned + lines))
         else:
@@ -560,6 +573,17 @@ class _Outcome(NamedTuple):
     problem: str
     elapsed: float
     timed_out: bool = False
+
+
+def _refusals(profile: Profile) -> dict[str, TrustError]:
+    """The sources that would send a credential to a host the user did not choose."""
+    refused = {}
+    for name, source in profile.sources.items():
+        try:
+            source.endpoints()
+        except TrustError as exc:
+            refused[name] = exc
+    return refused
 
 
 def _parallel(jobs: Mapping[str, Callable[[], T]], deadline: Deadline) -> dict[str, _Outcome]:

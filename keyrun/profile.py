@@ -89,13 +89,15 @@ def open_profile(
     warn: Callable[[str], None] | None = None,
     strict: bool = True,
     always: Callable[[str], None] | None = None,
+    detail: Callable[[str], None] | None = None,
 ) -> Profile:
     """Find and parse keyrun.toml, choose the environment and resolve its profile."""
     environ = os.environ if environ is None else environ
     loaded = load_config(cwd, config, environ)
     name = choose_env(loaded, env, environ)
     return resolve_profile(loaded, name, project=project, only=only, environ=environ,
-                           interactive=interactive, warn=warn, strict=strict, always=always)
+                           interactive=interactive, warn=warn, strict=strict, always=always,
+                           detail=detail)
 
 
 def resolve_profile(
@@ -109,18 +111,16 @@ def resolve_profile(
     strict: bool = True,
     warn: Callable[[str], None] | None = None,
     always: Callable[[str], None] | None = None,
+    detail: Callable[[str], None] | None = None,
 ) -> Profile:
     """Bind every key of the environment to its sources. ``strict`` refuses invalid,
     reserved and colliding names (``doctor`` reports them instead). ``always`` hears
-    what even ``-q`` must not hide."""
+    what even ``-q`` must not hide, ``detail`` what ``-v`` shows."""
     env = environment(config, env_name)
     project_name = project or config.project
-    context = Context(project_name, env.name, config.root, environ, interactive, warn, always)
-    used = list(dict.fromkeys([*env.sources, *(k.source for k in env.keys if k.source)]))
-    specs = source_specs(config, env.name)
-    sources = {name: make_source(specs[name].type, name, specs[name].settings,
-                                 specs[name].where, context, specs[name].option_where)
-               for name in used}
+    context = Context(project_name, env.name, config.root, environ, interactive, warn, always,
+                      detail, config.path)
+    sources = make_sources(config, env, context)
     keys = _usable_example_keys(config, env, context) or _discovered_keys(sources, env, context)
     if config.path is None and not sources and not keys:
         raise ConfigError(
@@ -134,6 +134,14 @@ def resolve_profile(
     if strict:
         _check_bindings(profile)
     return profile
+
+
+def make_sources(config: Config, env: Environment, context: Context) -> dict[str, Source]:
+    """Every source the environment reads, by name: its ``sources`` and those its keys name."""
+    used = dict.fromkeys([*env.sources, *(k.source for k in env.keys if k.source)])
+    specs = source_specs(config, env.name)
+    return {name: make_source(specs[name].type, name, specs[name].settings, specs[name].where,
+                              context, specs[name].option_where) for name in used}
 
 
 def make_source(type_name: str, name: str, settings: Mapping[str, object], where: str,
@@ -166,6 +174,8 @@ def _discovered_keys(sources: Mapping[str, Source], env: Environment,
     """No keys declared (no ``[keys]``, no ``.env.example``): whatever the sources hold,
     for those that can list their names. Nothing declared them, so a reserved or invalid
     name among them is left out with a warning rather than stopping everything."""
+    for source in sources.values():
+        source.endpoints()  # a host the user did not choose stops this before any request
     deadline = Deadline(env.timeout)
     names: dict[str, None] = {}
     unlisted = []

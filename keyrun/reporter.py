@@ -50,7 +50,7 @@ class Reporter:
             self._print(f"keyrun: {message}")
 
     def detail(self, message: str) -> None:
-        if self.verbose:
+        if self.verbose and self._first(message):
             self._print(f"keyrun: {message}")
 
     def _first(self, message: str) -> bool:

@@ -103,10 +103,13 @@ class Resolution:
         problems = self.problems(allow_missing)
         if not problems:
             return
+        from keyrun.trust import TrustError
+
         for result in problems:
             failure = self.failures.get(result.source or "")
-            if failure is not None and not isinstance(failure, SourceError):
-                raise failure  # a configuration error in a source says it best itself
+            if failure is not None and (not isinstance(failure, SourceError)
+                                        or isinstance(failure, TrustError)):
+                raise failure  # a configuration error, or a refusal, says it best itself
         message = describe_problems(self.profile, problems)
         hint = _hint(self.profile, problems, self.failures)
         if hint in message:  # a source's own hint, already quoted with its error

@@ -46,12 +46,15 @@ class Session:
     ``command`` the program it is for. ``progress`` shows a spinner on stderr while remote
     sources are fetched (on a terminal, unless quiet); ``stoppable`` turns SIGTERM and
     SIGHUP during the fetch into :class:`~keyrun.errors.Terminated` (main thread only).
-    ``warn_unlogged`` says on stderr when the access log cannot be written."""
+    ``warn_unlogged`` says on stderr when the access log cannot be written. ``trust_first``
+    checks every source's endpoints before any source makes a request, so that a host the
+    user did not choose stops the whole fetch (SPEC §5 "Trust"); without it (``doctor``) the
+    refused source fails alone, still without contacting the host."""
 
     def __init__(self, profile: Profile, report: Reporter, *, action: str,
                  command: str | None = None, environ: Mapping[str, str] | None = None,
                  progress: bool = False, stoppable: bool = False,
-                 warn_unlogged: bool = True) -> None:
+                 warn_unlogged: bool = True, trust_first: bool = True) -> None:
         self.profile = profile
         self.report = report
         self.action = action
@@ -60,6 +63,7 @@ class Session:
         self.progress = progress
         self.stoppable = stoppable
         self.warn_unlogged = warn_unlogged
+        self.trust_first = trust_first
         self._resolution: Resolution | None = None
 
     @property
@@ -81,6 +85,9 @@ class Session:
     def _fetch(self, deadline: Deadline | None, exhaustive: bool) -> Resolution:
         with self._stop_on_signals():
             try:
+                if self.trust_first:
+                    for source in self.profile.sources.values():
+                        source.endpoints()  # a TrustError here: nothing was sent anywhere
                 remote = [n for n, source in self.profile.sources.items() if source.remote]
                 if not (self.progress and remote) or self.report.quiet:
                     return fetch_profile(self.profile, deadline, exhaustive=exhaustive)
@@ -186,7 +193,9 @@ def open_session(selection: Selection, *, action: str, command: str | None = Non
     report = report or Reporter(selection.quiet, selection.verbose)
     profile = open_profile(selection.env, config=selection.config, project=selection.project,
                            only=only, environ=environ, cwd=cwd, interactive=interactive,
-                           warn=report.warn, strict=strict, always=report.always)
+                           warn=report.warn, strict=strict, always=report.always,
+                           detail=report.detail)
+    report.detail(f"config: {profile.config.label} (profile {profile.label})")
     return Session(profile, report, action=action, command=command, environ=environ,
                    progress=progress, stoppable=stoppable, warn_unlogged=warn_unlogged)
 

@@ -119,5 +119,6 @@ def _target(config: Config, profile: Profile, binding: Binding | None, chosen: s
 
 
 def _make(spec: SourceSpec, profile: Profile, environ: Mapping[str, str]) -> Source:
-    context = Context(profile.project, profile.env.name, profile.config.root, environ)
+    context = Context(profile.project, profile.env.name, profile.config.root, environ,
+                      config=profile.config.path)
     return make_source(spec.type, spec.name, spec.settings, spec.where, context)

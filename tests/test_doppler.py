@@ -130,7 +130,8 @@ def test_key_template_is_refused() -> None:
 def test_api_host_option_then_environment_then_default(doppler: FakeDoppler) -> None:
     assert make({}).api_host == "https://api.doppler.com"
     assert make({"DOPPLER_API_HOST": doppler.url + "/"}).api_host == doppler.url
-    assert make({"DOPPLER_API_HOST": "https://other.example"},
+    assert make({"DOPPLER_API_HOST": "https://other.example",
+                 "KEYRUN_TRUSTED_HOSTS": "api.eu.doppler.example"},
                 api_host="https://api.eu.doppler.example").api_host == (
         "https://api.eu.doppler.example")
     doppler.put("proj", "dev", "K", "from-env-host")

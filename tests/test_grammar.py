@@ -323,7 +323,8 @@ def test_combined_short_flags_before_the_command(project: Path, env: dict[str, s
         done = keyrun(argv, cwd=project, env=env)
         env_name, source = ("run", "run") if "-qverun" in argv else ("dev", "local")
         assert (done.returncode, done.stdout, done.stderr) == (
-            0, f"{env_name}-value\n", f"keyrun: A_KEY from {source}\n"), argv
+            0, f"{env_name}-value\n", f"keyrun: config: {project / 'keyrun.toml'} (profile "
+            f"bot/{env_name})\nkeyrun: A_KEY from {source}\n"), argv
 
 
 def test_usage_errors_exit_2_with_the_fast_paths_words(project: Path, env: dict[str, str]

@@ -943,8 +943,8 @@ def test_url_defaults_to_vault_addr_then_the_cli_default(tmp_path: Path) -> None
         context = Context("p", "dev", tmp_path, environ)
         return VaultSource("v", check_settings(VaultSource, "v", {}, "w"), context).url
 
-    assert url({"VAULT_ADDR": "http://vault:8200/"}) == "http://vault:8200"
-    assert url({"BAO_ADDR": "http://bao:8200"}) == "http://bao:8200"
+    assert url({"VAULT_ADDR": "https://vault:8200/"}) == "https://vault:8200"
+    assert url({"BAO_ADDR": "https://bao:8200"}) == "https://bao:8200"
     assert url({}) == "https://127.0.0.1:8200"
 
 

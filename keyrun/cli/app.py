@@ -328,6 +328,26 @@ def scan(
                         output=output, baseline=baseline, update_baseline=update_baseline)
 
 
+@_command("trust", shows=("env", "project", "config", "quiet"), own_first=True,
+          epilog="Example: keyrun trust vault.example.com   |   keyrun trust --list   |   "
+          "keyrun trust --remove vault.example.com")
+def trust(
+    ctx: typer.Context,
+    hosts: Annotated[list[str] | None, typer.Argument(
+        metavar="[HOST]...", help="Hosts to trust (default: every host this config names "
+        "that needs trust).")] = None,
+    listing: Annotated[bool, typer.Option("--list", help="Show the trusted hosts.")] = False,
+    remove: Annotated[list[str] | None, typer.Option(
+        "--remove", metavar="HOST", help="Stop trusting HOST (repeatable).")] = None,
+) -> int:
+    """Let profiles send credentials (the Vault or Doppler token, a cloud access token) to a
+    host. Loopback, the services' own endpoints and the hosts named by VAULT_ADDR or
+    DOPPLER_API_HOST need no trust; plain http is refused off loopback even when trusted."""
+    from keyrun.cli.commands import trust_command
+
+    return trust_command(_selection(ctx), hosts or [], listing=listing, remove=remove or [])
+
+
 @_command("sources", shows=(), epilog="Example: keyrun sources --json")
 def sources(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

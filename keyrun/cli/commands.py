@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from keyrun.cli import render
 from keyrun.durations import format_age
@@ -13,6 +14,9 @@ from keyrun.listing import Row
 from keyrun.reporter import Reporter
 from keyrun.run import Selection
 from keyrun.secret import Secret
+
+if TYPE_CHECKING:
+    from keyrun.trust import TrustFile
 
 _STYLE = {"ok": "green", "pass": "green", "warn": "yellow", "optional": "yellow",
           "unknown": "cyan", "missing": "red", "error": "red", "fail": "red"}
@@ -250,3 +254,88 @@ def scan_command(selection: Selection, paths: list[str], *, staged: bool, histor
     return 1 if result.findings else 0
 
 
+
+
+def trust_command(selection: Selection, hosts: list[str], *, listing: bool,
+                  remove: list[str]) -> int:
+    """Add, list or remove trusted hosts; without a host, trust every host the config names
+    that needs it (exit 1 when one of them cannot be trusted: plain http)."""
+    from keyrun import trust
+
+    if listing and (hosts or remove):
+        raise UsageError("--list takes no HOST and no --remove", "keyrun trust --list")
+    if hosts and remove:
+        raise UsageError("give hosts to trust or --remove HOST, not both")
+    report = Reporter(selection.quiet, selection.verbose)
+    store = trust.TrustFile.of(os.environ)
+    if listing:
+        return _list_trusted(store, report)
+    if remove:
+        for host in trust.parse_hosts(remove):
+            if not store.remove(host):
+                raise _not_trusted(host, store)
+            report.note(f"no longer trusted: {host}")
+        return 0
+    if hosts:
+        _trust_hosts(store, trust.parse_hosts(hosts), report)
+        return 0
+    return _trust_config(selection, store, report)
+
+
+def _trust_hosts(store: TrustFile, hosts: list[str], report: Reporter,
+                 why: dict[str, str] | None = None) -> None:
+    from keyrun.trust import is_loopback
+
+    for host in hosts:
+        if is_loopback(host):
+            report.note(f"{host} is loopback: it needs no trust")
+    wanted = [host for host in hosts if not is_loopback(host)]
+    added = store.add(wanted)
+    for host in dict.fromkeys(wanted):
+        reason = f" for {why[host]}" if why and host in why else ""
+        report.note(f"trusted {host}{reason} (kept in {store.path})" if host in added
+                    else f"{host} was already trusted")
+
+
+def _trust_config(selection: Selection, store: TrustFile, report: Reporter) -> int:
+    from keyrun.config import load_config
+    from keyrun.trust import refusals
+
+    config = load_config(None, selection.config, os.environ)
+    envs = [selection.env] if selection.env else config.env_names()
+    refused = refusals(config, envs, os.environ, project=selection.project)
+    if not refused:
+        report.note(f"nothing to trust: every host {config.label} names is loopback, a "
+                    "service's own endpoint, named by your environment, or trusted already")
+        return 0
+    why: dict[str, str] = {}
+    for exc in refused:
+        if exc.trustable:
+            sources = why.get(exc.host)
+            why[exc.host] = f"{sources}, {exc.source}" if sources else f"source {exc.source}"
+    for message in dict.fromkeys(f"{e.message} — {e.hint}" for e in refused if not e.trustable):
+        report.always(f"warning: not trusted: {message}")
+    _trust_hosts(store, list(why), report, why)
+    return 0 if all(exc.trustable for exc in refused) else 1
+
+
+def _list_trusted(store: TrustFile, report: Reporter) -> int:
+    from keyrun.trust import HOST_VARIABLES, TRUSTED_VARIABLE, hosts_in
+
+    lines = list(store.hosts())
+    for variable in (TRUSTED_VARIABLE, *HOST_VARIABLES):
+        lines += [f"{host} ({variable})" for host in hosts_in(os.environ.get(variable, ""))]
+    if not lines:
+        report.note("no trusted hosts; trust one with: keyrun trust HOST")
+    for line in dict.fromkeys(lines):
+        print(line)
+    return 0
+
+
+def _not_trusted(host: str, store: TrustFile) -> UsageError:
+    from keyrun.trust import TRUSTED_VARIABLE, hosts_in
+
+    if host in hosts_in(os.environ.get(TRUSTED_VARIABLE, "")):
+        return UsageError(f"{host} is trusted by ${TRUSTED_VARIABLE}, not by {store.path}",
+                          f"remove it from {TRUSTED_VARIABLE}")
+    return UsageError(f"{host} is not a trusted host", "keyrun trust --list shows them")

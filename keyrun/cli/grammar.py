@@ -36,7 +36,8 @@ GLOBAL_OPTIONS = (
            "keyrun.toml to use (default: $KEYRUN_CONFIG, else found upward from here).",
            _GIVE_ENV),
     Option("--quiet", "-q", "quiet", None, "Only errors on stderr."),
-    Option("--verbose", "-v", "verbose", None, "Say which source each key came from."),
+    Option("--verbose", "-v", "verbose", None,
+           "Say which config file, hosts and source of each key are used."),
 )
 RUN_OPTIONS = (
     Option("--only", None, "only", "KEY", "Fetch and pass only this key (repeatable).",
@@ -57,7 +58,7 @@ VERSION = "--version"
 RUN = "run"
 # Every command name: a word at the command's position must be one of them (or start the
 # run path). A new command is a name here and its function in keyrun.cli.app.
-COMMANDS = (RUN, "list", "doctor", "set", "init", "log", "scan", "sources")
+COMMANDS = (RUN, "list", "doctor", "set", "init", "log", "scan", "sources", "trust")
 RUN_USAGE = "run a command as: keyrun [-e ENV] -- COMMAND [ARGS…]"
 
 _OPTIONS = {name: option for option in (*GLOBAL_OPTIONS, *RUN_OPTIONS)

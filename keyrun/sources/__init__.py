@@ -19,11 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from keyrun.errors import ConfigError, MissingSdkError, SourceError
 from keyrun.secret import Secret
 from keyrun.template import Template
+
+if TYPE_CHECKING:
+    from keyrun.trust import Endpoint
 
 
 class Option(NamedTuple):
@@ -44,7 +47,8 @@ class Context(NamedTuple):
 
     ``warn`` prints a warning the way keyrun's own are printed (honouring ``-q`` and
     masking); sources call it instead of writing to stderr. ``always`` prints what even
-    ``-q`` must not hide (the only trace of something left out)."""
+    ``-q`` must not hide (the only trace of something left out); ``detail`` what ``-v``
+    shows. ``config`` is the keyrun.toml the source was configured in (None: none)."""
 
     project: str
     env: str
@@ -53,6 +57,8 @@ class Context(NamedTuple):
     interactive: bool = False
     warn: Callable[[str], None] | None = None
     always: Callable[[str], None] | None = None
+    detail: Callable[[str], None] | None = None
+    config: Path | None = None
 
 
 class Request(NamedTuple):
@@ -221,6 +227,14 @@ class Source(ABC):
         return SourceError(self.name, f"source type {self.type_name!r} is read-only",
                            "choose a writable source with --source NAME")
 
+    def endpoints(self) -> Sequence[Endpoint]:
+        """Every endpoint the source sends its credentials to, each passed through
+        :meth:`keyrun.sources.runtime.Runtime.endpoint` (which raises
+        :class:`~keyrun.trust.TrustError` for a host the user did not choose). The core asks
+        before any source makes a request, so that a refusal stops the run before anything
+        was sent anywhere."""
+        return ()
+
     def local_files(self) -> tuple[Path, ...]:
         """Files on this machine that hold the source's secrets: ``doctor`` checks that git
         ignores them and that only their owner can read them."""
@@ -252,6 +266,11 @@ class Source(ABC):
         from keyrun.reporter import default
 
         (self.context.warn or default().warn)(f"{self.name}: {message}")
+
+    def detail(self, message: str) -> None:
+        """What ``-v`` shows about this source (the hosts it contacts), named like ``warn``."""
+        if self.context.detail is not None:
+            self.context.detail(f"{self.name}: {message}")
 
     def close(self) -> None:
         """Free clients and connections."""

@@ -213,7 +213,7 @@ class AwsSession:
     def __init__(self, source: Source, service: str) -> None:
         self.source = source
         self.service = service
-        self.runtime = Runtime(source, self._timed_out, workers=_WORKERS)
+        self.runtime = Runtime(source, self._timed_out, workers=_WORKERS, credential=None)
         self._lock = threading.Lock()
         self._session: Any = None
         self._api: AwsApi | None = None

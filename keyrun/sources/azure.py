@@ -20,6 +20,10 @@ from keyrun.sources.runtime import RAISE_DEADLINE, Endpoint, Runtime, Verdict, g
 from keyrun.template import PLACEHOLDERS, Template
 
 NAME_RULE = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+# Key Vault's DNS suffixes: Azure, Azure operated by 21Vianet (China), Azure Government, and
+# Azure Germany (closed in 2021)
+PUBLIC_HOSTS = ("*.vault.azure.net", "*.vault.azure.cn", "*.vault.usgovcloudapi.net",
+                "*.vault.microsoftazure.de")
 _TEMPLATE_TEXT = re.compile(r"^[0-9A-Za-z_-]*$")
 _PARALLEL = 8  # requests' connection pool keeps 10 per host; more would churn connections
 _CONNECT_TIMEOUT = 5.0
@@ -84,6 +88,7 @@ class AzureKeyVaultSource(Source):
         self._client: Any = None
         self._credential: Any = None
         self.runtime = Runtime(self, self._timed_out, margin=_MARGIN, spare=_MARGIN,
+                               credential="your Azure access token", public=PUBLIC_HOSTS,
                                workers=_PARALLEL)
 
     @classmethod
@@ -113,13 +118,17 @@ class AzureKeyVaultSource(Source):
     def endpoint(self) -> Endpoint:
         return self.runtime.endpoint(self.render("vault_url"), f"[sources.{self.name}] vault_url")
 
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return (self.endpoint,)
+
     @property
     def vault_url(self) -> str:
         return self.endpoint.url
 
     @property
     def vault_host(self) -> str:
-        return self.endpoint.host
+        """For names and messages: not checked, since naming a vault sends nothing."""
+        return Endpoint(self.render("vault_url"), "").host
 
     def backend_name(self, name: str) -> str:
         return azure_name(name) if self.per_key else name
@@ -315,6 +324,7 @@ class AzureKeyVaultSource(Source):
     def _sdk(self, deadline: Deadline) -> Any:
         with self._lock:
             if self._client is None:
+                url = self.vault_url  # a host the user did not choose stops here
                 secrets = self.runtime.sdk("azure.keyvault.secrets")
                 identity = self.runtime.sdk("azure.identity")
                 _quiet_sdk_logging()
@@ -328,7 +338,7 @@ class AzureKeyVaultSource(Source):
                     read_timeout=limit, retry_total=2, retry_backoff_factor=0.2,
                     retry_backoff_max=1, timeout=limit)
                 self._client = secrets.SecretClient(
-                    self.vault_url, self._credential, retry_total=0,
+                    url, self._credential, retry_total=0,
                     connection_timeout=min(_CONNECT_TIMEOUT, limit), read_timeout=limit)
             return self._client
 

@@ -16,7 +16,8 @@ from keyrun.sources._values import entry_value
 from keyrun.sources.runtime import Busy, Endpoint, Runtime, Verdict, gave_up, timed_out
 from keyrun.template import Template
 
-DEFAULT_API_HOST = "https://api.doppler.com"
+PUBLIC_HOST = "api.doppler.com"
+DEFAULT_API_HOST = f"https://{PUBLIC_HOST}"
 TOKEN_VARIABLE = "DOPPLER_TOKEN"  # noqa: S105 (a variable name, not a secret)
 HOST_VARIABLE = "DOPPLER_API_HOST"
 KEYRING_SERVICE = "keyrun/doppler"
@@ -74,7 +75,8 @@ class DopplerSource(Source):
         self._lock = threading.Lock()
         self._client: Any = None
         self._token: tuple[str, str] | None = None  # (token, where it came from)
-        self.runtime = Runtime(self, self._timed_out, margin=_MARGIN, spare=_MARGIN)
+        self.runtime = Runtime(self, self._timed_out, margin=_MARGIN, spare=_MARGIN,
+                               credential="your Doppler token", public=(PUBLIC_HOST,))
 
     @classmethod
     def validate(cls, settings: Mapping[str, Any], where: str) -> None:
@@ -108,6 +110,9 @@ class DopplerSource(Source):
         if from_env:
             return self.runtime.endpoint(_check_host(from_env, HOST_VARIABLE), HOST_VARIABLE)
         return self.runtime.endpoint(DEFAULT_API_HOST, "default")
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return (self.endpoint,)
 
     @property
     def api_host(self) -> str:
@@ -182,10 +187,10 @@ class DopplerSource(Source):
               params: Mapping[str, str] | None = None,
               json_body: Mapping[str, Any] | None = None) -> Any:
         """One API request, retried on 429/5xx and refused connections within the deadline."""
+        url = f"{self.endpoint.url}{path}"  # a host the user did not choose stops here
         httpx = self.runtime.sdk("httpx")
         client = self._http()
         token, origin = self._credentials()
-        url = f"{self.endpoint.url}{path}"
         query = {"project": self.project, "config": self.config, **(params or {})}
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
 

@@ -209,7 +209,9 @@ class GcpSecretManagerSource(Source):
         self._authorizing = threading.Lock()  # see GcpApi._rpc
         self._authorized = False
         self._found_project: str | None = None
-        self.runtime = Runtime(self, self._timed_out, margin=_MARGIN, workers=_PARALLEL)
+        self.runtime = Runtime(self, self._timed_out, margin=_MARGIN, workers=_PARALLEL,
+                               credential="your Google access token",
+                               public=("*.googleapis.com",))
 
     @classmethod
     def validate(cls, settings: Mapping[str, Any], where: str) -> None:
@@ -561,14 +563,14 @@ class GcpSecretManagerSource(Source):
             return GcpApi(self._client, self._project(), deadline, self)
 
     def _connect(self, deadline: Deadline) -> None:
+        configured = self.settings.get("endpoint")
+        endpoint = self._endpoint(configured)  # a host the user did not choose stops here
         auth = self.runtime.sdk("google.auth")
         secretmanager = _import_quietly("google.cloud.secretmanager_v1", self.runtime)
         try:
             credentials, found = auth.default(default_scopes=[_SCOPE])
         except Exception as exc:
             raise self._source_error(classify(exc)) from None
-        configured = self.settings.get("endpoint")
-        endpoint = self._endpoint(configured)
         options = {"api_endpoint": endpoint.url} if configured else None
         try:
             self._client = secretmanager.SecretManagerServiceClient(
@@ -576,6 +578,9 @@ class GcpSecretManagerSource(Source):
         except Exception as exc:
             raise self._source_error(classify(exc)) from None
         self._credentials, self._found_project = credentials, found
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return (self._endpoint(self.settings.get("endpoint")),)
 
     def _endpoint(self, configured: str | None) -> Endpoint:
         if configured:

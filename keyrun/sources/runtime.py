@@ -5,7 +5,8 @@ backend that kept failing.
 A source makes one :class:`Runtime` and passes through it:
 
 - every endpoint it is about to contact, before the first request (:meth:`Runtime.endpoint`:
-  the one place that sees where a source sends its requests and its credentials);
+  the one place that sees where a source sends its requests and its credentials, and
+  refuses a host the user did not choose — :mod:`keyrun.trust`);
 - every call, through :meth:`Runtime.retry`, which gives each attempt the time the deadline
   leaves and asks the source's own ``judge`` what a failure means (a :class:`Verdict`);
   a source whose client raises exceptions it sorts into :class:`Failure` kinds subclasses
@@ -28,6 +29,8 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from keyrun.errors import KeyrunError, SourceError
 from keyrun.sources import Deadline, Source, import_sdk
+from keyrun.trust import Endpoint as Endpoint  # re-exported: sources import it from here
+from keyrun.trust import check
 
 T = TypeVar("T")
 
@@ -35,20 +38,6 @@ RAISE_DEADLINE = "raise the deadline with timeout = \"60s\" in the environment's
 _MIN_WAIT = 0.05  # less time than this left for a call: it is not made, the source timed out
 _BASE = 0.1  # the first pause between attempts, doubled on each, at most _CAP
 _CAP = 2.0
-
-
-class Endpoint(NamedTuple):
-    """Where a source sends its requests, and with them its credentials."""
-
-    url: str  # as the client is given it: https://host[:port], or HOST[:PORT] for gRPC
-    origin: str  # who chose it: an option ("[sources.NAME] url"), a variable, or "default"
-
-    @property
-    def host(self) -> str:
-        """``host[:port]``, as messages name it."""
-        from urllib.parse import urlsplit
-
-        return urlsplit(self.url).netloc or self.url
 
 
 class Verdict(NamedTuple):
@@ -75,15 +64,25 @@ class Runtime:
     backend). Each call is given the deadline's remaining time less ``margin``, so that a
     silent backend is reported by the source, not by the core's timer; a pause between
     attempts is made only if it leaves ``margin + spare`` for the attempt after it.
+
+    ``credential`` says what the source's requests carry (\"the Vault token\"), for the
+    message that refuses an untrusted host; None when they carry nothing a host could use
+    (AWS signs each request with SigV4 and never sends its secret key), and then any host
+    is contacted. ``public`` lists the service's own hosts (``*.googleapis.com``).
     """
 
     def __init__(self, source: Source, timed_out: Callable[[Deadline], BaseException], *,
-                 margin: float = 0.0, spare: float = 0.1, workers: int = 8) -> None:
+                 margin: float = 0.0, spare: float = 0.1, workers: int = 8,
+                 credential: str | None = "its credentials", public: Sequence[str] = ()
+                 ) -> None:
         self.source = source
         self.timed_out = timed_out
         self.margin = margin
         self.spare = spare
         self.workers = workers
+        self.credential = credential
+        self.public = tuple(public)
+        self._named: set[Endpoint] = set()
 
     def sdk(self, module: str) -> ModuleType:
         """The source's SDK, or an error naming the exact pip command that installs it."""
@@ -91,9 +90,17 @@ class Runtime:
 
     def endpoint(self, url: str, origin: str) -> Endpoint:
         """The endpoint the source is about to contact, from ``url`` (a trailing ``/``
-        dropped) chosen by ``origin``. Every source calls this before a client or a request
-        is made with it: the one place that sees every endpoint keyrun sends credentials to."""
-        return Endpoint(url.rstrip("/"), origin)
+        dropped; ``origin`` says who chose it). Every source calls this before a client or
+        request is made with it: a host the user did not choose raises
+        :class:`~keyrun.trust.TrustError`, and ``-v`` names every host that is contacted."""
+        endpoint = Endpoint(url.rstrip("/"), origin)
+        why = ("its requests are signed; no secret is sent" if self.credential is None
+               else check(endpoint, self.source, credential=self.credential,
+                          public=self.public))
+        if endpoint not in self._named:
+            self._named.add(endpoint)
+            self.source.detail(f"contacts {endpoint.url} (from {origin}; {why})")
+        return endpoint
 
     def retry(self, deadline: Deadline, attempt: Callable[[float], T],
               judge: Callable[[Exception, int], Verdict]) -> T:

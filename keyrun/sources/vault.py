@@ -214,7 +214,8 @@ class VaultSource(Source):
         self._leases: dict[str, _Lease] = {}
         self._warned: set[str] = set()
         self.runtime = Runtime(self, lambda deadline: timed_out(
-            self.name, deadline, self.url, "the server"), spare=_PAUSE_SPARE)
+            self.name, deadline, self.url, "the server"), spare=_PAUSE_SPARE,
+            credential="your Vault token")
 
     @classmethod
     def validate(cls, settings: Mapping[str, Any], where: str) -> None:
@@ -251,6 +252,9 @@ class VaultSource(Source):
             return self.runtime.endpoint(self.render("url"), f"[sources.{self.name}] url")
         variable, url = env_value(self.context.environ, "ADDR") or ("default", DEFAULT_ADDR)
         return self.runtime.endpoint(url, variable)
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return (self.endpoint,)
 
     @property
     def url(self) -> str:

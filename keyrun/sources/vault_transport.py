@@ -139,6 +139,9 @@ class VaultApi:
         self.tls = tls
         self.session = requests.Session()
         self.session.cert, self.session.verify = tls.cert, tls.verify
+        # requests follows a redirect with X-Vault-Token still set (it drops only
+        # Authorization): its target must be a host the user chose, as the url is
+        self.session.hooks["response"].append(self._check_redirect)
         if tls.skip_verify:
             _quiet_insecure_warning()
 
@@ -149,6 +152,14 @@ class VaultApi:
 
         return hvac.Client(self.url, token=token.reveal() if token is not None else "",
                            adapter=_adapter_type(), api=self, deadline=deadline)
+
+    def _check_redirect(self, response: Any, **_: Any) -> Any:
+        if response.is_redirect:
+            from urllib.parse import urljoin
+
+            target = urljoin(response.url, response.headers["location"])
+            self.runtime.endpoint(target, f"a redirect from {self.url}")
+        return response
 
     def call(self, method: str, path: str, deadline: Deadline,
              send: Callable[[tuple[float, float]], Any]) -> dict[str, Any]:
