@@ -22,7 +22,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -207,8 +206,8 @@ def refusals(config: Config, envs: Iterable[str], environ: Mapping[str, str], *,
 
 class TrustFile(NamedTuple):
     """``$XDG_CONFIG_HOME/keyrun/trust.toml``: the hosts the user trusted. Read only when it
-    is theirs (owned by them, writable by nobody else, not a symlink); written 0600 by
-    replacing it, never through a symlink."""
+    is theirs (:func:`keyrun.ownership.read_trusted`); written 0600 by replacing it, never
+    through a symlink."""
 
     path: Path
 
@@ -220,13 +219,15 @@ class TrustFile(NamedTuple):
         return cls(root / "keyrun" / FILE_NAME)
 
     def hosts(self) -> list[str]:
-        text = self._read()
-        if text is None:
+        from keyrun.ownership import read_trusted
+
+        found = read_trusted(self.path, "the trust list", limit=1 << 20)
+        if found is None:
             return []
         import tomllib
 
         try:
-            data = tomllib.loads(text)
+            data = tomllib.loads(found[0].decode("utf-8", errors="replace"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{self.path}: {exc}", "fix it, or remove it and trust the "
                               "hosts again with keyrun trust HOST") from None
@@ -234,23 +235,7 @@ class TrustFile(NamedTuple):
         if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
             raise ConfigError(f"{self.path}: hosts must be a list of strings",
                               'e.g. hosts = ["vault.example.com"]')
-        return list(dict.fromkeys(host for host in hosts_in(" ".join(hosts))))
-
-    def _read(self) -> str | None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if os.path.islink(self.path):
-                raise ConfigError(f"{self.path}: is a symlink; keyrun reads its trust list "
-                                  "only from a file of your own", f"replace it with the "
-                                  f"file itself: rm {self.path}, then keyrun trust HOST") from None
-            raise ConfigError(f"{self.path}: cannot be read ({exc.strerror})") from None
-        with os.fdopen(fd, "rb") as file:
-            info = os.fstat(file.fileno())
-            _check_own(self.path, info)
-            return file.read(1 << 20).decode("utf-8", errors="replace")
+        return list(dict.fromkeys(hosts_in(" ".join(hosts))))
 
     def add(self, hosts: Iterable[str]) -> list[str]:
         """Trust ``hosts`` (normalized); returns those that were not trusted yet."""
@@ -270,6 +255,11 @@ class TrustFile(NamedTuple):
     def _write(self, hosts: list[str]) -> None:
         import tempfile
 
+        if self.path.is_symlink():
+            raise ConfigError(f"{self.path}: is a symlink; keyrun writes its trust list only "
+                              "as a file of its own, never through a link",
+                              f"replace the link with the file: rm {self.path}, then keyrun "
+                              "trust HOST")
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         lines = ["# Hosts keyrun may send your credentials to (keyrun trust HOST;",
                  "# keyrun trust --remove HOST). Loopback, the services' own endpoints and",
@@ -286,19 +276,6 @@ class TrustFile(NamedTuple):
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-
-
-def _check_own(path: Path, info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{path}: is not a regular file", f"remove it: rm {path}")
-    if info.st_uid != os.getuid():
-        raise ConfigError(f"{path}: belongs to uid {info.st_uid}, not to you, so keyrun does "
-                          "not take the hosts it lists as trusted by you",
-                          f"remove it (rm {path}) and trust the hosts again with keyrun trust")
-    if info.st_mode & 0o022:
-        raise ConfigError(f"{path}: others may write it (mode {info.st_mode & 0o777:o}), so "
-                          "keyrun does not take the hosts it lists as trusted by you",
-                          f"chmod 600 {path}")
 
 
 def parse_hosts(words: Iterable[str]) -> list[str]:

@@ -549,20 +549,24 @@ def test_trust_file_is_never_written_through_a_symlink_nor_read_from_another_use
     store.parent.mkdir(parents=True)
     store.symlink_to(target)
     done = keyrun(["trust", "192.0.2.10"], cwd=tmp_path, env=env)
-    assert done.returncode == 125
-    assert done.stderr.startswith(f"keyrun: error: {store}: is a symlink")
+    assert (done.returncode, done.stderr) == (125, (
+        f"keyrun: error: {store}: is a symlink; keyrun writes its trust list only as a file of "
+        f"its own, never through a link\n  hint: replace the link with the file: rm {store}, "
+        "then keyrun trust HOST\n"))
     assert target.read_text() == 'hosts = ["evil.example"]\n'
     store.unlink()
     write(store, 'hosts = ["evil.example"]\n')
     os.chown(store, 12345, 12345)
     done = keyrun(["trust", "--list"], cwd=tmp_path, env=env)
     assert done.returncode == 125
-    assert done.stderr.startswith(f"keyrun: error: {store}: belongs to uid 12345, not to you")
+    assert done.stderr.startswith(f"keyrun: error: {store}: the trust list belongs to uid "
+                                  "12345, not to you")
     os.chown(store, os.getuid(), os.getgid())
     store.chmod(0o666)
     done = keyrun(["trust", "--list"], cwd=tmp_path, env=env)
     assert done.returncode == 125
-    assert done.stderr.startswith(f"keyrun: error: {store}: others may write it (mode 666)")
+    assert done.stderr.startswith(f"keyrun: error: {store}: the trust list may be written by "
+                                  "every user (mode o+w)")
 
 
 def test_trust_without_a_host_trusts_what_the_config_names(tmp_path: Path, outside: str
