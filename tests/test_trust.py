@@ -280,7 +280,9 @@ def grpc_sniffer(outside: str, tls: Tls) -> Iterator[GrpcSniffer]:
 # projects
 
 
-def project(tmp_path: Path, source: str) -> Path:
+def project(tmp_path: Path, source: str, more: str = "") -> Path:
+    """A checkout whose keyrun.toml reads OPENAI_API_KEY from ``[sources.team]`` in dev;
+    ``more`` adds tables."""
     root = tmp_path / "checkout"
     write(root / "keyrun.toml", f"""\
 project = "bot"
@@ -295,7 +297,7 @@ OPENAI_API_KEY = {{}}
 [env.dev]
 sources = ["team"]
 timeout = "5s"
-""")
+{more}""")
     return root
 
 
@@ -571,18 +573,7 @@ def test_trust_file_is_never_written_through_a_symlink_nor_read_from_another_use
 
 def test_trust_without_a_host_trusts_what_the_config_names(tmp_path: Path, outside: str
                                                             ) -> None:
-    root = tmp_path / "checkout"
-    write(root / "keyrun.toml", f"""\
-project = "bot"
-default_env = "dev"
-
-[keys]
-OPENAI_API_KEY = {{}}
-
-[sources.team]
-type = "vault"
-url = "https://{outside}:8200"
-
+    root = project(tmp_path, f'type = "vault"\nurl = "https://{outside}:8200"', f"""
 [sources.lan]
 type = "vault"
 url = "http://{outside}:8201"
@@ -595,11 +586,8 @@ url = "http://127.0.0.1:8200"
 type = "azure-key-vault"
 vault_url = "https://acme-{{env}}.vault.azure.net"
 
-[env.dev]
-sources = ["team", "local", "cloud"]
-
 [env.prod]
-sources = ["lan"]
+sources = ["lan", "local", "cloud"]
 """)
     env = environ(tmp_path)
     store = tmp_path / "config" / "keyrun" / "trust.toml"
