@@ -233,6 +233,33 @@ def in_process(data: bytes, values: dict[str, str]) -> list[tuple[str, float, fl
     return results
 
 
+def seed_lengths(data: bytes, values: dict[str, str], rounds: int) -> None:
+    """Hyperscan's compile time and scan speed by seed length (keyrun.mask uses 5)."""
+    from keyrun.mask import HyperscanEngine, variants
+
+    patterns = sorted({form for value in values.values() for form in variants(value)})
+    default, timings = HyperscanEngine.SEED, {}
+    try:
+        for _round in range(rounds):
+            for seed in (6, 5, 4):
+                HyperscanEngine.SEED = seed
+                start = time.perf_counter()
+                engine = HyperscanEngine(patterns)
+                built = time.perf_counter() - start
+                start = time.perf_counter()
+                for offset in range(0, len(data), 1 << 20):
+                    engine.scan(data[offset:offset + (1 << 20)])
+                timings.setdefault(seed, []).append((built, time.perf_counter() - start))
+    finally:
+        HyperscanEngine.SEED = default
+    print(f"\nseed length ({len(patterns)} patterns, {len(data) >> 20} MB in 1 MiB scans):")
+    print("| seed | compile | scan |\n|---|---|---|")
+    for seed, runs in timings.items():
+        built = statistics.median(run[0] for run in runs)
+        scanned = statistics.median(run[1] for run in runs)
+        print(f"| {seed} bytes | {built * 1000:.0f} ms | {len(data) / scanned / 1e6:.0f} MB/s |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=200)
@@ -240,6 +267,8 @@ def main() -> None:
     parser.add_argument("--via", choices=("launcher", "cli"), default="launcher")
     parser.add_argument("--terminal-mb", type=int, default=20,
                         help="also time this much on a pseudo-terminal (0: skip)")
+    parser.add_argument("--seeds", action="store_true",
+                        help="also time Hyperscan's compile and scan by seed length")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout of keyrun (before a change): its masking rows "
                              "are timed in the same rounds")
@@ -276,6 +305,8 @@ def main() -> None:
         content = data.read_bytes()[: 64 << 20]
         for engine, speed, built in in_process(content, values):
             print(f"  {engine}: {speed:.0f} MB/s (compiled in {built * 1000:.0f} ms)")
+        if args.seeds:
+            seed_lengths(content[: 32 << 20], values, max(args.rounds, 5))
         if args.terminal_mb:
             on_terminal(data, args.terminal_mb << 20, values, args.rounds, args.baseline)
 

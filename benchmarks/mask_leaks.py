@@ -70,14 +70,18 @@ def environment(root: Path) -> dict[str, str]:
 
 
 def on_pipes(root: Path, how: str) -> tuple[bytes, bytes]:
+    """The run with pipes, from "/": ``python -c`` would import keyrun from the working
+    directory before ``root``."""
     done = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-c", WRITER, how],
-                          capture_output=True, env=environment(root), timeout=30, check=False)
+                          capture_output=True, env=environment(root), timeout=30, check=False,
+                          cwd="/")
     return done.stdout, done.stderr
 
 
 def on_terminal(root: Path, how: str) -> tuple[bytes, bytes]:
     pid, fd = pty.fork()
     if pid == 0:
+        os.chdir("/")  # python -c imports from the working directory before PYTHONPATH
         os.execve(sys.executable, [sys.executable, "-c", LAUNCHER, sys.executable, "-c",
                                    WRITER, how], environment(root))
     output = read_to_end(fd)
