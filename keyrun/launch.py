@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn, Protocol
 
 from keyrun.errors import EXIT_KEYRUN_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, LaunchError
@@ -89,14 +90,21 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
     for fd in CLOSED_STDIO:
         os.close(fd)
     try:
-        try:
-            os.execve(program, list(argv), dict(env))
-        except OSError as exc:
-            if exc.errno != errno.ENOEXEC:
-                raise
-            os.execve(*as_shell_script(program, argv), dict(env))
+        give_back_core_limit()
+        execute(program, argv, env)
     except OSError as exc:
+        make_undumpable()
         raise launch_error(argv[0], exc, program, env) from None
+
+
+def execute(program: str, argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
+    """execve, with execvp's fallback for a script without ``#!``; raises OSError."""
+    try:
+        os.execve(program, list(argv), dict(env))
+    except OSError as exc:
+        if exc.errno != errno.ENOEXEC:
+            raise
+        os.execve(*as_shell_script(program, argv), dict(env))
 
 
 def as_shell_script(program: str, argv: Sequence[str]) -> tuple[str, list[str]]:
@@ -105,8 +113,50 @@ def as_shell_script(program: str, argv: Sequence[str]) -> tuple[str, list[str]]:
     return "/bin/sh", ["/bin/sh", program, *argv[1:]]
 
 
-def spawn(program: str, argv: Sequence[str], env: Mapping[str, str], **options: Any) -> int:
-    """os.posix_spawn, with execvp's fallback for a script without ``#!``."""
+def spawn(program: str, argv: Sequence[str], env: Mapping[str, str], *,
+          file_actions: Sequence[tuple[int, ...]] = (), setsigdef: Iterable[int] = ()) -> int:
+    """Start the command as keyrun's child, as ``os.posix_spawn`` would with these
+    ``file_actions`` and signal defaults and an empty signal mask; with execvp's fallback
+    for a script without ``#!``; raises OSError if it cannot be started.
+
+    On Linux the child is forked, so that it can ask to die with keyrun (``die_with``)
+    before exec: posix_spawn cannot."""
+    if not _LINUX:
+        give_back_core_limit()  # for posix_spawn to pass on; keyrun's own is lowered again
+        try:
+            return _posix_spawn(program, argv, env, file_actions=file_actions,
+                                setsigmask=(), setsigdef=tuple(setsigdef))
+        finally:
+            make_undumpable()
+    parent = os.getpid()
+    defaults = tuple(setsigdef)
+    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            die_with(parent)
+            _apply(file_actions)
+            for number in defaults:
+                signal.signal(number, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            give_back_core_limit()
+            execute(program, argv, env)
+        except OSError as exc:
+            os.write(report_write, str(exc.errno or errno.EIO).encode())
+        except BaseException:
+            os.write(report_write, str(errno.EIO).encode())
+        finally:
+            os._exit(127)
+    os.close(report_write)
+    failure = read_all(report_read)
+    if failure:
+        os.waitpid(pid, 0)
+        raise OSError(int(failure), os.strerror(int(failure)))
+    return pid
+
+
+def _posix_spawn(program: str, argv: Sequence[str], env: Mapping[str, str],
+                 **options: Any) -> int:
     try:
         return os.posix_spawn(program, list(argv), dict(env), **options)
     except OSError as exc:
@@ -114,6 +164,26 @@ def spawn(program: str, argv: Sequence[str], env: Mapping[str, str], **options: 
             raise
         shell, shell_argv = as_shell_script(program, argv)
         return os.posix_spawn(shell, shell_argv, dict(env), **options)
+
+
+def _apply(file_actions: Sequence[tuple[int, ...]]) -> None:
+    """posix_spawn's file actions, in the forked child."""
+    for action in file_actions:
+        if action[0] == os.POSIX_SPAWN_DUP2:
+            os.dup2(action[1], action[2])
+        elif action[0] == os.POSIX_SPAWN_CLOSE:
+            with contextlib.suppress(OSError):
+                os.close(action[1])
+
+
+def read_all(fd: int) -> bytes:
+    """Everything until the other side is closed (a child's report of a failed exec: its
+    end is close-on-exec, so a successful exec reads as nothing); closes ``fd``."""
+    chunks = []
+    while chunk := os.read(fd, 64):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
 
 
 def launch_error(program: str, exc: OSError, path: str | None = None,
@@ -138,6 +208,76 @@ def launch_error(program: str, exc: OSError, path: str | None = None,
                        "check that the file is executable (chmod +x) and is a program")
 
 
+# No core file, ever (SPEC §5): from keyrun's first instruction, in every command.
+
+_LINUX = sys.platform.startswith("linux")
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+# A core size limit of 1 byte, not 0: too small for any core file, and the kernel's sign
+# that a core must not go to a core_pattern pipe either (fs/coredump.c), which ignores the
+# limit otherwise and, with fs.suid_dumpable = 2, takes even a non-dumpable process's core.
+NO_CORE = 1
+_core_limit: tuple[int, int] | None = None  # keyrun's limits as it started: the command's
+
+
+def make_undumpable() -> None:
+    """No core file and no ptrace by other users' processes: PR_SET_DUMPABLE 0 (Linux) and
+    a core size limit too small for a core. ``keyrun.cli.main`` calls it before anything
+    else, so no command ever dumps a core holding a token or a value. The command gets the
+    original limit back before exec (``give_back_core_limit``), and exec makes it dumpable
+    again, so the command itself is unaffected."""
+    global _core_limit
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if _core_limit is None:
+        _core_limit = (soft, hard)
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (min(NO_CORE, hard), hard))
+    _prctl(PR_SET_DUMPABLE, 0)
+
+
+def give_back_core_limit() -> None:
+    """The core size limit keyrun started with, for the command about to be exec'd."""
+    if _core_limit is not None:
+        import resource
+
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_CORE, _core_limit)
+
+
+def die_with(parent: int) -> None:
+    """In a child keyrun forked: be killed when ``parent`` dies, even of SIGKILL (Linux's
+    parent-death signal, which exec keeps); if it already died, end now."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # died before the request took effect: never run orphaned
+        os._exit(EXIT_KEYRUN_FAILED)
+
+
+def _prctl(option: int, value: int) -> bool:
+    function = _prctl_function()
+    if function is None:
+        return False
+    import _ctypes
+
+    return bool(_ctypes.call_function(function, (option, value, 0, 0, 0)) == 0)
+
+
+@functools.cache
+def _prctl_function() -> int | None:
+    """prctl's address in libc, through ``_ctypes`` alone: the ctypes package would cost
+    about 2 ms of every keyrun start."""
+    if not _LINUX:
+        return None
+    try:
+        import _ctypes
+
+        libc = _ctypes.dlopen(None, os.RTLD_LAZY)  # type: ignore[arg-type]  # None: the program
+        return int(_ctypes.dlsym(libc, "prctl"))
+    except (ImportError, AttributeError, OSError):
+        return None
+
+
 # Staying the parent (SPEC §5): when something must happen after the command ends
 # (leases to revoke), keyrun spawns the command and waits, forwarding signals.
 
@@ -160,17 +300,6 @@ class Supervisor(Protocol):
         """Called once, after the command has ended, before keyrun exits."""
 
 
-def make_undumpable() -> None:
-    """No core file and no ptrace by other users' processes while secrets are in memory.
-
-    PR_SET_DUMPABLE does not outlive exec, so the command itself is unaffected."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    except (OSError, AttributeError):
-        pass
 
 
 def supervise(argv: Sequence[str], env: Mapping[str, str], supervisor: Supervisor) -> NoReturn:
@@ -180,15 +309,13 @@ def supervise(argv: Sequence[str], env: Mapping[str, str], supervisor: Superviso
     except LaunchError:
         supervisor.release()
         raise
-    make_undumpable()
     watched = {getattr(signal, name) for name in FORWARDED if hasattr(signal, name)}
     watched.add(signal.SIGCHLD)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an inherited SIG_IGN would reap it for us
     defaults = watched | {getattr(signal, name) for name in PYTHON_IGNORED}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
-        pid = spawn(program, argv, env, setsigmask=(), setsigdef=defaults,
-                    file_actions=close_actions())
+        pid = spawn(program, argv, env, setsigdef=defaults, file_actions=close_actions())
     except OSError as exc:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
         supervisor.release()

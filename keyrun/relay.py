@@ -68,12 +68,15 @@ from keyrun.launch import (
     PYTHON_IGNORED,
     SENT_BY_PROCESS,
     Supervisor,
-    as_shell_script,
     close_actions,
+    die_with,
+    execute,
     exit_like,
     find_program,
+    give_back_core_limit,
     launch_error,
     make_undumpable,
+    read_all,
     restore_signals,
     spawn,
 )
@@ -210,8 +213,7 @@ def _spawn_with_pipes(program: str, argv: Sequence[str], env: Mapping[str, str],
         write_ends.append(write_end)
         actions.append((os.POSIX_SPAWN_DUP2, write_end, target))
     try:
-        pid = spawn(program, argv, env, file_actions=actions,
-                             setsigmask=(), setsigdef=defaults)
+        pid = spawn(program, argv, env, file_actions=actions, setsigdef=defaults)
     except OSError:
         for fd, _target in outputs:
             os.close(fd)
@@ -238,13 +240,15 @@ def _spawn_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str]
     stdin = None if os.isatty(0) else _dup_or_none(0)
     stderr_read, stderr_write = (None, None) if os.isatty(2) else os.pipe()
     report_read, report_write = os.pipe()
+    keyrun = os.getpid()
     pid = os.fork()
     if pid == 0:
+        die_with(keyrun)
         _start_on_terminal(program, argv, env, slave, stdin, stderr_write, report_write, watched)
     for fd in (slave, stdin, stderr_write, report_write):
         if fd is not None:
             os.close(fd)
-    failure = _read_all(report_read)
+    failure = read_all(report_read)
     if failure:
         os.waitpid(pid, 0)
         for fd in (master, stderr_read):
@@ -275,8 +279,10 @@ def _start_on_terminal(program: str, argv: Sequence[str], env: Mapping[str, str]
             os.dup2(stderr, 2)
         os.closerange(3, report)
         os.closerange(report + 1, _MAX_FD)
+        monitor = os.getpid()
         command = os.fork()
         if command == 0:
+            die_with(monitor)
             _exec_in_foreground(program, argv, env, report)
         os.close(report)
         with contextlib.suppress(OSError):
@@ -301,12 +307,8 @@ def _exec_in_foreground(program: str, argv: Sequence[str], env: Mapping[str, str
         os.tcsetpgrp(1, os.getpid())  # fd 1 is always the pseudo-terminal here
         signal.signal(signal.SIGTTOU, signal.SIG_DFL)
         restore_signals()
-        try:
-            os.execve(program, list(argv), dict(env))
-        except OSError as exc:
-            if exc.errno != errno.ENOEXEC:
-                raise
-            os.execve(*as_shell_script(program, argv), dict(env))
+        give_back_core_limit()
+        execute(program, argv, env)
     except OSError as exc:
         os.write(report, str(exc.errno or errno.EIO).encode())
     except BaseException:
@@ -367,14 +369,6 @@ def _dup_or_none(fd: int) -> int | None:
         return os.dup(fd)
     except OSError:
         return None
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 64):
-        chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)
 
 
 def _copy_terminal(slave: int, raw: bool) -> None:

@@ -6,9 +6,16 @@ code before the fix it covers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
+import signal
+import socket
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -252,3 +259,155 @@ def test_a_token_cannot_come_back_through_a_dotenv_value(
     allowed = keyrun(["--clean-env", "--", "env"], cwd=project, env=env)
     assert allowed.returncode == 0, allowed.stderr
     assert TOKEN in allowed.stdout
+
+
+# -- no core file, ever ----------------------------------------------------------------------
+
+
+class StallingServer:
+    """An HTTP server on loopback that takes a request and never answers it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.asked = threading.Event()
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(connection)
+            connection.recv(65536)
+            self.asked.set()
+
+    def close(self) -> None:
+        for connection in self.held:
+            connection.close()
+        self.listener.close()
+
+
+def _unlimited_cores() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+def _cores(*directories: Path) -> list[Path]:
+    return [path for directory in directories for path in directory.glob("core*")]
+
+
+@pytest.mark.parametrize("command", [["--", "true"], ["list"], ["doctor"],
+                                     ["set", "B", "--source", "doppler"]])
+def test_no_core_file_when_keyrun_aborts_mid_fetch(tmp_path: Path, env: dict[str, str],
+                                                   command: list[str]) -> None:
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    elsewhere = [Path(pattern).parent] if pattern.startswith("/") else []
+    server = StallingServer()
+    project = tmp_path / "project"
+    write(project / "keyrun.toml", '[keys]\nA = {}\nB = {}\n[sources.local]\ntype = "dotenv"\n'
+          f'[sources.doppler]\ntype = "doppler"\nproject = "p"\nconfig = "c"\n'
+          f'api_host = "{server.url}"\n[env.dev]\nsources = ["local", "doppler"]\n')
+    write(project / ".env", f"A={CANARY}\n")
+    env["DOPPLER_TOKEN"] = TOKEN
+    before = {path: path.stat().st_mtime for path in _cores(*elsewhere)}
+    process = subprocess.Popen([sys.executable, "-m", "keyrun", *command], cwd=project,
+                               env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, preexec_fn=_unlimited_cores)
+    try:
+        assert process.stdin is not None
+        process.stdin.write(b"new-value-0123456789")
+        process.stdin.close()
+        assert server.asked.wait(30), "keyrun never asked the server"
+        process.send_signal(signal.SIGABRT)
+        assert process.wait(30) == -signal.SIGABRT
+    finally:
+        process.kill()
+        server.close()
+    assert _cores(project) == []
+    for path in _cores(*elsewhere):
+        if before.get(path) != path.stat().st_mtime:
+            data = path.read_bytes()
+            assert CANARY.encode() not in data, path
+            assert TOKEN.encode() not in data, path
+
+
+def test_the_command_keeps_its_own_core_limit(tmp_path: Path, env: dict[str, str]) -> None:
+    project = tmp_path / "project"
+    write(project / ".env", f"A={CANARY}\n")
+    for flags in ([], ["--mask"]):
+        done = subprocess.run([sys.executable, "-m", "keyrun", *flags, "--", "sh", "-c",
+                               "ulimit -c"], cwd=project, env=env, capture_output=True,
+                              text=True, timeout=60, preexec_fn=_unlimited_cores, check=False)
+        assert (done.returncode, done.stdout) == (0, "unlimited\n"), done.stderr
+
+
+# -- SIGKILL: the command dies with keyrun --------------------------------------------------
+
+SUPERVISE = """
+import os, sys
+from keyrun.launch import make_undumpable, supervise
+
+class Keeper:
+    def first_renewal(self): return None
+    def renew(self): return None
+    def release(self): pass
+
+make_undumpable()
+supervise(sys.argv[1:], dict(os.environ), Keeper())
+"""
+
+
+def _gone(pid: int, within: float = 10) -> bool:
+    """Whether ``pid`` has ended (a zombie nobody reaps yet counts as ended)."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _command_pid(path: Path) -> int:
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        if path.exists() and path.read_text().endswith("\n"):
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError("the command never started")
+
+
+@pytest.mark.parametrize("how", ["mask-pipes", "mask-terminal", "leases"])
+def test_the_command_dies_when_keyrun_is_killed(tmp_path: Path, env: dict[str, str],
+                                                how: str) -> None:
+    project = tmp_path / "project"
+    write(project / ".env", f"A={CANARY}\n")
+    pid_file = tmp_path / "command.pid"
+    # A command that ignores the hangup a terminal's end sends, as nohup'd jobs do.
+    command = ["sh", "-c", f"trap '' HUP TERM; echo $$ > {pid_file}; exec sleep 120"]
+    if how == "leases":  # what a profile with Vault leases runs: keyrun.launch.supervise
+        argv = [sys.executable, "-c", SUPERVISE, *command]
+    else:
+        argv = [sys.executable, "-m", "keyrun", "--mask", "--", *command]
+    terminal = how == "mask-terminal"
+    master, slave = os.openpty() if terminal else (None, None)
+    process = subprocess.Popen(argv, cwd=project, env=env, stdin=subprocess.DEVNULL,
+                               stdout=slave if terminal else subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        pid = _command_pid(pid_file)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        assert _gone(pid), f"the command ({how}) outlived keyrun"
+    finally:
+        process.kill()
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)

@@ -64,8 +64,9 @@ def report_error(exc: KeyrunError) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    from keyrun.launch import open_missing_stdio
+    from keyrun.launch import make_undumpable, open_missing_stdio
 
+    make_undumpable()  # first: every command may come to hold a token or a value
     open_missing_stdio()
     args = sys.argv[1:] if argv is None else list(argv)
     code = guarded(lambda: _dispatch(args))
