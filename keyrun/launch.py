@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, Protocol
 
 from keyrun.errors import EXIT_KEYRUN_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, LaunchError
@@ -133,26 +133,36 @@ def spawn(program: str, argv: Sequence[str], env: Mapping[str, str], *,
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
-        try:
+        def prepare() -> None:
             die_with(parent)
             _apply(file_actions)
             for number in defaults:
                 signal.signal(number, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
-            give_back_core_limit()
-            execute(program, argv, env)
-        except OSError as exc:
-            os.write(report_write, str(exc.errno or errno.EIO).encode())
-        except BaseException:
-            os.write(report_write, str(errno.EIO).encode())
-        finally:
-            os._exit(127)
+
+        exec_or_report(program, argv, env, report_write, prepare)
     os.close(report_write)
     failure = read_all(report_read)
     if failure:
         os.waitpid(pid, 0)
         raise OSError(int(failure), os.strerror(int(failure)))
     return pid
+
+
+def exec_or_report(program: str, argv: Sequence[str], env: Mapping[str, str], report: int,
+                   prepare: Callable[[], None]) -> NoReturn:
+    """In a child keyrun forked: ``prepare``, then exec the command with keyrun's original
+    core limit; a failure is written to ``report`` as an errno, and the child ends."""
+    try:
+        prepare()
+        give_back_core_limit()
+        execute(program, argv, env)
+    except OSError as exc:
+        os.write(report, str(exc.errno or errno.EIO).encode())
+    except BaseException:
+        os.write(report, str(errno.EIO).encode())
+    finally:
+        os._exit(127)
 
 
 def _posix_spawn(program: str, argv: Sequence[str], env: Mapping[str, str],

@@ -70,10 +70,9 @@ from keyrun.launch import (
     Supervisor,
     close_actions,
     die_with,
-    execute,
+    exec_or_report,
     exit_like,
     find_program,
-    give_back_core_limit,
     launch_error,
     make_undumpable,
     read_all,
@@ -301,20 +300,15 @@ _MAX_FD = 1 << 20
 def _exec_in_foreground(program: str, argv: Sequence[str], env: Mapping[str, str],
                         report: int) -> NoReturn:
     """In the command's process: its own process group, in the terminal's foreground."""
-    try:
-        os.setpgid(0, 0)
-        signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may take it so
-        os.tcsetpgrp(1, os.getpid())  # fd 1 is always the pseudo-terminal here
-        signal.signal(signal.SIGTTOU, signal.SIG_DFL)
-        restore_signals()
-        give_back_core_limit()
-        execute(program, argv, env)
-    except OSError as exc:
-        os.write(report, str(exc.errno or errno.EIO).encode())
-    except BaseException:
-        os.write(report, str(errno.EIO).encode())
-    finally:
-        os._exit(127)
+    exec_or_report(program, argv, env, report, _take_foreground)
+
+
+def _take_foreground() -> None:
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may take it so
+    os.tcsetpgrp(1, os.getpid())  # fd 1 is always the pseudo-terminal here
+    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+    restore_signals()
 
 
 def _monitor(command: int, watched: set[int]) -> NoReturn:
