@@ -19,7 +19,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from keyrun.environ import build_environment, check_exec_values
+from keyrun import keyfiles
+from keyrun.environ import build_environment
 from keyrun.errors import KeyrunError, ResolutionError
 from keyrun.resolve import Resolution
 from keyrun.session import LeaseKeeper, Selection, Session, open_session
@@ -104,12 +105,15 @@ def resolve(
     outer = session.nested_in()
     if outer is not None:
         session.report.note(f"inside keyrun profile {outer}; loading {session.profile.label}")
+    files = keyfiles.file_keys(session.profile)
+    if for_environ:
+        keyfiles.refuse_unless_possible(files)
     resolution = session.fetch()  # interrupted (Ctrl-C in a notebook): leases revoked
     with session.releasing_on_failure():
         _check(resolution, allow_missing, allow_missing_spelling)
         session.warn_unresolved(doing="loading", spelling=allow_missing_spelling)
         if for_environ:
-            check_exec_values(resolution.values())
+            keyfiles.check_values(resolution.values(), files)
     session.log()
     if resolution.leased:
         _hold(session)
@@ -118,8 +122,9 @@ def resolve(
 
 def set_environ(resolution: Resolution, *, preserve_env: bool) -> list[str]:
     """Put the resolved keys in ``os.environ`` with ``run``'s precedence; return the names
-    set (those ``preserve_env`` kept are left out)."""
-    values = resolution.values()
+    set (those ``preserve_env`` kept are left out). A key ``as = "file"`` gets the path of
+    an in-memory file that lasts as long as this process."""
+    values = keyfiles.with_paths(resolution.values(), resolution.profile, watched=os.getpid())
     label = resolution.profile.label
     child = build_environment(os.environ, values, profile_label=label,
                               preserve_env=preserve_env)

@@ -24,7 +24,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_ZERO_CONFIG_ENV = "dev"
 
 TOP_LEVEL = ("project", "default_env", "keys", "sources", "env", "scan", "access_log")
-KEY_OPTIONS = ("name", "field", "version", "optional", "description", "source")
+KEY_OPTIONS = ("name", "field", "version", "optional", "description", "source", "as")
+DELIVERIES = ("env", "file")  # a key's ``as``: the value in the variable, or a path to it
 ENV_OPTIONS = (
     "sources",
     "extends",
@@ -49,10 +50,15 @@ class KeySpec(NamedTuple):
     optional: bool = False
     description: str | None = None
     source: str | None = None
+    delivery: str = "env"  # ``as``: "file" puts a path to an in-memory file in the variable
 
     @property
     def backend_name(self) -> str:
         return self.backend or self.name
+
+    @property
+    def as_file(self) -> bool:
+        return self.delivery == "file"
 
 
 class SourceSpec(NamedTuple):
@@ -363,6 +369,13 @@ def _key_options(raw: object, where: _Locator, table: tuple[str, ...], key: str
     for option in ("name", "field", "version", "description", "source"):
         _string(raw, option, _KeyLocator(where, table, key), ())
     _bool(raw, "optional", _KeyLocator(where, table, key), ())
+    delivery = _string(raw, "as", _KeyLocator(where, table, key), ())
+    if delivery is not None and delivery not in DELIVERIES:
+        raise ConfigError(
+            f"{_KeyLocator(where, table, key)((), 'as')}: must be \"env\" or \"file\", "
+            f'not "{delivery}"',
+            f'write {key} = {{ as = "file" }} to give the command a path to an in-memory file '
+            "holding the value, or leave `as` out for the value itself in the variable")
     return raw
 
 
@@ -388,7 +401,7 @@ def _parse_keys(raw: Mapping[str, Any], where: _Locator) -> dict[str, KeySpec]:
 
 
 def _spec_fields(options: Mapping[str, Any]) -> dict[str, Any]:
-    renamed = {"name": "backend"}
+    renamed = {"name": "backend", "as": "delivery"}
     return {renamed.get(key, key): value for key, value in options.items()}
 
 
@@ -636,6 +649,7 @@ def _asdict(spec: KeySpec) -> dict[str, Any]:
     return {
         "backend": spec.backend, "field": spec.field, "version": spec.version,
         "optional": spec.optional, "description": spec.description, "source": spec.source,
+        "delivery": spec.delivery,
     }
 
 

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
+from keyrun import keyfiles
 from keyrun.config import EXAMPLE_NAME, Config, choose_env, load_config
 from keyrun.dotenvfile import parse_dotenv
 from keyrun.durations import format_age
@@ -262,10 +263,15 @@ class _Doctor:
             self.add("config", "pass", f"{self.config.label}: environment {self.env}")
             self.add("sources", "fail", exc.message, exc.hint)
             return None
+        fixes = ["fix the source options named above (every source is checked, used by this "
+                 "environment or not)"] if problems else []
+        try:
+            keyfiles.refuse_unless_possible(keyfiles.file_keys(profile))
+        except KeyrunError as exc:
+            problems.append(exc.message)
+            fixes.append(exc.hint or "")
         if problems:
-            self.add("config", "fail", "; ".join(problems),
-                     "fix the source options named above (every source is checked, "
-                     "used by this environment or not)")
+            self.add("config", "fail", "; ".join(problems), "; ".join(fixes))
         else:
             self.add("config", "pass", _config_summary(self.config, profile))
         return profile
@@ -565,7 +571,10 @@ def _entropy(value: str) -> float:
 def _config_summary(config: Config, profile: Profile) -> str:
     where = config.path or f"no keyrun.toml (zero-config: .env.{profile.env.name}, .env)"
     sources = ", ".join(profile.env.sources) or "none"
-    return f"{where}: environment {profile.env.name} reads {sources}; {len(profile.bindings)} keys"
+    files = keyfiles.file_keys(profile)
+    as_files = f" ({', '.join(files)} as {'a file' if len(files) == 1 else 'files'})"
+    return (f"{where}: environment {profile.env.name} reads {sources}; "
+            f"{len(profile.bindings)} keys{as_files if files else ''}")
 
 
 class _Outcome(NamedTuple):

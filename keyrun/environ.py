@@ -131,12 +131,14 @@ def build_environment(
 def check_exec_values(keys: Mapping[str, str]) -> None:
     """Refuse, by name, what execve would reject or mangle (SPEC §5 "Valid before exec")."""
     problems: list[str] = []
+    as_file: list[str] = []  # what a file would carry
     for name, value in keys.items():
         if not NAME.match(name):
             problems.append(f"{name!r} is not a valid environment variable name")
             continue
         if "\0" in value:
             problems.append(f"{name} holds a NUL character, which no environment can carry")
+            as_file.append(name)
             continue
         try:
             size = len(name.encode()) + 1 + len(value.encode("utf-8")) + 1
@@ -146,10 +148,13 @@ def check_exec_values(keys: Mapping[str, str]) -> None:
         if size > MAX_ASSIGNMENT_BYTES:
             problems.append(f"{name} is {size} bytes; the kernel refuses one variable over "
                             f"{MAX_ASSIGNMENT_BYTES} bytes (E2BIG)")
+            as_file.append(name)
     if problems:
         raise ResolutionError(
             "cannot pass these keys to the command: " + "; ".join(problems),
-            "store such a value in a file the command reads, not in its environment",
+            f'give it to the command as a file instead: {as_file[0]} = {{ as = "file" }} in '
+            "keyrun.toml (a file holds NUL bytes and any size)" if as_file
+            else "rename the key, or store the value as UTF-8 text",
         )
 
 

@@ -32,6 +32,7 @@ class Row:
     error: str | None
     description: str | None = None
     note: str | None = None  # what the backend says besides (custom metadata, …)
+    delivery: str = "env"  # the key's ``as``: "file" gives the command a path to the value
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class Row:
             "version": self.version,
             "updated": self.updated.isoformat() if self.updated else None,
             "error": self.error,
+            "as": self.delivery,
         }
 
 
@@ -147,6 +149,7 @@ def _row(resolution: Resolution, result: KeyResult, meta: Meta | None) -> Row:
         error=error,
         description=binding.spec.description,
         note=meta.note if meta else None,
+        delivery=binding.spec.delivery,
     )
 
 

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from keyrun.environ import ChildEnvironment, build_environment, check_exec_values, secrets_in_argv
+from keyrun import keyfiles
+from keyrun.environ import ChildEnvironment, build_environment, secrets_in_argv
 from keyrun.errors import KeyrunError, ResolutionError
 from keyrun.reporter import Reporter
 from keyrun.session import LeaseKeeper, Selection, Session, open_session
@@ -33,13 +34,15 @@ def _resolve(selection: Selection, options: RunOptions, environ: Mapping[str, st
     if outer is not None:
         report.always(f"nested inside keyrun profile {outer}; this command gets "
                       f"{session.profile.label}")
+    files = keyfiles.file_keys(session.profile)
+    keyfiles.refuse_unless_possible(files)  # before anything is fetched
     resolution = session.fetch()
     with session.releasing_on_failure():
         with session.refusal_logged("keys missing or unreadable"):
             resolution.check(allow_missing=options.allow_missing)
         session.warn_unresolved()
         with session.refusal_logged("a value the environment cannot carry"):
-            check_exec_values(resolution.values())
+            keyfiles.check_values(resolution.values(), files)
     return session
 
 
@@ -72,7 +75,9 @@ def _child_environment(argv: Sequence[str], session: Session, options: RunOption
             "(single quotes); or pass --allow-argv-secrets",
         )
     profile = resolution.profile
-    child = build_environment(environ, values, profile_label=profile.label,
+    # a key as a file: its path, held until keyrun ends (with the command, in exec mode)
+    delivered = keyfiles.with_paths(values, profile, watched=os.getpid())
+    child = build_environment(environ, delivered, profile_label=profile.label,
                               preserve_env=options.preserve_env, clean_env=options.clean_env,
                               strip=profile.stripped())
     _explain(session, child, report)

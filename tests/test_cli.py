@@ -69,7 +69,8 @@ def test_list_json(project: Path, env: dict[str, str], tmp_path: Path) -> None:
     assert first["error"] is None
     assert first["updated"] is not None
     assert set(first) == {"name", "source", "location", "status", "preview", "version",
-                          "updated", "error"}
+                          "updated", "error", "as"}
+    assert first["as"] == "env"
     assert second["name"] == "PINECONE_API_KEY"
     assert second["status"] == "optional"
     assert second["preview"] is None

@@ -78,7 +78,8 @@ def list_command(selection: Selection, *, all_envs: bool, as_json: bool) -> int:
 def _print_rows(project: str, env: str, rows: list[Row]) -> None:
     now = datetime.now(UTC)
     table = [[
-        row.name, row.source or "-", row.location or "-", row.status, row.preview or "",
+        f"{row.name} (as file)" if row.delivery == "file" else row.name, row.source or "-",
+        row.location or "-", row.status, row.preview or "",
         row.version or "", format_age((now - row.updated).total_seconds()) if row.updated else "",
     ] for row in rows]
     render.table(["KEY", "SOURCE", "LOCATION", "STATUS", "PREVIEW", "VERSION", "AGE"], table,
