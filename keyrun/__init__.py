@@ -1,16 +1,30 @@
 """keyrun: run any command with the secrets it needs, fetched at start-up from where they live.
 
 The package is importable as a library; everything here is lazy so that
-``keyrun -- cmd`` pays only for what the run path needs.
+``keyrun -- cmd`` pays only for what the run path needs (the errors are a small module of
+their own, which every command loads anyway). Every expected failure is a
+:class:`KeyrunError` (a message and a hint), or one of its subclasses.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from keyrun.errors import (
+    ConfigError,
+    KeyrunError,
+    LaunchError,
+    MissingSdkError,
+    ResolutionError,
+    SourceError,
+    UsageError,
+)
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "inject", "load", "load_ipython_extension", "release"]
+__all__ = ["ConfigError", "KeyrunError", "LaunchError", "MissingSdkError", "ResolutionError",
+           "SourceError", "UsageError", "__version__", "inject", "load",
+           "load_ipython_extension", "release"]
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

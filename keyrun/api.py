@@ -24,6 +24,7 @@ from keyrun.environ import build_environment
 from keyrun.errors import KeyrunError, ResolutionError
 from keyrun.resolve import Resolution
 from keyrun.session import LeaseKeeper, Selection, Session, open_session
+from keyrun.values import Values
 
 ALLOW_MISSING = "allow_missing=True"  # how a caller of load/inject spells --allow-missing
 _JOIN_SECONDS = 10.0  # how long release waits for a renewal already under way
@@ -41,7 +42,7 @@ def load(
     with noting_hints():
         resolution = resolve(env, config=config, project=project, only=only,
                              allow_missing=allow_missing, action="load")
-    return resolution.values()
+    return Values(resolution.values())
 
 
 def inject(
@@ -151,11 +152,11 @@ def load_once(
     with _LOCK:
         cached = _LOADED.get(key)
     if cached is not None:
-        return dict(cached)
+        return Values(cached)
     values = load(env, config=config, project=project, only=only, allow_missing=allow_missing)
     with _LOCK:
         _LOADED.setdefault(key, values)
-    return dict(values)
+    return Values(values)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from keyrun.values import Values
+
 try:
     from pydantic_settings import BaseSettings, EnvSettingsSource
 except ImportError:
@@ -68,8 +70,8 @@ class KeyrunSettingsSource(EnvSettingsSource):
         super().__init__(settings_cls, **env_options)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self.keyrun_values, self.case_sensitive, self.env_ignore_empty,
-                              self.env_parse_none_str)
+        return Values(parse_env_vars(self.keyrun_values, self.case_sensitive,
+                                     self.env_ignore_empty, self.env_parse_none_str))
 
     def __repr__(self) -> str:
         return f"KeyrunSettingsSource(keys={sorted(self.keyrun_values)})"

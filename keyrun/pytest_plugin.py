@@ -7,7 +7,10 @@ The profile is resolved once, before collection, with the same rules as ``keyrun
 environment is restored and leased credentials are revoked when the session ends. A
 missing required key stops the session with keyrun's own message. The ``keyrun_secrets``
 fixture returns the resolved mapping (loading the default environment on first use when
-no environment was named).
+no environment was named), whose ``repr`` names the keys only; and a failing test's report
+(its traceback, locals, assertion diffs and captured output) shows ``<KEY_NAME>`` wherever
+it would show one of the session's values, as ``keyrun run --mask`` does, so that CI logs
+never hold them.
 
 keyrun.toml is ``--keyrun-config`` (relative to the directory pytest was started in), else
 ``keyrun_config`` in the ini file (relative to that file), else ``$KEYRUN_CONFIG``, else
@@ -23,9 +26,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from _pytest.reports import TestReport
+    from pluggy import Result
+
+    from keyrun.mask import MaskSet
     from keyrun.resolve import Resolution
 
 _STATE = pytest.StashKey[dict[str, str]]()
+_MASKS: pytest.StashKey[MaskSet] = pytest.StashKey()
 _SAVED = pytest.StashKey[dict[str, str]]()
 _HELD = pytest.StashKey[list["Resolution"]]()
 
@@ -128,9 +138,72 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def keyrun_secrets(pytestconfig: pytest.Config) -> dict[str, str]:
-    """The session's keyrun values: ``{name: value}``."""
+    """The session's keyrun values: ``{name: value}``, shown as names only."""
+    from keyrun.values import Values
+
     values = pytestconfig.stash.get(_STATE, None)
     if values is None:
         values = _resolve(pytestconfig, None, for_environ=False).values()
         pytestconfig.stash[_STATE] = values
-    return dict(values)
+    return Values(values)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, Result[TestReport], None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and item.config.stash.get(_STATE, None):
+        _mask_report(report, item.config)
+
+
+def _mask_report(report: TestReport, config: pytest.Config) -> None:
+    """The session's values, and their common encodings, replaced by ``<KEY_NAME>`` in a
+    failed test's report; a report that shows none is left as it is (colours and all)."""
+    values: dict[str, str] = config.stash[_STATE]
+    masks = config.stash.get(_MASKS, None)
+    if masks is None:
+        from keyrun.mask import MaskSet
+
+        masks = MaskSet(values)
+        config.stash[_MASKS] = masks
+
+    def mask(text: str) -> str:
+        masked = masks.mask(text.encode("utf-8", "surrogateescape")).decode(
+            "utf-8", "surrogateescape")
+        return _mask_shortened(masked, values)
+
+    text = str(report.longrepr)
+    masked = mask(text)
+    if masked != text:
+        report.longrepr = masked
+    report.sections = [(title, mask(content)) for title, content in report.sections]
+
+
+SHORTENED_SHOWS = 8  # characters of a value around pytest's "..." that are masked
+
+
+def _mask_shortened(text: str, values: dict[str, str]) -> str:
+    """A value pytest shortened in a repr (``'sk-proj-a...9f3b'``: its start, ``...``, its
+    end) replaced by ``<KEY_NAME>`` as a whole value is."""
+    pieces = text.split("...")
+    if len(pieces) == 1:
+        return text
+    out = [pieces[0]]
+    for after in pieces[1:]:
+        before = out[-1]
+        for name, value in values.items():
+            if len(value) < SHORTENED_SHOWS:
+                continue
+            start = next((n for n in range(len(value) - 1, 0, -1)
+                          if before.endswith(value[:n])), 0)
+            end = next((n for n in range(len(value) - 1, 0, -1)
+                        if after.startswith(value[len(value) - n:])), 0)
+            if start and end and start + end >= SHORTENED_SHOWS:
+                out[-1] = before[: len(before) - start] + f"<{name}>"
+                out.append(after[end:])
+                break
+        else:
+            out.append("..." + after)
+    return "".join(out)
+

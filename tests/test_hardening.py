@@ -411,3 +411,73 @@ def test_the_command_dies_when_keyrun_is_killed(tmp_path: Path, env: dict[str, s
         for fd in (master, slave):
             if fd is not None:
                 os.close(fd)
+
+
+# -- what Python code is handed shows names only -----------------------------------------------
+
+FAILING_TESTS = '''
+import os
+import keyrun
+
+def test_arguments(keyrun_secrets):
+    assert not keyrun_secrets
+
+def test_equality(keyrun_secrets):
+    assert keyrun_secrets == {"OPENAI_API_KEY": "something else"}
+
+def test_value(keyrun_secrets):
+    value = keyrun_secrets["OPENAI_API_KEY"]
+    assert value == "something else"
+
+def test_printed(keyrun_secrets):
+    print(os.environ.get("OPENAI_API_KEY"), keyrun_secrets["OPENAI_API_KEY"])
+    assert False
+
+def test_loaded():
+    values = keyrun.load()
+    assert values is None
+
+def test_pydantic_source():
+    from pydantic_settings import BaseSettings
+    from keyrun.pydantic import KeyrunSettingsSource
+
+    class Settings(BaseSettings):
+        openai_api_key: str
+
+    source = KeyrunSettingsSource(Settings)
+    assert not source.env_vars
+
+def test_values_stay_plain_strings(keyrun_secrets):
+    value = keyrun_secrets["OPENAI_API_KEY"]
+    assert type(value) is str and value.startswith("sk-") and isinstance(keyrun_secrets, dict)
+    assert type(keyrun.load()["OPENAI_API_KEY"]) is str
+'''
+
+
+@pytest.mark.parametrize("session", [[], ["--keyrun-env", "dev"]])
+@pytest.mark.parametrize("verbosity", [[], ["-vv"]])
+def test_a_failing_pytest_run_shows_no_value(tmp_path: Path, env: dict[str, str],
+                                             session: list[str], verbosity: list[str]) -> None:
+    root = tmp_path / "app"
+    write(root / "keyrun.toml", '[keys]\nOPENAI_API_KEY = {}\n[sources.local]\ntype = "dotenv"\n'
+          '[env.dev]\nsources = ["local"]\n')
+    write(root / ".env", f"OPENAI_API_KEY=sk-{CANARY}\n")
+    write(root / "test_app.py", FAILING_TESTS)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-l",
+                           *verbosity, *session], cwd=root,
+                          env=dict(env, CI="1"), capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert "6 failed, 1 passed" in done.stdout, done.stdout + done.stderr
+    for part in (CANARY, CANARY[:12], CANARY[-8:]):  # whole, or shortened by pytest
+        assert part not in done.stdout + done.stderr
+    assert "<keyrun values: OPENAI_API_KEY>" in done.stdout
+
+
+def test_keyrun_error_is_importable_from_keyrun() -> None:
+    import keyrun
+    from keyrun import errors
+
+    assert keyrun.KeyrunError is errors.KeyrunError
+    for name in ("ConfigError", "SourceError", "ResolutionError", "UsageError", "LaunchError",
+                 "MissingSdkError"):
+        assert issubclass(getattr(keyrun, name), keyrun.KeyrunError)
