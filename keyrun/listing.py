@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from keyrun.preview import preview
 from keyrun.profile import undeclared_names
 from keyrun.reporter import Reporter
 from keyrun.resolve import KeyResult, Resolution
-from keyrun.secret import preview
 from keyrun.session import Selection, open_session
 from keyrun.sources import Meta
 
@@ -143,7 +143,7 @@ def _row(resolution: Resolution, result: KeyResult, meta: Meta | None) -> Row:
         source=source,
         location=location,
         status=result.status,
-        preview=(one_line(preview(item.value.reveal())) or None) if item else None,
+        preview=_preview(item.value.reveal()) if item else None,
         version=(item.version or (meta.version if meta else None)) if item else None,
         updated=(item.updated or (meta.updated if meta else None)) if item else None,
         error=error,
@@ -151,6 +151,14 @@ def _row(resolution: Resolution, result: KeyResult, meta: Meta | None) -> Row:
         note=meta.note if meta else None,
         delivery=binding.spec.delivery,
     )
+
+
+LIST_PREVIEW_FROM = 12  # SPEC §3: list shows nothing of a shorter value
+
+
+def _preview(value: str) -> str | None:
+    """``sk-…a1b2`` by the one preview policy (``keyrun.preview``), on one line."""
+    return one_line(preview(value)) if len(value) >= LIST_PREVIEW_FROM else None
 
 
 def one_line(text: str) -> str:

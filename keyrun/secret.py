@@ -36,9 +36,3 @@ class Secret:
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("a Secret cannot be pickled")
 
-
-def preview(value: str) -> str:
-    """The masked preview ``list`` shows: ``sk-…a1b2``; nothing for values under 12 characters."""
-    if len(value) < 12:
-        return ""
-    return f"{value[:3]}…{value[-4:]}"

@@ -195,8 +195,9 @@ def list_keys(
 ) -> int:
     """Which keys the profile needs, where each comes from, which are missing.
 
-    Values are never shown: a preview keeps the first 3 and last 4 characters of values of
-    12 characters or more. Problems are rows; the exit status is 0 unless keyrun cannot run.
+    Values are never shown: a preview (sk-…a1b2) shows at most a quarter of a value, and
+    nothing of one under 12 characters. Problems are rows; the exit status is 0 unless
+    keyrun cannot run.
     """
     from keyrun.cli.commands import list_command
 
