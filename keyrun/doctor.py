@@ -312,9 +312,14 @@ class _Doctor:
         bad = resolution.problems()
         if not bad:
             optional = [r.key for r in resolution.results.values() if r.status == "optional"]
-            note = f"; optional and missing: {', '.join(optional)}" if optional else ""
-            required = sum(not b.optional for b in profile.bindings)
-            self.add("missing-keys", "pass", _all_resolve(required) + note)
+            required = _all_resolve(sum(not b.optional for b in profile.bindings))
+            if optional:  # SPEC §2: "missing is a warning, not an error"
+                self.add("missing-keys", "warn",
+                         f"{required}; optional and missing: {', '.join(optional)}",
+                         f"{self.set_command(optional[0])} if the command needs it; run goes "
+                         "on without optional keys", optional)
+            else:
+                self.add("missing-keys", "pass", required)
             return
         from keyrun.resolve import describe_problems
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from keyrun.preview import preview
 from keyrun.profile import undeclared_names
 from keyrun.reporter import Reporter
-from keyrun.resolve import KeyResult, Resolution
+from keyrun.resolve import KeyResult, Resolution, fold_by_cause
 from keyrun.session import Selection, open_session
 from keyrun.sources import Meta
 
@@ -102,6 +102,14 @@ def list_all_envs(*, config: str | None = None, project: str | None = None,
         if name in errors:
             raise errors[name]
     return {name: listed[name] for name in names}
+
+
+def folded_problems(rows: list[Row]) -> list[tuple[str, list[str], str]]:
+    """The rows that did not resolve, as (status, keys, error): one line per cause, not
+    one per key (a source that is down fails every key it holds alike)."""
+    causes = fold_by_cause((row.name, (row.status, row.error)) for row in rows
+                           if row.status != "ok" and row.error)
+    return [(status, keys, error) for (status, error), keys in causes.items()]
 
 
 def _with_name_problems(rows: list[Row], profile: Profile) -> list[Row]:

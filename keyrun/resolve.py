@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Literal
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Literal, TypeVar
 
 from keyrun.errors import KeyrunError, ResolutionError, SourceError
 from keyrun.profile import Binding, Profile
@@ -29,6 +29,7 @@ from keyrun.sources import (
 )
 
 Status = Literal["ok", "missing", "optional", "error"]
+Cause = TypeVar("Cause", bound=Hashable)
 
 
 class KeyResult:
@@ -130,22 +131,20 @@ def release_all(profile: Profile) -> list[str]:
 
 
 def describe_problems(profile: Profile, problems: Sequence[KeyResult]) -> str:
-    """A line per key; many keys that failed the same way (a whole source down) share
-    one line instead of repeating it for each."""
-    grouped: dict[str, list[str]] = {}
-    for result in problems:
-        grouped.setdefault(_reason(profile, result), []).append(result.key)
+    """One line per cause, naming every key it concerns: a whole source down is one line,
+    not one per key."""
+    causes = fold_by_cause((result.key, _reason(profile, result)) for result in problems)
     lines = [f"cannot run with {profile.label}:"]
-    for reason, keys in grouped.items():
-        if len(keys) <= GROUP_OVER:
-            lines += [f"  {key}: {reason}" for key in keys]
-            continue
-        lines.append(f"  {', '.join(keys[:GROUP_OVER])} and {len(keys) - GROUP_OVER} more "
-                     f"keys: {reason}")
+    lines += [f"  {', '.join(keys)}: {cause}" for cause, keys in causes.items()]
     return "\n".join(lines)
 
 
-GROUP_OVER = 3  # keys failing alike before their lines are folded into one
+def fold_by_cause(problems: Iterable[tuple[str, Cause]]) -> dict[Cause, list[str]]:
+    """(key, cause) pairs as cause → its keys, in the order first seen (run, list, doctor)."""
+    folded: dict[Cause, list[str]] = {}
+    for key, cause in problems:
+        folded.setdefault(cause, []).append(key)
+    return folded
 
 
 def _reason(profile: Profile, result: KeyResult) -> str:

@@ -305,8 +305,15 @@ def test_missing_keys_counts_required_keys(tmp_path: Path) -> None:
     write(root / ".env", "OPENAI_API_KEY=sk-0001-abcdef\nANTHROPIC_API_KEY=sk-0002-abcdef\n"
                          "MISTRAL_API_KEY=sk-0003-abcdef\n")
     done = keyrun(["doctor", "--json"], cwd=root, env=clean_env(tmp_path))
-    assert checks(done)["missing-keys"]["message"] == (
-        "all 3 required keys resolve; optional and missing: PINECONE_API_KEY")
+    assert checks(done)["missing-keys"] == {  # SPEC §2: missing is a warning, not an error
+        "id": "missing-keys", "status": "warn",
+        "message": "all 3 required keys resolve; optional and missing: PINECONE_API_KEY",
+        "fix": "keyrun set PINECONE_API_KEY -e dev if the command needs it; run goes on "
+               "without optional keys",
+        "keys": ["PINECONE_API_KEY"]}
+    assert done.returncode == 0  # a warning; --strict fails it
+    strict = keyrun(["doctor", "--strict", "--json"], cwd=root, env=clean_env(tmp_path))
+    assert (strict.returncode, json.loads(strict.stdout)["ok"]) == (1, False)
 
 
 def test_missing_key_fix_keeps_the_options_and_knows_field_keys(tmp_path: Path) -> None:

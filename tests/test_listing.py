@@ -26,3 +26,55 @@ def test_list_previews_show_a_quarter_at_most(tmp_path: Path) -> None:
         shown = previews[name] or ""
         assert len(shown.replace("…", "")) <= len(value) // 4
         assert_no_leak(value, done.stdout, done.stderr)
+
+
+DEAD_DOPPLER = """
+project = "bot"
+default_env = "dev"
+[keys]
+{keys}
+[sources.doppler]
+type = "doppler"
+api_host = "http://127.0.0.1:{port}"
+[env.dev]
+sources = ["doppler"]
+timeout = "2s"
+"""
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_dead_source_is_one_line_per_cause(tmp_path: Path) -> None:
+    """12 keys on a source that is down: run, list and doctor say it once, naming them."""
+    names = [f"TOOL_{i:02d}_API_KEY" for i in range(12)]
+    root = tmp_path / "bot"
+    root.mkdir()
+    port = closed_port()
+    (root / "keyrun.toml").write_text(DEAD_DOPPLER.format(
+        keys="\n".join(f"{name} = {{}}" for name in names), port=port))
+    env = clean_env(tmp_path, DOPPLER_TOKEN="dp.st.dev.x")
+    run = keyrun(["--", "true"], cwd=root, env=env)
+    assert run.returncode == 125
+    lines = run.stderr.splitlines()
+    assert lines[0] == "keyrun: error: cannot run with bot/dev:"
+    assert lines[1].startswith(f"  {', '.join(names)}: doppler: ")
+    assert len(lines) == 3, run.stderr  # the one cause, and the hint
+    assert lines[2].startswith("  hint: ")
+
+    listed = keyrun(["list"], cwd=root, env=env)
+    assert listed.returncode == 0
+    problems = listed.stdout.split("\n\n", 1)[1].splitlines()
+    assert len(problems) == 1, listed.stdout
+    assert problems[0].startswith(f"{', '.join(names)}: doppler: ")
+    assert problems[0] == lines[1].strip()
+
+    doctor = keyrun(["doctor", "--json"], cwd=root, env=env)
+    missing = {c["id"]: c for c in json.loads(doctor.stdout)["checks"]}["missing-keys"]
+    assert missing["message"] == lines[1].strip()
+    assert missing["keys"] == names

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from keyrun.cli import render
 from keyrun.durations import format_age
 from keyrun.errors import KeyrunError, UsageError
-from keyrun.listing import Row
+from keyrun.listing import Row, folded_problems
 from keyrun.reporter import Reporter
 from keyrun.run import Selection
 from keyrun.secret import Secret
@@ -84,11 +84,11 @@ def _print_rows(project: str, env: str, rows: list[Row]) -> None:
     ] for row in rows]
     render.table(["KEY", "SOURCE", "LOCATION", "STATUS", "PREVIEW", "VERSION", "AGE"], table,
                  title=f"project {project}, environment {env}")
-    problems = [row for row in rows if row.status != "ok" and row.error]
+    problems = folded_problems(rows)
     if problems:
         print()
-        render.print_marked([(f"{row.name}: ", _STYLE.get(row.status), row.error or "")
-                             for row in problems])
+        render.print_marked([(f"{', '.join(keys)}: ", _STYLE.get(status), error)
+                             for status, keys, error in problems])
 
 
 def doctor_command(selection: Selection, *, all_envs: bool, as_json: bool, strict: bool,
