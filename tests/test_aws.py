@@ -703,14 +703,14 @@ def test_cli_failures_exit_125_naming_the_key(aws: AwsBackend, project: Path,
                     "request is expired")
     expired = keyrun(["-e", "dev", "--", "true"], cwd=project, env=env)
     assert expired.returncode == 125
-    assert ("OPENAI_API_KEY: bundle: the AWS credentials have expired (ExpiredTokenException"
+    assert ("OPENAI_API_KEY, ANTHROPIC_API_KEY: bundle: the AWS credentials have expired (ExpiredTokenException"
             in expired.stderr)
     no_creds = dict(env)
     del no_creds["AWS_ACCESS_KEY_ID"], no_creds["AWS_SECRET_ACCESS_KEY"]
     aws.proxy.clear()
     denied = keyrun(["-e", "dev", "--", "true"], cwd=project, env=no_creds)
     assert denied.returncode == 125
-    assert "OPENAI_API_KEY: bundle: no AWS credentials found" in denied.stderr
+    assert "OPENAI_API_KEY, ANTHROPIC_API_KEY: bundle: no AWS credentials found" in denied.stderr
     assert_no_leak(CANARY, missing.stdout, missing.stderr, expired.stderr, denied.stderr,
                    root=project)
 
@@ -727,7 +727,7 @@ def test_cli_black_hole_ends_within_the_timeout(aws: AwsBackend, project: Path,
     finally:
         hole.close()
     assert done.returncode == 125, done.stderr
-    assert "OPENAI_API_KEY: bundle: " in done.stderr
+    assert "OPENAI_API_KEY, ANTHROPIC_API_KEY: bundle: " in done.stderr
     assert "within the total deadline of 3s" in done.stderr
     assert elapsed < 3 + 1.0, f"took {elapsed:.1f}s with timeout = 3s (start-up included)"
 

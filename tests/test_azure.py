@@ -562,9 +562,9 @@ def _prepare(case: str, vault: FakeKeyVault) -> None:
     ("expired", "OPENAI_API_KEY: azure: secret OPENAI-API-KEY in {host} expired on "),
     ("not-yet-valid", "OPENAI_API_KEY: azure: secret OPENAI-API-KEY in {host} is not valid "
                       "before "),
-    ("5xx", "OPENAI_API_KEY: azure: {host} kept failing (HTTP 502 InternalServerError "
+    ("5xx", "OPENAI_API_KEY, ANTHROPIC_API_KEY: azure: {host} kept failing (HTTP 502 InternalServerError "
             "Injected failure): "),
-    ("no-credential", "OPENAI_API_KEY: azure: no usable Azure credential (tried AZURE_* "
+    ("no-credential", "OPENAI_API_KEY, ANTHROPIC_API_KEY: azure: no usable Azure credential (tried AZURE_* "
                       "environment variables, workload identity, managed identity, "),
 ])
 def test_cli_failures_end_in_125(case: str, expected: str, tmp_path: Path,
@@ -598,7 +598,7 @@ def test_cli_dead_endpoint_ends_within_the_timeout(tmp_path: Path, vault: FakeKe
     elapsed = time.monotonic() - started
     assert status == 125, err
     assert elapsed < 2 + 3  # the deadline, plus the interpreter's and the SDK's start-up
-    assert (f"OPENAI_API_KEY: azure: timed out: no answer from 127.0.0.1:{vault.port} within "
+    assert (f"OPENAI_API_KEY, ANTHROPIC_API_KEY: azure: timed out: no answer from 127.0.0.1:{vault.port} within "
             "the total deadline of 2s") in err
     assert_no_leak(CANARY, out, err)
 
@@ -615,7 +615,7 @@ def test_cli_silent_identity_endpoint_is_named(tmp_path: Path, vault: FakeKeyVau
         status, out, err = run(root, env, "OPENAI_API_KEY")
     assert status == 125, err
     assert time.monotonic() - started < 2 + 3
-    assert (f"OPENAI_API_KEY: azure: timed out: managed identity at {endpoint} did not answer "
+    assert (f"OPENAI_API_KEY, ANTHROPIC_API_KEY: azure: timed out: managed identity at {endpoint} did not answer "
             "in time — check that it is reachable from here") in err
     assert_no_leak(CANARY, out, err)
 
@@ -626,7 +626,7 @@ def test_cli_challenge_for_another_resource(tmp_path: Path, vault: FakeKeyVault)
     root = project_dir(tmp_path, vault)
     status, out, err = run(root, cli_env(tmp_path, vault), "OPENAI_API_KEY")
     assert status == 125, err
-    assert (f"OPENAI_API_KEY: azure: {vault.url} answered with an authentication challenge for "
+    assert (f"OPENAI_API_KEY, ANTHROPIC_API_KEY: azure: {vault.url} answered with an authentication challenge for "
             f"resource vault.azure.net, which does not match the vault's host 127.0.0.1:"
             f"{vault.port}, so the Azure SDK refuses to send it a token — check vault_url: it "
             "must be the vault's own URL") in err
@@ -657,7 +657,7 @@ def test_cli_unreachable_vault(tmp_path: Path, vault: FakeKeyVault) -> None:
     root = project_dir(tmp_path, vault, url=f"https://127.0.0.1:{port}")
     status, _, err = run(root, cli_env(tmp_path, vault), "OPENAI_API_KEY")
     assert status == 125
-    assert f"OPENAI_API_KEY: azure: cannot reach https://127.0.0.1:{port}: " in err
+    assert f"OPENAI_API_KEY, ANTHROPIC_API_KEY: azure: cannot reach https://127.0.0.1:{port}: " in err
 
 
 def test_cli_collision_refused_by_run_reported_by_doctor(tmp_path: Path,

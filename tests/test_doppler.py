@@ -404,18 +404,18 @@ def test_cli_run_injects_and_hides_the_token(project: Path, tmp_path: Path,
 @pytest.mark.parametrize(("case", "expected"), [
     ("missing", "OPENAI_API_KEY: missing from doppler (no secret OPENAI_API_KEY in Doppler "
                 "config bot/dev)"),
-    ("revoked", "OPENAI_API_KEY: doppler: Doppler refused the token from DOPPLER_TOKEN "
+    ("revoked", "OPENAI_API_KEY, ANTHROPIC_API_KEY: doppler: Doppler refused the token from DOPPLER_TOKEN "
                 "(HTTP 401: Invalid Auth token)"),
-    ("forbidden", "OPENAI_API_KEY: doppler: the token from DOPPLER_TOKEN may not read bot/dev "
+    ("forbidden", "OPENAI_API_KEY, ANTHROPIC_API_KEY: doppler: the token from DOPPLER_TOKEN may not read bot/dev "
                   "(HTTP 403: This token does not have access to requested project 'bot' and "
                   "config 'dev')"),
-    ("no-project", "OPENAI_API_KEY: doppler: Doppler has no project bot (HTTP 404: Could not "
+    ("no-project", "OPENAI_API_KEY, ANTHROPIC_API_KEY: doppler: Doppler has no project bot (HTTP 404: Could not "
                    "find requested project 'bot')"),
-    ("no-config", "OPENAI_API_KEY: doppler: Doppler project bot has no config dev (HTTP 404: "
+    ("no-config", "OPENAI_API_KEY, ANTHROPIC_API_KEY: doppler: Doppler project bot has no config dev (HTTP 404: "
                   "Could not find requested config 'dev')"),
-    ("5xx", "OPENAI_API_KEY: doppler: Doppler answered HTTP 502 for bot/dev (Bad "
+    ("5xx", "OPENAI_API_KEY, ANTHROPIC_API_KEY: doppler: Doppler answered HTTP 502 for bot/dev (Bad "
             "Gateway)"),
-    ("no-token", "OPENAI_API_KEY: doppler: no Doppler token for bot/dev (looked in "
+    ("no-token", "OPENAI_API_KEY, ANTHROPIC_API_KEY: doppler: no Doppler token for bot/dev (looked in "
                  "DOPPLER_TOKEN, keyring keyrun/doppler / bot/dev, keyring keyrun/doppler / "
                  "default)"),
 ])
@@ -444,7 +444,7 @@ def test_cli_failures_end_in_125(case: str, expected: str, project: Path, tmp_pa
     assert status == 125, err
     assert time.monotonic() - started < 8
     assert err.startswith("keyrun: error: cannot run with bot/dev:\n")
-    assert expected in err
+    assert expected in err  # a failing source: one line naming both keys
     assert out == ""
     assert_no_leak(CANARY, out, err, log, root=tmp_path)
     doppler.failures.clear()
@@ -462,7 +462,7 @@ def test_cli_dead_endpoint_ends_within_the_timeout(tmp_path: Path, doppler: Fake
     elapsed = time.monotonic() - started
     assert status == 125, err
     assert elapsed < 2 + 2.5  # the deadline, plus the interpreter's start-up
-    assert (f"OPENAI_API_KEY: doppler: timed out: no answer from {doppler.url} for bot/dev "
+    assert (f"OPENAI_API_KEY, ANTHROPIC_API_KEY: doppler: timed out: no answer from {doppler.url} for bot/dev "
             "within the total deadline of 2s") in err
 
 

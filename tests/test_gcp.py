@@ -730,9 +730,9 @@ def test_cli_run_per_key_and_bundle(tmp_path: Path, gcp: FakeSecretManager) -> N
     ("corrupt", "OPENAI_API_KEY: gcp: the payload of secret 'dev-OPENAI_API_KEY' in project "
                 "'keyrun-test' failed its CRC32C check"),
     ("unavailable", "OPENAI_API_KEY: gcp: Secret Manager kept answering ServiceUnavailable"),
-    ("rejected", "OPENAI_API_KEY: gcp: Secret Manager at 127.0.0.1:"),
-    ("no-credentials", "OPENAI_API_KEY: gcp: no Google credentials found ("),
-    ("untrusted", "OPENAI_API_KEY: gcp: cannot reach Secret Manager at 127.0.0.1:"),
+    ("rejected", "OPENAI_API_KEY, ANTHROPIC_API_KEY: gcp: Secret Manager at 127.0.0.1:"),
+    ("no-credentials", "OPENAI_API_KEY, ANTHROPIC_API_KEY: gcp: no Google credentials found ("),
+    ("untrusted", "OPENAI_API_KEY, ANTHROPIC_API_KEY: gcp: cannot reach Secret Manager at 127.0.0.1:"),
 ])
 def test_cli_failures_end_in_125(case: str, expected: str, tmp_path: Path,
                                  gcp: FakeSecretManager) -> None:
@@ -783,7 +783,7 @@ def test_cli_dead_endpoint_ends_within_the_timeout(tmp_path: Path,
         silent.close()
     assert status == 125, err
     assert elapsed < 2 + 2.5  # the deadline, plus the interpreter's start-up
-    assert (f"OPENAI_API_KEY: gcp: timed out: no answer from Secret Manager at "
+    assert (f"OPENAI_API_KEY, ANTHROPIC_API_KEY: gcp: timed out: no answer from Secret Manager at "
             f"{silent.endpoint} within the total deadline of 2s") in err
 
 
