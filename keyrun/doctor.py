@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from keyrun import keyfiles
 from keyrun.config import EXAMPLE_NAME, Config, choose_env, load_config
 from keyrun.dotenvfile import parse_dotenv
 from keyrun.durations import format_age
 from keyrun.errors import ConfigError, KeyrunError, SourceError
+from keyrun.least_privilege import LocalView, local_view, same_item
 from keyrun.profile import (
     Profile,
     make_source,
@@ -28,10 +29,13 @@ from keyrun.profile import (
     undeclared_names,
 )
 from keyrun.reporter import Reporter
-from keyrun.resolve import KeyResult, Resolution
+from keyrun.resolve import KeyResult, Resolution, fold_by_cause
 from keyrun.session import Session
 from keyrun.sources import Context, Deadline, Item, Meta
 from keyrun.trust import TrustError
+
+if TYPE_CHECKING:
+    from keyrun.progress import Progress
 
 CheckStatus = Literal["pass", "warn", "fail", "unknown"]
 T = TypeVar("T")
@@ -81,16 +85,20 @@ class DoctorOptions:
 
 
 def diagnose(options: DoctorOptions, environ: Mapping[str, str] | None = None,
-             cwd: Path | None = None, report: Reporter | None = None) -> Report:
+             cwd: Path | None = None, report: Reporter | None = None,
+             progress: bool | Progress = False) -> Report:
     """Run every check for one environment, within the environment's ``timeout``: the
-    sources check and the fetches of this and every other environment (for
-    ``shared-values``) run at once, under one deadline. Raises ConfigError (exit 125) only
-    when doctor cannot run at all: keyrun.toml does not parse, or the environment is unknown.
-    Warnings (a lease that could not be revoked, …) go to ``report``, each once."""
+    sources check, this environment's fetch and the local look at every other one (for
+    ``shared-values``, which reads no other environment's remote source: least privilege)
+    run at once, under one deadline. Raises ConfigError (exit 125) only when doctor cannot
+    run at all: keyrun.toml does not parse, or the environment is unknown. Warnings (a
+    lease that could not be revoked, …) go to ``report``, each once; ``progress`` shows
+    what doctor waits for (see ``Session``)."""
     environ = os.environ if environ is None else environ
     config = load_config(cwd, options.config, environ)
     env = choose_env(config, options.env, environ)
-    fetches = _Fetches(config, options.project, environ, report or Reporter(once=True))
+    fetches = _Fetches(config, options.project, environ, report or Reporter(once=True),
+                       progress)
     fetches.report.detail(f"config: {config.label}")
     try:
         return _Doctor(config, env, options, environ, fetches).run()
@@ -99,18 +107,20 @@ def diagnose(options: DoctorOptions, environ: Mapping[str, str] | None = None,
 
 
 def diagnose_all(options: DoctorOptions, environ: Mapping[str, str] | None = None,
-                 cwd: Path | None = None, report: Reporter | None = None) -> list[Report]:
+                 cwd: Path | None = None, report: Reporter | None = None,
+                 progress: bool | Progress = False) -> list[Report]:
     """Every environment, checked at once: each environment is fetched once, under its own
     deadline, and its values serve every other environment's ``shared-values`` check, so
     the whole run takes about the longest ``timeout``, not their sum."""
     environ = os.environ if environ is None else environ
     config = load_config(cwd, options.config, environ)
-    fetches = _Fetches(config, options.project, environ, report or Reporter(once=True))
+    fetches = _Fetches(config, options.project, environ, report or Reporter(once=True),
+                       progress)
     fetches.report.detail(f"config: {config.label}")
     try:
         for env in config.env_names():
             fetches.start(env, None, exhaustive=True)
-        doctors = [_Doctor(config, env, options, environ, fetches)
+        doctors = [_Doctor(config, env, options, environ, fetches, all_envs=True)
                    for env in config.env_names()]
         return _run_all(doctors)
     finally:
@@ -149,12 +159,16 @@ class _Fetches:
     every resolution appends a line) and released together at the end."""
 
     def __init__(self, config: Config, project: str | None, environ: Mapping[str, str],
-                 report: Reporter) -> None:
+                 report: Reporter, progress: bool | Progress = False) -> None:
+        from keyrun.progress import Progress
+
         self.config = config
         self.project = project
         self.environ = environ
         self.report = report
+        self.progress: bool | Progress = Progress() if progress is True else progress
         self._started: dict[str, _Fetch] = {}
+        self._views: dict[str, LocalView] = {}
         self._lock = threading.Lock()
 
     def start(self, env: str, deadline: Deadline | None, *, exhaustive: bool) -> _Fetch:
@@ -165,19 +179,39 @@ class _Fetches:
                 self._started[env] = _Fetch(partial(self._fetch, env, deadline, exhaustive))
             return self._started[env]
 
+    def start_local(self, env: str, keys: Sequence[str]) -> _Fetch:
+        """Start reading what ``env`` holds in local sources (``local_view``): no request
+        reaches its remote ones. ``keys`` are bound if ``env`` declares none."""
+        with self._lock:
+            if f"local:{env}" not in self._started:
+                self._started[f"local:{env}"] = _Fetch(partial(self._fetch_local, env, keys))
+            return self._started[f"local:{env}"]
+
+    def view(self, env: str) -> LocalView:
+        return self._views[env]
+
     def session(self, profile: Profile) -> Session:
         # a source whose host the user did not choose fails alone, uncontacted: the
         # sources check reports it with the `keyrun trust` that would allow it
         return Session(profile, self.report, action="doctor", environ=self.environ,
-                       warn_unlogged=False, trust_first=False)
+                       warn_unlogged=False, trust_first=False, progress=self.progress)
 
-    def profile(self, env: str) -> Profile:
+    def profile(self, env: str, undeclared: Sequence[str] | None = None) -> Profile:
         return resolve_profile(self.config, env, project=self.project, environ=self.environ,
-                               strict=False, warn=self.report.warn, detail=self.report.detail)
+                               strict=False, warn=self.report.warn, detail=self.report.detail,
+                               undeclared=undeclared)
 
     def _fetch(self, env: str, deadline: Deadline | None, exhaustive: bool) -> Session:
         session = self.session(self.profile(env))
         session.fetch(deadline or Deadline(session.profile.env.timeout), exhaustive=exhaustive)
+        return session
+
+    def _fetch_local(self, env: str, keys: Sequence[str]) -> Session:
+        view = local_view(self.profile(env, undeclared=keys))
+        with self._lock:
+            self._views[env] = view
+        session = self.session(view.profile)
+        session.fetch()
         return session
 
     def close(self) -> None:
@@ -189,17 +223,20 @@ class _Fetches:
             session = fetch.finished()
             if session is not None:  # a failed fetch was reported to whoever waited for it
                 session.release()
-                session.log()
+                if session.profile.bindings:  # not a local look that had nothing to read
+                    session.log()
 
 
 class _Doctor:
     def __init__(self, config: Config, env: str, options: DoctorOptions,
-                 environ: Mapping[str, str], fetches: _Fetches) -> None:
+                 environ: Mapping[str, str], fetches: _Fetches, *,
+                 all_envs: bool = False) -> None:
         self.config = config
         self.env = env
         self.options = options
         self.environ = environ
         self.fetches = fetches
+        self.all_envs = all_envs  # read other environments' remote values (--all-envs)
         self.report = Report(env, options.project or config.project)
 
     def add(self, check_id: str, status: CheckStatus, message: str, fix: str | None = None,
@@ -215,7 +252,10 @@ class _Doctor:
         deadline = Deadline(profile.env.timeout)
         own = self.fetches.start(self.env, deadline, exhaustive=True)
         for other in self.other_envs():
-            self.fetches.start(other, deadline, exhaustive=False)
+            if self.all_envs:
+                self.fetches.start(other, deadline, exhaustive=False)
+            else:
+                self.fetches.start_local(other, [b.key for b in profile.bindings])
         try:
             timed_out = self.check_sources(profile, deadline)
         finally:  # the checks' own connections: a login token made for them is done with
@@ -231,6 +271,13 @@ class _Doctor:
         self.check_names(profile)
         self.check_short(resolution)
         return self.report
+
+    def progress(self, remote: Sequence[str]) -> Progress:
+        """The command's progress line, for work that waits on ``remote`` sources."""
+        from keyrun.progress import shown
+
+        return shown(self.fetches.progress, quiet=self.fetches.report.quiet,
+                     remote=bool(remote))
 
     def other_envs(self) -> list[str]:
         return [name for name in self.config.env_names() if name != self.env]
@@ -282,7 +329,9 @@ class _Doctor:
         refused = _refusals(profile)
         checks = {name: partial(source.check, deadline)
                   for name, source in profile.sources.items() if name not in refused}
-        results = _parallel(checks, deadline)
+        remote = [name for name, source in profile.sources.items() if source.remote]
+        with self.progress(remote).task(f"checking {', '.join(remote)}"):
+            results = _parallel(checks, deadline)
         lines, warned = [], []
         failed = [exc.message for exc in refused.values()]
         for name, outcome in results.items():
@@ -429,50 +478,93 @@ class _Doctor:
 
     # 7. shared-values
     def check_shared(self, resolution: Resolution) -> None:
-        mine = {k: v for k, v in resolution.values().items() if len(v) >= MIN_MASKABLE}
+        """Values equal to another environment's. Without --all-envs another environment
+        is read only where it is local (least privilege); a key both read from one backend
+        item is found without reading it, and what could not be compared is said."""
         others = self.other_envs()
-        shared: dict[str, list[str]] = {}
-        unreadable: list[str] = []  # wholly
-        partly: list[str] = []
+        found = _Sharing()
         for other in others:
             try:
-                theirs = self.fetches.start(other, None, exhaustive=False).result()
+                if self.all_envs:
+                    self.compare_values(resolution, other, found)
+                else:
+                    self.compare_locally(resolution, other, found)
             except KeyrunError:
-                unreadable.append(other)
-                continue
-            values = theirs.values()
-            if theirs.failures:
-                (partly if values else unreadable).append(other)
-            for key, value in mine.items():
-                if values.get(key) == value:
-                    shared.setdefault(key, []).append(other)
-        note = f" (could not read {', '.join(unreadable)})" if unreadable else ""
-        if partly:
-            note += f" (could not read every key of {', '.join(partly)})"
-        if shared:
-            detail = "; ".join(f"{key} equals {', '.join(envs)}" for key, envs in shared.items())
-            self.add("shared-values", "warn", f"same value in another environment: {detail}{note}",
+                found.unreadable.append(other)
+        keys = list(dict.fromkeys([*found.shared, *found.same]))
+        note = found.note()
+        if keys:
+            parts = [f"{key} equals {', '.join(envs)}" for key, envs in found.shared.items()]
+            parts += [f"{key} is read from the same item in {', '.join(envs)} ({where})"
+                      for key, items in found.same.items()
+                      for where, envs in fold_by_cause(items.items()).items()]
+            self.add("shared-values", "warn",
+                     f"same value in another environment: {'; '.join(parts)}{note}",
                      "give each environment its own key, so one leak does not open them all",
-                     list(shared))
+                     keys)
         elif not others:
             self.add("shared-values", "pass", "no other environment to compare with")
-        elif (not mine and resolution.failures) or len(unreadable) == len(others):
+        elif (unread := not _comparable(resolution) and bool(resolution.failures)) or (
+                len(found.unreadable) == len(others)):
             # nothing was compared: say so, rather than pass
-            whose = ("this environment's values" if not mine and resolution.failures
-                     else "the other environments' values")
+            whose = "this environment's values" if unread else "the other environments' values"
             self.add("shared-values", "unknown", f"could not compare: {whose} could not be "
                      f"read{note}", "fix the sources named above, then run keyrun doctor again")
         else:
-            compared = ", ".join(o for o in others if o not in unreadable)
-            self.add("shared-values", "pass",
-                     f"no value shared with {compared or 'any readable environment'}{note}")
+            compared = found.compared(others)
+            self.add("shared-values", "pass", (
+                f"no value shared with {', '.join(compared)}" if compared
+                else "nothing compared") + note)
+
+    def compare_values(self, resolution: Resolution, other: str, found: _Sharing) -> None:
+        """--all-envs: every value of ``other``, wherever it is kept."""
+        theirs = self.fetches.start(other, None, exhaustive=False).result()
+        values = theirs.values()
+        if theirs.failures:
+            (found.partly if values else found.unreadable).append(other)
+        for key, value in _comparable(resolution).items():
+            if values.get(key) == value:
+                found.shared.setdefault(key, []).append(other)
+
+    def compare_locally(self, resolution: Resolution, other: str, found: _Sharing) -> None:
+        """Least privilege: ``other``'s local values, and for each key it would read from a
+        remote source, only whether that is the very item this environment read."""
+        theirs = self.fetches.start_local(other, [b.key for b in resolution.profile.bindings]
+                                          ).result()
+        view = self.fetches.view(other)
+        if theirs.failures:
+            found.partly.append(other)
+        mine = _comparable(resolution)
+        for key, result in resolution.results.items():
+            their = theirs.results.get(key)  # None: no local source may hold it there
+            if result.item is None or (their is not None and their.status == "error"):
+                continue
+            if their is not None and their.item is not None:
+                found.local.add(other)
+                if mine.get(key) == their.item.value.reveal():
+                    found.shared.setdefault(key, []).append(other)
+                continue
+            remote = view.remote.get(key)
+            if remote is None:
+                continue  # missing there: nothing to share
+            source = resolution.profile.sources[result.source or ""]
+            if source.remote and same_item(resolution.profile, source.name, view.whole,
+                                           remote, key):
+                where = view.whole.sources[remote].locate(
+                    view.whole.request(next(b for b in view.whole.bindings if b.key == key),
+                                       remote))
+                found.same.setdefault(key, {})[other] = f"{remote}: {where}"
+            else:
+                found.unasked.setdefault(other, {}).setdefault(remote, []).append(key)
 
     # 8. rotation
     def check_rotation(self, resolution: Resolution, deadline: Deadline,
                        skip: set[str]) -> None:
         """Every key is accounted for: a key whose age or expiry could not be learnt is
         reported as unknown (with why), never counted as rotated."""
-        meta, unread = _metadata(resolution, deadline, skip)
+        remote = [n for n, source in resolution.profile.sources.items() if source.remote]
+        with self.progress(remote).task(f"reading when keys changed in {', '.join(remote)}"):
+            meta, unread = _metadata(resolution, deadline, skip)
         found = _rotation_findings(resolution, meta, unread, datetime.now(UTC))
         limit = resolution.profile.env.rotate_after
         parts = [f"{title}: {', '.join(text for _, text in found[kind])}"
@@ -553,6 +645,40 @@ class _Doctor:
                      f"{', '.join(short)}", "use longer secrets (or keep these out of logs)", short)
         else:
             self.add("short-values", "pass", f"every value is at least {MIN_MASKABLE} characters")
+
+
+@dataclass
+class _Sharing:
+    """What ``shared-values`` found, environment by environment."""
+
+    shared: dict[str, list[str]] = field(default_factory=dict)  # key → envs, same value
+    same: dict[str, dict[str, str]] = field(default_factory=dict)  # key → env → its item
+    unreadable: list[str] = field(default_factory=list)  # wholly
+    partly: list[str] = field(default_factory=list)
+    local: set[str] = field(default_factory=set)  # envs with a key compared by local value
+    unasked: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # env → source → keys
+
+    def compared(self, others: Sequence[str]) -> list[str]:
+        """The environments something was compared with: all read, or some locally."""
+        return [env for env in others if env in self.local or (
+            env not in self.unreadable and env not in self.unasked)]
+
+    def note(self) -> str:
+        note = f" (could not read {', '.join(self.unreadable)})" if self.unreadable else ""
+        if self.partly:
+            note += f" (could not read every key of {', '.join(dict.fromkeys(self.partly))})"
+        if self.unasked:
+            skipped = "; ".join(f"{env}'s {', '.join(keys)} ({source})"
+                                for env, by_source in self.unasked.items()
+                                for source, keys in by_source.items())
+            note += (f"; not compared, since doctor reads no other environment's remote "
+                     f"values without --all-envs: {skipped}")
+        return note
+
+
+def _comparable(resolution: Resolution) -> dict[str, str]:
+    """The values worth comparing: shorter ones are alike by chance (``true``, ``8080``)."""
+    return {k: v for k, v in resolution.values().items() if len(v) >= MIN_MASKABLE}
 
 
 def looks_random(value: str) -> bool:

@@ -18,6 +18,7 @@ from keyrun.sources import Meta
 
 if TYPE_CHECKING:
     from keyrun.profile import Profile
+    from keyrun.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,14 @@ Listed = tuple[str, str, list[Row]]  # project, environment, rows
 
 def list_env(env: str | None, *, config: str | None = None, project: str | None = None,
              environ: Mapping[str, str] | None = None, report: Reporter | None = None,
-             details: bool = False) -> Listed:
+             details: bool = False, progress: bool | Progress = False) -> Listed:
     """Fetch one environment (under its ``timeout``), log the resolution, and list it;
-    ``report`` hears what the profile and the revoking of its leases had to say."""
+    ``report`` hears what the profile and the revoking of its leases had to say, and
+    ``progress`` shows the fetch (see ``Session``)."""
     # Not strict: a name problem that would stop `run` is a row here (SPEC §3).
     session = open_session(Selection(env, project, config), action="list", environ=environ,
                            strict=False, report=report or Reporter(once=True),
-                           warn_unlogged=False)
+                           warn_unlogged=False, progress=progress)
     resolution = session.fetch()
     try:
         rows = _with_name_problems(list_rows(resolution, details=details), session.profile)
@@ -75,13 +77,16 @@ def list_env(env: str | None, *, config: str | None = None, project: str | None 
 
 def list_all_envs(*, config: str | None = None, project: str | None = None,
                   environ: Mapping[str, str] | None = None, report: Reporter | None = None,
-                  details: bool = False) -> dict[str, Listed]:
+                  details: bool = False, progress: bool = False) -> dict[str, Listed]:
     """Every environment, fetched at once: the whole listing takes about the longest
-    ``timeout``, not their sum (a dead endpoint shared by every environment)."""
+    ``timeout``, not their sum (a dead endpoint shared by every environment); with
+    ``progress``, one spinner line names every fetch under way."""
     from keyrun.config import load_config
+    from keyrun.progress import Progress
 
     environ = os.environ if environ is None else environ
     report = report or Reporter(once=True)  # one warning for every environment it concerns
+    shared: bool | Progress = Progress() if progress else False
     names = load_config(None, config, environ).env_names()
     listed: dict[str, Listed] = {}
     errors: dict[str, BaseException] = {}
@@ -89,7 +94,7 @@ def list_all_envs(*, config: str | None = None, project: str | None = None,
     def work(name: str) -> None:
         try:
             listed[name] = list_env(name, config=config, project=project, environ=environ,
-                                    report=report, details=details)
+                                    report=report, details=details, progress=shared)
         except BaseException as exc:  # re-raised below, in the caller's thread
             errors[name] = exc
 

@@ -112,16 +112,21 @@ def resolve_profile(
     warn: Callable[[str], None] | None = None,
     always: Callable[[str], None] | None = None,
     detail: Callable[[str], None] | None = None,
+    undeclared: Sequence[str] | None = None,
 ) -> Profile:
     """Bind every key of the environment to its sources. ``strict`` refuses invalid,
     reserved and colliding names (``doctor`` reports them instead). ``always`` hears
-    what even ``-q`` must not hide, ``detail`` what ``-v`` shows."""
+    what even ``-q`` must not hide, ``detail`` what ``-v`` shows. ``undeclared``: the keys
+    to bind if the environment declares none, instead of asking its sources which they
+    hold (doctor's look at another environment asks no remote source)."""
     env = environment(config, env_name)
     project_name = project or config.project
     context = Context(project_name, env.name, config.root, environ, interactive, warn, always,
                       detail, config.path)
     sources = make_sources(config, env, context)
-    keys = _usable_example_keys(config, env, context) or _discovered_keys(sources, env, context)
+    keys = _usable_example_keys(config, env, context) or (
+        [KeySpec(name=name) for name in undeclared] if undeclared is not None
+        else _discovered_keys(sources, env, context))
     if config.path is None and not sources and not keys:
         raise ConfigError(
             f"nothing to load: no {CONFIG_NAME} in {config.root} or its parents, "

@@ -28,12 +28,14 @@ class Reporter:
         self._lock = threading.Lock()
 
     def _print(self, line: str) -> None:
-        if self.masks is not None:
-            data = self.masks.mask(f"{line}\n".encode())
-            sys.stderr.buffer.write(data)
-            sys.stderr.flush()
-            return
-        print(line, file=sys.stderr, flush=True)
+        from keyrun.progress import above
+
+        with above():  # not after a spinner's half-drawn line
+            if self.masks is not None:
+                sys.stderr.buffer.write(self.masks.mask(f"{line}\n".encode()))
+                sys.stderr.flush()
+                return
+            print(line, file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
         if self.quiet or not self._first(message):

@@ -19,7 +19,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from keyrun import accesslog
 from keyrun.errors import KeyrunError, Terminated
@@ -27,6 +27,9 @@ from keyrun.profile import Profile, open_profile
 from keyrun.reporter import Reporter
 from keyrun.resolve import Resolution, fetch_profile, release_all
 from keyrun.sources import Deadline
+
+if TYPE_CHECKING:
+    from keyrun.progress import Progress
 
 
 class Selection(NamedTuple):
@@ -44,16 +47,18 @@ class Session:
 
     ``action`` names the access-log entry (``run``, ``load``, ``list``, ``scan`` …) and
     ``command`` the program it is for. ``progress`` shows a spinner on stderr while remote
-    sources are fetched (on a terminal, unless quiet); ``stoppable`` turns SIGTERM and
-    SIGHUP during the fetch into :class:`~keyrun.errors.Terminated` (main thread only).
-    ``warn_unlogged`` says on stderr when the access log cannot be written. ``trust_first``
-    checks every source's endpoints before any source makes a request, so that a host the
-    user did not choose stops the whole fetch (SPEC §5 "Trust"); without it (``doctor``) the
-    refused source fails alone, still without contacting the host."""
+    sources are fetched (on a terminal, unless quiet): True for one of its own, or the
+    command's :class:`~keyrun.progress.Progress` that its other sessions share.
+    ``stoppable`` turns SIGTERM and SIGHUP during the fetch into
+    :class:`~keyrun.errors.Terminated` (main thread only). ``warn_unlogged`` says on stderr
+    when the access log cannot be written. ``trust_first`` checks every source's endpoints
+    before any source makes a request, so that a host the user did not choose stops the
+    whole fetch (SPEC §5 "Trust"); without it (``doctor``) the refused source fails alone,
+    still without contacting the host."""
 
     def __init__(self, profile: Profile, report: Reporter, *, action: str,
                  command: str | None = None, environ: Mapping[str, str] | None = None,
-                 progress: bool = False, stoppable: bool = False,
+                 progress: bool | Progress = False, stoppable: bool = False,
                  warn_unlogged: bool = True, trust_first: bool = True) -> None:
         self.profile = profile
         self.report = report
@@ -89,16 +94,20 @@ class Session:
                     for source in self.profile.sources.values():
                         source.endpoints()  # a TrustError here: nothing was sent anywhere
                 remote = [n for n, source in self.profile.sources.items() if source.remote]
-                if not (self.progress and remote) or self.report.quiet:
-                    return fetch_profile(self.profile, deadline, exhaustive=exhaustive)
-                from keyrun.progress import Spinner
-
-                keys = len(self.profile.bindings)
-                with Spinner(f"fetching {keys} keys from {', '.join(remote)}…"):
+                shown = self.shown(remote=bool(remote))
+                with shown.task(f"fetching {self.profile.label} from {', '.join(remote)}"):
                     return fetch_profile(self.profile, deadline, exhaustive=exhaustive)
             except BaseException:
                 self._warn_all(release_all(self.profile))
                 raise
+
+    def shown(self, *, remote: bool = True) -> Progress:
+        """Where this session shows its progress (``keyrun.progress.shown``)."""
+        from keyrun.progress import Progress, shown
+
+        if self.progress is True:
+            self.progress = Progress()
+        return shown(self.progress, quiet=self.report.quiet, remote=remote)
 
     @contextlib.contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
@@ -185,7 +194,7 @@ class Session:
 def open_session(selection: Selection, *, action: str, command: str | None = None,
                  only: Sequence[str] = (), environ: Mapping[str, str] | None = None,
                  cwd: Path | None = None, interactive: bool = False, strict: bool = True,
-                 report: Reporter | None = None, progress: bool = False,
+                 report: Reporter | None = None, progress: bool | Progress = False,
                  stoppable: bool = False, warn_unlogged: bool = True) -> Session:
     """Find keyrun.toml, choose the environment and open its profile (``open_profile``);
     nothing is fetched yet. Without ``report``, one from the selection's -q/-v."""

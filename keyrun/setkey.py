@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from keyrun.accesslog import record
 from keyrun.config import Config, KeySpec, SourceSpec, choose_env, load_config
@@ -14,6 +15,9 @@ from keyrun.errors import ConfigError, SourceError, UsageError
 from keyrun.profile import Binding, Profile, make_source, resolve_profile
 from keyrun.secret import Secret
 from keyrun.sources import Context, Deadline, Item, Request, Source
+
+if TYPE_CHECKING:
+    from keyrun.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,12 @@ def set_key(
     project: str | None = None,
     config: str | None = None,
     environ: Mapping[str, str] | None = None,
+    progress: bool | Progress = False,
 ) -> Written:
-    """Write ``value`` to the environment's first writable source (or ``source``)."""
+    """Write ``value`` to the environment's first writable source (or ``source``);
+    ``progress`` shows on stderr while a remote source is written or asked."""
+    from keyrun.progress import shown
+
     environ = os.environ if environ is None else environ
     _check_name(key)
     check_exec_values({key: value.reveal()})
@@ -50,11 +58,18 @@ def set_key(
     if not target.writable:
         raise target.read_only(request)
     deadline = Deadline(profile.env.timeout)
-    where = target.write(request, value, deadline)
+    with shown(progress, quiet=False, remote=target.remote).task(
+            f"writing {key} to {target.name}"):
+        where = target.write(request, value, deadline)
     with contextlib.suppress(OSError):
         record(environ, action="set", project=profile.project, env=env_name,
                keys=[{"name": key, "source": target.name, "version": None}])
-    unseen = _unseen(profile, binding, target, deadline) if binding else None
+    earlier = binding.candidates[: binding.candidates.index(target.name)] if (
+        binding and target.name in binding.candidates) else ()
+    remote = [name for name in earlier if profile.sources[name].remote]
+    with shown(progress, quiet=False, remote=bool(remote)).task(
+            f"checking {', '.join(remote)} for {key}"):
+        unseen = _unseen(profile, binding, target, deadline) if binding else None
     # With no keys declared anywhere, run takes whatever the sources hold: this one too.
     declared = binding is not None or not profile.env.keys
     return Written(key, target.name, where, declared, env_name, unseen)

@@ -94,3 +94,32 @@ def dotenv_project(root: Path, values: Mapping[str, str], extra: str = "") -> Pa
           + '[sources.local]\ntype = "dotenv"\n[env.dev]\nsources = ["local"]\n' + extra)
     write(root / ".env", "".join(f"{name}={value}\n" for name, value in values.items()))
     return root
+
+
+def keyrun_on_terminal(args: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+                       terminal: str = "stdout", columns: int = 80, input: str = "",
+                       timeout: float = 60) -> tuple[int, str, str]:
+    """``python -m keyrun ARGS`` with ``terminal`` (stdout or stderr) on a pseudo-terminal
+    of ``columns`` columns, the other stream a pipe: (status, stdout, stderr)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, terminal: slave}
+    process = subprocess.Popen([sys.executable, "-m", "keyrun", *args], cwd=cwd,
+                               env={**env, "TERM": "xterm"}, stdin=subprocess.PIPE,
+                               stdout=streams["stdout"], stderr=streams["stderr"])
+    os.close(slave)
+    assert process.stdin is not None
+    process.stdin.write(input.encode())
+    process.stdin.close()
+    shown = read_to_end(master, timeout).decode("utf-8", "replace").replace("\r\n", "\n")
+    os.close(master)
+    piped = process.stdout if terminal == "stderr" else process.stderr
+    assert piped is not None
+    other = piped.read().decode("utf-8", "replace")
+    status = process.wait(timeout)
+    return (status, other, shown) if terminal == "stderr" else (status, shown, other)

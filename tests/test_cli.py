@@ -106,6 +106,7 @@ def test_list_cannot_run_is_125(project: Path, env: dict[str, str]) -> None:
 
 def test_doctor_healthy_project(project: Path, env: dict[str, str]) -> None:
     write(project / ".env", "# values kept elsewhere\n")  # a name here would be undeclared
+    write(project / ".env.dev", f"OPENAI_API_KEY={CANARY}\nPINECONE_API_KEY=pc-0123456789ab\n")
     done = keyrun(["doctor", "--json"], cwd=project, env=env)
     assert done.returncode == 0, done.stdout
     data = json.loads(done.stdout)

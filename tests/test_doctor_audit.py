@@ -79,8 +79,8 @@ def test_doctor_waits_for_a_dead_endpoint_once(tmp_path: Path, silent: SilentSer
     assert found["sources"]["message"].startswith("doppler: timed out")
     assert "within the total deadline of 3s" in found["sources"]["message"]
     assert found["missing-keys"]["status"] == "fail"
-    assert found["shared-values"]["message"] == (  # nothing compared: not a pass
-        "could not compare: this environment's values could not be read (could not read prd)")
+    assert found["shared-values"]["message"] == (  # nothing compared: not a pass (and prd,
+        "could not compare: this environment's values could not be read")  # remote: not read)
     assert found["shared-values"]["unknown"] is True
     rotation = found["rotation"]
     assert rotation == {"id": "rotation", "status": "warn", "unknown": True,

@@ -74,3 +74,15 @@ sources = ["local"]
     process.send_signal(signal.SIGTERM)  # what `docker stop` sends to the entrypoint
     assert process.wait(10) == 0
     assert process.stdout.read() == "app: got SIGTERM, shutting down\n"
+
+
+def test_aws_ssm_example_reads_what_its_comments_say() -> None:
+    from keyrun.profile import resolve_profile
+
+    path = EXAMPLES / "sources" / "aws-ssm.toml"
+    config = parse_config(path, path.read_text())
+    for env, source in (("prod", "params"), ("prod-tree", "tree")):
+        profile = resolve_profile(config, env, environ={})
+        binding = next(b for b in profile.bindings if b.key == "DATABASE_URL")
+        where = profile.sources[source].locate(profile.request(binding, source))
+        assert where == "/support-bot/prod/db/url", (env, where)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from keyrun.cli import render
 from keyrun.durations import format_age
-from keyrun.errors import KeyrunError, UsageError
+from keyrun.errors import ConfigError, KeyrunError, UsageError
 from keyrun.listing import Row, folded_problems
 from keyrun.reporter import Reporter
 from keyrun.run import Selection
@@ -26,7 +26,7 @@ def _list_env(selection: Selection, env: str | None, details: bool) -> tuple[str
     from keyrun.listing import list_env
 
     return list_env(env, config=selection.config, project=selection.project,
-                    report=_reporter(selection), details=details)
+                    report=_reporter(selection), details=details, progress=True)
 
 
 def _reporter(selection: Selection) -> Reporter:
@@ -57,7 +57,7 @@ def list_command(selection: Selection, *, all_envs: bool, as_json: bool) -> int:
     from keyrun.listing import list_all_envs
 
     listed = list_all_envs(config=selection.config, project=selection.project,
-                           report=_reporter(selection))
+                           report=_reporter(selection), progress=True)
     project = next(iter(listed.values()))[0] if listed else ""
     if as_json:
         render.print_json({"project": project, "envs": {
@@ -83,7 +83,8 @@ def _print_rows(project: str, env: str, rows: list[Row]) -> None:
         row.version or "", format_age((now - row.updated).total_seconds()) if row.updated else "",
     ] for row in rows]
     render.table(["KEY", "SOURCE", "LOCATION", "STATUS", "PREVIEW", "VERSION", "AGE"], table,
-                 title=f"project {project}, environment {env}")
+                 title=f"project {project}, environment {env}",
+                 folding=("LOCATION", "VERSION"), optional=("PREVIEW", "VERSION", "AGE"))
     problems = folded_problems(rows)
     if problems:
         print()
@@ -98,8 +99,16 @@ def doctor_command(selection: Selection, *, all_envs: bool, as_json: bool, stric
     options = DoctorOptions(env=selection.env, project=selection.project,
                             config=selection.config, history=history)
     sink = _reporter(selection)
-    reports = (diagnose_all(options, report=sink) if all_envs
-               else [diagnose(options, report=sink)])
+    try:
+        reports = (diagnose_all(options, report=sink, progress=True) if all_envs
+                   else [diagnose(options, report=sink, progress=True)])
+    except ConfigError as exc:
+        if as_json:  # what stopped doctor is its failing config check (exit 125 still)
+            render.print_json({"ok": False, "env": selection.env, "project": selection.project,
+                               "checks": [{"id": "config", "status": "fail",
+                                           "message": exc.message, "fix": exc.hint,
+                                           "keys": []}]})
+        raise
     ok = all(report.ok(strict) for report in reports)
     if as_json:
         if all_envs:
@@ -116,18 +125,17 @@ def _print_report(report: object, strict: bool) -> None:
     from keyrun.doctor import Report
 
     assert isinstance(report, Report)
-    lines: list[tuple[str, str | None, str]] = [
-        ("", None, f"keyrun doctor: {report.project}/{report.env}")]
+    render.print_marked([("", None, f"keyrun doctor: {report.project}/{report.env}")])
+    lines: list[tuple[str, str | None, str, str]] = []
     for check in report.checks:
-        lines.append((f"{check.status:<7} ", _STYLE.get(check.status),
-                      f"{check.id:<20} {check.message}"))
+        lines.append((check.status, _STYLE.get(check.status), check.id, check.message))
         if check.fix and check.status != "pass":
-            lines.append(("", None, f"{'':28}fix: {check.fix}"))
+            lines.append(("", None, "", f"fix: {check.fix}"))
+    render.print_hanging(lines, widths=(7, 20))
     counts = {s: sum(c.status == s for c in report.checks) for s in ("fail", "warn", "unknown")}
     verdict = "ok" if report.ok(strict) else "problems found"
-    lines.append(("", None, f"{verdict}: {counts['fail']} failing, {counts['warn']} warnings, "
-                            f"{counts['unknown']} unknown"))
-    render.print_marked(lines)
+    render.print_marked([("", None, f"{verdict}: {counts['fail']} failing, {counts['warn']} "
+                                    f"warnings, {counts['unknown']} unknown")])
 
 
 def set_command(selection: Selection, key: str, source: str | None) -> int:
@@ -135,7 +143,7 @@ def set_command(selection: Selection, key: str, source: str | None) -> int:
 
     value = read_value(key)
     done = set_key(key, value, env=selection.env, source=source, project=selection.project,
-                   config=selection.config)
+                   config=selection.config, progress=not selection.quiet)
     report = Reporter(selection.quiet, selection.verbose)
     report.note(f"set {done.key} in {done.source} ({done.location}) for {done.env}")
     if not done.declared:

@@ -62,7 +62,7 @@ def profile_values(selection: Selection, report: Reporter) -> Callable[[], dict[
         if (loaded.path is not None and not loaded.envs and not loaded.keys
                 and selection.env is None):
             return dict  # a keyrun.toml that only configures [scan]: no profile to search
-        session = open_session(selection, action="scan", report=report)
+        session = open_session(selection, action="scan", report=report, progress=True)
     except MissingSdkError as exc:  # pre-commit's own venv has no cloud extras
         return _noting(report, f"not searching for the profile's values: {exc.message}")
     except (ConfigError, UsageError):

@@ -1,0 +1,101 @@
+"""doctor as a person reads it: at 80 columns nothing wraps back to column 0; --json says
+why an invalid config stops it; .env.example placeholders judged by their shape."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    CANARY,
+    assert_no_leak,
+    clean_env,
+    dotenv_project,
+    keyrun,
+    keyrun_on_terminal,
+    write,
+)
+
+LONG = "config/team-shared-secrets/support-bot-dev.env"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = dotenv_project(tmp_path / "bot", {"OPENAI_API_KEY": CANARY},
+                          '[sources.team]\ntype = "dotenv"\npath = "' + LONG + '"\n')
+    config = root / "keyrun.toml"
+    write(config, config.read_text().replace('sources = ["local"]', 'sources = ["local", "team"]')
+          .replace("[keys]\n", "[keys]\nPINECONE_API_KEY = { optional = true }\n"))
+    write(root / LONG, "DATABASE_HOST=db.internal\n", mode=0o644)
+    return root
+
+
+def test_doctor_at_80_columns_wraps_under_its_text(project: Path, tmp_path: Path) -> None:
+    code, out, err = keyrun_on_terminal(["doctor"], cwd=project,
+                                        env=clean_env(tmp_path, NO_COLOR="1"))
+    assert code == 0, out + err
+    lines = [line.rstrip() for line in out.rstrip("\n").split("\n")]
+    assert lines[0] == "keyrun doctor: bot/dev"
+    assert lines[-1] == "ok: 0 failing, 3 warnings, 0 unknown"
+    body = [line for line in lines[1:-1] if line]
+    assert all(len(line) <= 80 for line in body), body
+    # every line is a check (status, id, text) or the text's own continuation
+    statuses = ("pass ", "warn ", "fail ", "unknown ")
+    assert all(line.startswith(statuses) or line.startswith(" " * 29) for line in body), body
+    assert body[body.index(next(b for b in body if b.startswith("warn    file-permissions")))
+                + 1].startswith(" " * 29)
+    assert_no_leak(CANARY, out, err)
+
+
+def test_doctor_plain_output_is_one_line_per_check(project: Path, tmp_path: Path) -> None:
+    done = keyrun(["doctor"], cwd=project, env=clean_env(tmp_path))
+    lines = done.stdout.splitlines()
+    assert lines[3] == ("warn    missing-keys         the one required key resolves; optional "
+                        "and missing: PINECONE_API_KEY")
+    assert lines[4] == (" " * 29 + "fix: keyrun set PINECONE_API_KEY -e dev if the command "
+                        "needs it; run goes on without optional keys")
+
+
+def test_list_at_80_columns_keeps_every_location_whole(project: Path, tmp_path: Path) -> None:
+    write(project / LONG, "OPENAI_API_KEY=sk-team-0123456789abcdef\n")
+    config = project / "keyrun.toml"
+    write(config, config.read_text().replace("OPENAI_API_KEY = {}",
+                                             'OPENAI_API_KEY = {}\nTEAM_TOKEN = { name = '
+                                             '"OPENAI_API_KEY", source = "team" }'))
+    code, out, err = keyrun_on_terminal(["list"], cwd=project,
+                                        env=clean_env(tmp_path, NO_COLOR="1"))
+    assert code == 0, err
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip()
+             for line in out.rstrip("\n").split("\n")]
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines[1].split() == ["KEY", "SOURCE", "LOCATION", "STATUS", "PREVIEW", "AGE"]
+    start = lines[1].index("LOCATION")
+    team = next(i for i, line in enumerate(lines) if line.startswith("TEAM_TOKEN"))
+    cell = [line[start:].split()[0] for line in lines[team:]
+            if line[start:].strip() and (line is lines[team] or not line[:start].strip())]
+    assert "".join(cell) == f"{LONG}#OPENAI_API_KEY"  # whole, broken after / and #
+    assert cell[0] == "config/team-shared-secrets/"
+    assert_no_leak(CANARY, out, err)
+
+
+def test_doctor_json_with_an_invalid_config(project: Path, tmp_path: Path) -> None:
+    config = project / "keyrun.toml"
+    write(config, "bogus = 1\n" + config.read_text())
+    done = keyrun(["doctor", "--json"], cwd=project, env=clean_env(tmp_path))
+    assert done.returncode == 125
+    error = f"{config}:1: bogus: unknown key 'bogus'"
+    assert json.loads(done.stdout) == {
+        "ok": False, "env": None, "project": None,
+        "checks": [{"id": "config", "status": "fail", "message": error,
+                    "fix": "valid keys here: project, default_env, keys, sources, env, scan, "
+                           "access_log",
+                    "keys": []}]}
+    assert done.stderr.startswith(f"keyrun: error: {error}\n")
+    write(config, config.read_text().removeprefix("bogus = 1\n"))
+    unknown = keyrun(["doctor", "--json", "-e", "prod"], cwd=project, env=clean_env(tmp_path))
+    assert unknown.returncode == 125
+    assert json.loads(unknown.stdout)["checks"][0]["message"] == (
+        f"{config}: unknown environment 'prod'")
