@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from tests.helpers import assert_no_leak, clean_env, dotenv_project, keyrun
+from tests.test_doppler import CONFIG
 
 VALUES = {
     "SHORT": "pw-0123456",  # 10 characters: nothing shown
@@ -28,20 +29,6 @@ def test_list_previews_show_a_quarter_at_most(tmp_path: Path) -> None:
         assert_no_leak(value, done.stdout, done.stderr)
 
 
-DEAD_DOPPLER = """
-project = "bot"
-default_env = "dev"
-[keys]
-{keys}
-[sources.doppler]
-type = "doppler"
-api_host = "http://127.0.0.1:{port}"
-[env.dev]
-sources = ["doppler"]
-timeout = "2s"
-"""
-
-
 def closed_port() -> int:
     import socket
 
@@ -56,8 +43,9 @@ def test_a_dead_source_is_one_line_per_cause(tmp_path: Path) -> None:
     root = tmp_path / "bot"
     root.mkdir()
     port = closed_port()
-    (root / "keyrun.toml").write_text(DEAD_DOPPLER.format(
-        keys="\n".join(f"{name} = {{}}" for name in names), port=port))
+    config = CONFIG.format(url=f"http://127.0.0.1:{port}", timeout="2s")
+    (root / "keyrun.toml").write_text(config.replace(
+        "OPENAI_API_KEY = {}\nANTHROPIC_API_KEY = {}", "\n".join(f"{name} = {{}}" for name in names)))
     env = clean_env(tmp_path, DOPPLER_TOKEN="dp.st.dev.x")
     run = keyrun(["--", "true"], cwd=root, env=env)
     assert run.returncode == 125

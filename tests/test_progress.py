@@ -12,19 +12,8 @@ import pytest
 
 from tests.doppler_server import FakeDoppler
 from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun_on_terminal, write
+from tests.test_doppler import CONFIG, TOKEN
 
-TOKEN = "dp.st.dev.fake0123456789abcdefTOKEN"
-CONFIG = """
-project = "bot"
-default_env = "dev"
-[keys]
-OPENAI_API_KEY = {{}}
-[sources.doppler]
-type = "doppler"
-api_host = "{url}"
-[env.dev]
-sources = ["doppler"]
-"""
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
@@ -33,6 +22,7 @@ def slow() -> Iterator[FakeDoppler]:
     server = FakeDoppler()
     server.grant(TOKEN)
     server.put("bot", "dev", "OPENAI_API_KEY", CANARY)
+    server.put("bot", "dev", "ANTHROPIC_API_KEY", CANARY + "-anthropic")
     server.hang = 1.0
     try:
         yield server
@@ -50,7 +40,7 @@ def slow() -> Iterator[FakeDoppler]:
 def test_progress_on_a_terminal_only(slow: FakeDoppler, tmp_path: Path, args: list[str],
                                      waiting: str) -> None:
     root = tmp_path / "bot"
-    write(root / "keyrun.toml", CONFIG.format(url=slow.url))
+    write(root / "keyrun.toml", CONFIG.format(url=slow.url, timeout="10s"))
     write(root / "notes.txt", "nothing secret here\n")
     env = clean_env(tmp_path, DOPPLER_TOKEN=TOKEN)
     value = None if args[0] != "set" else "sk-new-" + "0f1e2d3c4b5a6978\n"
@@ -72,7 +62,7 @@ def test_progress_on_a_terminal_only(slow: FakeDoppler, tmp_path: Path, args: li
 
 def test_quiet_shows_no_progress(slow: FakeDoppler, tmp_path: Path) -> None:
     root = tmp_path / "bot"
-    write(root / "keyrun.toml", CONFIG.format(url=slow.url))
+    write(root / "keyrun.toml", CONFIG.format(url=slow.url, timeout="10s"))
     code, out, err = keyrun_on_terminal(["-q", "list"], cwd=root, terminal="stderr",
                                         env=clean_env(tmp_path, DOPPLER_TOKEN=TOKEN))
     assert (code, err) == (0, "")
