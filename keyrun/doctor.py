@@ -460,13 +460,14 @@ class _Doctor:
             self.add("example-placeholders", "fail", f"{EXAMPLE_NAME} cannot be read: {exc}",
                      f"fix {EXAMPLE_NAME}")
             return
+        from keyrun.placeholders import looks_real
         from keyrun.scan import scan_bytes
 
         data = path.read_bytes()
         flagged = {f.line for f in scan_bytes(data, EXAMPLE_NAME, resolution.values())}
         real = set(resolution.values().values())
         leaked = [e.key for e in entries if e.value and (
-            e.line in flagged or e.value in real or looks_random(e.value))]
+            e.line in flagged or e.value in real or looks_real(e.value))]
         if leaked:
             self.add("example-placeholders", "fail",
                      f"{EXAMPLE_NAME} holds what looks like a real value for: {', '.join(leaked)}",
@@ -679,24 +680,6 @@ class _Sharing:
 def _comparable(resolution: Resolution) -> dict[str, str]:
     """The values worth comparing: shorter ones are alike by chance (``true``, ``8080``)."""
     return {k: v for k, v in resolution.values().items() if len(v) >= MIN_MASKABLE}
-
-
-def looks_random(value: str) -> bool:
-    """A long, high-entropy value that is no placeholder: a key of a format no scan rule
-    knows. (Known formats and the profile's own values are found by ``keyrun.scan``.)"""
-    from keyrun.scan.rules import is_placeholder
-
-    if len(value) < 20 or value.isalpha() or is_placeholder(value.encode(), loose=True):
-        return False
-    return _entropy(value) > 3.5
-
-
-def _entropy(value: str) -> float:
-    import math
-    from collections import Counter
-
-    counts = Counter(value)
-    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
 
 
 def _config_summary(config: Config, profile: Profile) -> str:
@@ -938,5 +921,4 @@ def _git_output(root: Path, *args: str) -> str:
     return done.stdout
 
 
-__all__ = ["Check", "DoctorOptions", "Report", "diagnose", "diagnose_all",
-           "looks_random"]
+__all__ = ["Check", "DoctorOptions", "Report", "diagnose", "diagnose_all"]

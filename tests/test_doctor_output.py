@@ -99,3 +99,43 @@ def test_doctor_json_with_an_invalid_config(project: Path, tmp_path: Path) -> No
     assert unknown.returncode == 125
     assert json.loads(unknown.stdout)["checks"][0]["message"] == (
         f"{config}: unknown environment 'prod'")
+
+
+PLACEHOLDERS = {
+    "DATABASE_URL": "postgresql://user:password@localhost/mydb",
+    "REDIS_URL": "redis://localhost:6379/0",
+    "MONGO_URL": "mongodb://admin:changeme@127.0.0.1:27017/app",
+    "OPENAI_API_KEY": "sk-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "ANTHROPIC_API_KEY": "<your-anthropic-key>",
+    "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "SESSION_SECRET": "changeme",
+    "PINECONE_API_KEY": "${PINECONE_API_KEY}",
+    "SENTRY_DSN": "https://examplePublicKey@o0.ingest.sentry.io/0",
+}
+
+
+def test_example_placeholders_judged_by_shape(tmp_path: Path) -> None:
+    from keyrun.placeholders import is_placeholder_value
+
+    assert all(is_placeholder_value(value) for value in PLACEHOLDERS.values())
+    real = "postgresql://app:" + "Xq7vR2pL9sKw4tB8" + "@db.internal/app"
+    random_key = "Zk3" + "qP8vLm2TxR7wNb5YcJ4hGd9sFa6"  # a format no scan rule knows
+    assert not is_placeholder_value(real)
+    root = dotenv_project(tmp_path / "bot", {"OPENAI_API_KEY": CANARY})
+    example = "".join(f"{name}={value}\n" for name, value in PLACEHOLDERS.items())
+    write(root / ".env.example", example)
+    env = clean_env(tmp_path)
+    done = keyrun(["doctor", "--json"], cwd=root, env=env)
+    found = {c["id"]: c for c in json.loads(done.stdout)["checks"]}["example-placeholders"]
+    assert (found["status"], found["message"]) == (
+        "pass", f".env.example holds placeholders only ({len(PLACEHOLDERS)} names)")
+    scanned = keyrun(["scan", "--format", "json", ".env.example"], cwd=root, env=env)
+    assert json.loads(scanned.stdout) == {"findings": []}  # scan agrees
+    write(root / ".env.example", example + f"DB_URL={real}\nTOOL_KEY={random_key}\n")
+    leaked = keyrun(["doctor", "--json"], cwd=root, env=env)
+    found = {c["id"]: c for c in json.loads(leaked.stdout)["checks"]}["example-placeholders"]
+    assert (found["status"], found["keys"]) == ("fail", ["DB_URL", "TOOL_KEY"])
+    assert_no_leak(CANARY, done.stdout, leaked.stdout, scanned.stdout)
+    for value in (real, random_key):
+        assert_no_leak(value, leaked.stdout, leaked.stderr)

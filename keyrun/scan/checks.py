@@ -101,7 +101,10 @@ _NOT_A_PASSWORD = re.compile(
     rb"|hunter2|correct.?horse")
 
 
-def _stand_in_password(secret: bytes) -> bool:
+def stand_in_password(secret: bytes) -> bool:
+    """A password that documentation, tests and default configs stand in for a real one
+    (``password``, ``changeme``, ``postgres``, ``hunter2``, ``<…>``); also what
+    ``keyrun.placeholders`` asks of a URL in ``.env.example``."""
     bare = secret.lower().rstrip(b"0123456789!")
     return bare in _STAND_IN_PASSWORDS or _NOT_A_PASSWORD.search(secret) is not None
 
@@ -109,7 +112,7 @@ def _stand_in_password(secret: bytes) -> bool:
 def url_password(secret: bytes, match: re.Match[bytes]) -> bool:
     """A password in a URL that is not a stand-in (``user:password@``, ``${DB_PASSWORD}``,
     ``guest:guest``)."""
-    if _stand_in_password(secret):
+    if stand_in_password(secret):
         return False
     text, at = match.string, match.start("secret")
     user = text[text.rfind(b"/", 0, at) + 1:at - 1]
@@ -163,7 +166,7 @@ _IDENTIFIER_PATH = re.compile(rb"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9
 def password_value(secret: bytes, match: re.Match[bytes]) -> bool:
     """A password that is no stand-in, no code (``self.password``), under a name that is not
     a policy (``PASSWORD_MIN_LENGTH``), with at least two kinds of character."""
-    if _stand_in_password(secret) or _IDENTIFIER_PATH.match(secret):
+    if stand_in_password(secret) or _IDENTIFIER_PATH.match(secret):
         return False
     if _NOT_SECRET_NAME.search(variable_name(match)):
         return False
