@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import assert_no_leak, clean_env, write
+from tests.vault_server import ROOT_TOKEN, OpenBao, openbao_fixture  # noqa: F401 (a fixture)
 
 PY = sys.executable
 AS_USER = (["setpriv", "--bounding-set", "-all", "--inh-caps", "-all"]
@@ -422,3 +423,58 @@ for dumpable in (1, 0):
     done = subprocess.run([*AS_USER, PY, "-c", code], capture_output=True, text=True,
                           timeout=30, check=True)
     assert done.stdout == "1 0\n0 1\n"
+
+
+# Leases: keyrun stays the parent (no --mask) to revoke a PKI certificate when the command ends.
+CERTIFICATE_CHECK = r'''
+import os, subprocess, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+with open(os.environ["TLS_CERT"], "rb") as file:
+    certificate = x509.load_pem_x509_certificate(file.read())
+reader = "import os, sys; sys.stdout.buffer.write(open(os.environ['TLS_KEY'], 'rb').read())"
+pem = subprocess.run([sys.executable, "-c", reader], capture_output=True, check=True).stdout
+key = serialization.load_pem_private_key(pem, None)
+public = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+print(key.public_key().public_bytes(*public) == certificate.public_key().public_bytes(*public),
+      os.environ["TLS_KEY"])
+'''
+
+
+def test_with_leases_keyrun_stays_the_parent(openbao: OpenBao, project: Project) -> None:
+    client = openbao.client()
+    if "pki/" not in client.sys.list_mounted_secrets_engines()["data"]:
+        client.sys.enable_secrets_engine("pki", path="pki", config={"max_lease_ttl": "24h"})
+        client.secrets.pki.generate_root("internal", "keyrun test CA", mount_point="pki")
+    client.secrets.pki.create_or_update_role("files", {
+        "allow_any_name": True, "generate_lease": True, "max_ttl": "2h"}, mount_point="pki")
+    write(project.root / "keyrun.toml", f"""
+default_env = "dev"
+[keys]
+TLS_CERT = {{ name = "files", field = "certificate", as = "file" }}
+TLS_KEY = {{ name = "files", field = "private_key", as = "file" }}
+TLS_SERIAL = {{ name = "files", field = "serial_number" }}
+[sources.vault]
+type = "vault"
+url = "{openbao.url}"
+mount = "pki"
+path = "issue/{{key}}"
+params = {{ common_name = "files.example.com", ttl = "1h" }}
+[env.dev]
+sources = ["vault"]
+""")
+    check = write(project.tmp / "check.py", CERTIFICATE_CHECK)
+    env = {**project.env, "VAULT_TOKEN": ROOT_TOKEN}
+    code = ("import os, subprocess, sys; print(os.environ['TLS_SERIAL'], os.getppid()); "
+            f"sys.stdout.flush(); subprocess.run([sys.executable, {str(check)!r}], check=True)")
+    pid, done = project.run(["--", PY, "-c", code], env=env)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    serial, parent = first.split()
+    assert int(parent) == pid  # keyrun stayed the command's parent
+    matches, path = second.split()
+    assert matches == "True"
+    assert path.startswith("/proc/")
+    assert_gone([path])
+    assert client.read(f"pki/cert/{serial}")["data"]["revocation_time"] > 0
