@@ -18,7 +18,12 @@ What a masker promises (SPEC §5, issue 6):
   does not hang, and never more of it however the writes are spaced: a value the command
   prints in full shows at most its first 4 bytes before its label (SPEC §5). The released
   bytes stay in the matcher, so the rest is masked when it comes.
-- Memory is bounded by the longest variant, however long the stream.
+- A value written with gaps in it — line breaks (base64 wrapped into lines), a terminal's
+  escape (a colour inside it) — is masked from its first byte to its last (``gapped``),
+  when at least ``SEED`` (5) of its bytes come before the first gap, or any before an
+  escape.
+- Memory is bounded by the longest variant (plus ``GAPPED_HOLD`` while a value is followed
+  across gaps), however long the stream.
 """
 
 from __future__ import annotations
@@ -216,6 +221,15 @@ def _encoded_forms(raw: bytes, encode: Callable[[bytes], bytes], bits: int) -> s
     return forms
 
 
+# Gaps a value may be written with (``MaskSet.gapped``): a terminal's CSI escape (colour,
+# bold: ESC [ parameters final), a line break. A prefix held across them is held from its
+# start, at most GAPPED_HOLD bytes back, across at most MAX_GAPS of them.
+_GAP = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\r?\n")
+_PARTIAL_GAP = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*)?|\r")  # the start of a gap, at the end
+MAX_GAPS = 256
+GAPPED_HOLD = 1 << 16
+
+
 # Matching engines --------------------------------------------------------------------
 
 Occurrence = tuple[int, int, int]  # start, end, pattern index
@@ -256,6 +270,7 @@ class HyperscanEngine:
             else:
                 long.setdefault(pattern[: self.KEY], []).append(index)
         self._seeded = list(seeds.values())
+        self.orphans: list[int] = []  # of the last scan: seeds with no whole pattern there
         self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         # Every seed is SEED bytes long: its start is its end minus SEED, so no start-of-
         # match tracking (HS_FLAG_SOM_LEFTMOST costs most of the compile time).
@@ -264,17 +279,23 @@ class HyperscanEngine:
 
     def scan(self, data: bytes) -> list[Occurrence]:
         found: list[Occurrence] = []
+        orphans: list[int] = []
         patterns, seeded, seed, key = self._patterns, self._seeded, self.SEED, self.KEY
 
         def on_match(index: int, _start: int, end: int, flags: int, context: object) -> None:
             start = end - seed
             short, long = seeded[index]
+            whole = False
             for full in (*short, *long.get(data[start:start + key], ())):
                 pattern = patterns[full]
                 if data.startswith(pattern, start):
                     found.append((start, start + len(pattern), full))
+                    whole = True
+            if not whole:
+                orphans.append(start)
 
         self._database.scan(data, match_event_handler=on_match)
+        self.orphans = orphans
         return found
 
     def starts(self, data: bytes) -> list[int]:
@@ -378,6 +399,7 @@ class MaskSet:
         self.longest = max(map(len, self.patterns), default=0)
         self._labels = tuple(f"<{name}>".encode() for name in self.owners)
         self._sorted = tuple(sorted(self.patterns))
+        self._index = {pattern: index for index, pattern in enumerate(self.patterns)}
         prefixes = sorted({p[:_PREFIX] for p in self.patterns})
         self._short = frozenset(p[:n] for p in prefixes for n in range(1, _PREFIX))
         self._engine: Engine | None = None
@@ -386,7 +408,8 @@ class MaskSet:
         if self.patterns:
             self._engine = make_engine(self.patterns, engine)
             self.engine = _engine_name(self._engine)
-            self._starts = _prefix_starts(self._engine, prefixes)
+            self._starts = _prefix_starts(
+                self._engine, sorted({p[:HyperscanEngine.SEED] for p in self.patterns}))
 
     def __repr__(self) -> str:
         return f"MaskSet(keys={self.keys!r}, patterns={len(self.patterns)}, engine={self.engine!r})"
@@ -414,6 +437,79 @@ class MaskSet:
         found = self._engine.scan(data)
         found.sort(key=lambda o: (o[0], -o[1]))
         return found
+
+    def orphans(self, data: bytes, found: list[Occurrence]) -> list[int]:
+        """Where a pattern's first ``SEED`` bytes occur in ``data`` (just scanned:
+        ``found``) and no whole pattern does; and where fewer of them stand before a
+        terminal escape (rare: looked for one by one)."""
+        if isinstance(self._engine, HyperscanEngine):
+            starts = list(self._engine.orphans)
+        elif self._starts is None:
+            return []
+        else:
+            whole = {start for start, _end, _index in found}
+            starts = [start for start in self._starts(data) if start not in whole]
+        escape = data.find(b"\x1b")
+        while escape >= 0:
+            starts += [start for start in range(max(0, escape - HyperscanEngine.SEED + 1), escape)
+                       if data[start:escape] in self._short]
+            escape = data.find(b"\x1b", escape + 1)
+        return starts
+
+    def gapped(self, data: bytes, starts: Iterable[int]) -> tuple[list[Occurrence], int | None]:
+        """Values written with gaps in them — a colour escape, a line break (base64 wrapped
+        at 64 or 76 columns) — from each of ``starts``: the occurrences found across gaps
+        (from their first byte to their last), and where one that may still come begins,
+        if one is still possible at the end of ``data``."""
+        found: list[Occurrence] = []
+        live: int | None = None
+        for start in starts:
+            stop = min(len(data), start + self.longest)
+            gaps = [at for at in (data.find(b"\n", start, stop), data.find(b"\r", start, stop),
+                                  data.find(b"\x1b", start, stop)) if at >= 0]
+            if not gaps or not self._is_live(data[start:min(gaps)]):
+                continue  # no gap while it is a prefix (most seeds: a few bytes by chance)
+            end, index, open_end = self._across_gaps(data, start)
+            if index is not None:
+                found.append((start, end, index))
+            elif open_end and start >= len(data) - GAPPED_HOLD:
+                live = start if live is None else min(live, start)
+        return found, live
+
+    def _across_gaps(self, data: bytes, start: int) -> tuple[int, int | None, bool]:
+        """Follow the prefix at ``start`` over gaps: (end, pattern) of the longest whole
+        pattern it completes after at least one gap, and whether it is still possible when
+        ``data`` ends."""
+        collected, pos = b"", start
+        best: tuple[int, int | None] = (0, None)
+        for _gap in range(MAX_GAPS):
+            size = self._live_length(collected, data, pos)
+            for length in (size + 1, size):
+                index = self._index.get(collected + data[pos:pos + length])
+                if collected and length and index is not None and pos + length <= len(data):
+                    best = (pos + length, index)
+                    break
+            if pos + size >= len(data):
+                return best[0], best[1], best[1] is None
+            gap = _GAP.match(data, pos + size)
+            if gap is None:
+                partial = _PARTIAL_GAP.fullmatch(data, pos + size)
+                return best[0], best[1], best[1] is None and partial is not None
+            collected += data[pos:pos + size]
+            pos = gap.end()
+        return best[0], best[1], False
+
+    def _live_length(self, prefix: bytes, data: bytes, pos: int) -> int:
+        """The most bytes of ``data`` from ``pos`` that ``prefix`` + they keep a proper
+        prefix of some pattern (liveness is prefix-closed: a binary search)."""
+        low, high = 0, min(self.longest - 1 - len(prefix), len(data) - pos)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self._is_live(prefix + data[pos:pos + middle]):
+                low = middle
+            else:
+                high = middle - 1
+        return max(low, 0)
 
     def live_start(self, data: bytes) -> int:
         """Where the longest tail of ``data`` that could still grow into a match begins
@@ -608,22 +704,32 @@ class Masker:
     def _advance(self, data: bytes, mode: int) -> list[Piece]:
         buf = self._tail + data if self._tail else data
         base = self._base
+        found = self._masks.occurrences(buf)
         live = self._masks.live_start(buf) if mode != _CLOSE else len(buf)
+        orphans = self._masks.orphans(buf, found)
+        if orphans:  # a pattern began where none is whole: a gap inside it, perhaps
+            extra, held = self._masks.gapped(buf, orphans)
+            extra = [(start, end, index) for start, end, index in extra  # not across whole
+                     if not any(s < end and start < e for s, e, _i in found)]  # ones
+            if extra:
+                found = sorted(found + extra, key=lambda o: (o[0], -o[1]))
+            if held is not None and mode != _CLOSE:
+                live = min(live, held)
         if mode == _FEED:
             cut = live  # nothing from here on is decided yet
         elif mode == _CLOSE:
             cut = len(buf)
         else:
             cut = max(self._done - base, _release_end(buf, live))
-        out, pos, span = self._decide(buf, base, cut, mode != _FEED)
+        out, pos, span = self._decide(buf, base, cut, mode != _FEED, found)
         self._open = span
         self._tail = buf[live:]
         self._base = base + live
         self._done = base + pos
         return out
 
-    def _decide(self, buf: bytes, base: int, cut: int,
-                label_open: bool) -> tuple[list[Piece], int, _Span | None]:
+    def _decide(self, buf: bytes, base: int, cut: int, label_open: bool,
+                found: list[Occurrence]) -> tuple[list[Piece], int, _Span | None]:
         """Emit ``buf`` up to ``cut`` with its matches masked; return the output, the
         relative offset decided so far, and a span still open past ``cut`` (given its
         label now when ``label_open``: a longer match then gets a label of its own)."""
@@ -631,7 +737,7 @@ class Masker:
         view = memoryview(buf)
         pos = self._done - base
         span = self._open
-        for start, end, index in self._masks.occurrences(buf):
+        for start, end, index in found:
             if span is not None and base + start < span.end:
                 span.add(base + start, base + end, index)
                 pos = max(pos, end)

@@ -5,6 +5,7 @@ show; bytes that hold no value pass unchanged; keyrun ends with the command."""
 
 from __future__ import annotations
 
+import base64
 import os
 import pty
 import random
@@ -208,6 +209,9 @@ forms = {
     "html hex": "".join(f"&#x{ord(c):X};" for c in v).encode(),
     "hex pairs": " ".join(pairs).encode(),
     "xxd groups": " ".join("".join(pairs[i:i + 2]) for i in range(0, len(pairs), 2)).encode(),
+    "colour inside": raw[:9] + b"\\x1b[1;31m" + raw[9:] + b"\\x1b[0m",
+    "mime base64": base64.encodebytes(b"x" * 50 + raw).replace(b"\\n", b"\\r\\n").rstrip(),
+    "pem base64": b"\\n".join(base64.b64encode(b"y" * 40 + raw)[i:i + 64] for i in (0, 64)),
 }
 for name, form in forms.items():
     os.write(1, name.encode() + b": " + form + b"\\n")
@@ -227,6 +231,10 @@ def test_each_encoding_issue_13_names_is_masked(project: Path, tmp_path: Path) -
         b"html hex: " + LABEL,
         b"hex pairs: " + LABEL,
         b"xxd groups: " + LABEL,
+        b"colour inside: " + LABEL + b"\x1b[0m",
+        # what shows: the characters of the bytes before the value, one of them shared
+        b"mime base64: " + base64.b64encode(b"x" * 50 + VALUE.encode())[:67] + LABEL,
+        b"pem base64: " + base64.b64encode(b"y" * 40 + VALUE.encode())[:54] + LABEL,
         b"",
     ]
 
