@@ -360,6 +360,61 @@ def sources(
     return sources_command(as_json=as_json)
 
 
+mcp_app = typer.Typer(
+    name="mcp", no_args_is_help=True, rich_markup_mode=None,
+    help="MCP servers without keys in their clients' configuration files (Claude Desktop, "
+    "Claude Code, Cursor, VS Code, Windsurf).",
+    epilog="Example: keyrun mcp scan, then keyrun mcp protect --dry-run, then keyrun mcp "
+    "protect",
+    context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(mcp_app)
+
+
+@_command("scan", group=mcp_app, shows=("quiet",),
+          epilog="Example: keyrun mcp scan   |   keyrun mcp scan --format json ./.vscode/mcp.json")
+def mcp_scan(
+    ctx: typer.Context,
+    paths: Annotated[list[str] | None, typer.Argument(
+        metavar="[PATH]...", help="Other configuration files, or project directories, to "
+        "read besides the usual places.")] = None,
+    output: Annotated[str, typer.Option("--format", metavar="text|json",
+                      help="Output format.")] = "text",
+) -> int:
+    """Find MCP server entries whose env, args or headers hold a literal credential (a known
+    key format, or a credential-like name with a value that is no placeholder or reference).
+    Exit 1 when one is found; previews are masked. Unreadable files are named and skipped."""
+    from keyrun.cli.mcp import mcp_scan_command
+
+    if output not in ("text", "json"):
+        raise UsageError(f"--format {output}: not a format", "formats: text, json")
+    return mcp_scan_command(_selection(ctx), paths or [], output)
+
+
+@_command("protect", group=mcp_app, shows=("config", "project", "quiet"), help_of={
+    "config": "The keyrun.toml whose source --to SOURCE names.",
+    "project": "The project of a new profile (default: mcp; with -c, that file's)."},
+    epilog="Example: keyrun mcp protect --dry-run, then keyrun mcp protect   (restart the "
+    "clients afterwards)")
+def mcp_protect(
+    ctx: typer.Context,
+    paths: Annotated[list[str] | None, typer.Argument(
+        metavar="[PATH]...", help="Other configuration files, or project directories.")] = None,
+    to: Annotated[str, typer.Option("--to", metavar="keychain|dotenv:PATH|SOURCE",
+                  help="Where the values go: the OS keychain, a .env file outside any git "
+                  "work tree, or a writable source of the keyrun.toml given with -c.")
+                  ] = "keychain",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the change, values masked; "
+                       "change nothing.")] = False,
+) -> int:
+    """Move those credentials into a store: each server gets an environment in a keyrun
+    profile (~/.config/keyrun/mcp/), and its entry starts through keyrun. Everything else in
+    the file is kept; no copy of a value is left behind. Remote servers are reported with
+    what to do instead. Exit 1 when a finding is left in place."""
+    from keyrun.cli.mcp import mcp_protect_command
+
+    return mcp_protect_command(_selection(ctx), paths or [], to, dry_run)
+
+
 def _keys_cell(entry: dict[str, Any]) -> str:
     keys = [f"{k.get('name')}({k.get('source')})" for k in entry.get("keys", [])]
     missing = [f"{name}(missing)" for name in entry.get("missing", [])]

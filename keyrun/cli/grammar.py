@@ -58,7 +58,7 @@ VERSION = "--version"
 RUN = "run"
 # Every command name: a word at the command's position must be one of them (or start the
 # run path). A new command is a name here and its function in keyrun.cli.app.
-COMMANDS = (RUN, "list", "doctor", "set", "init", "log", "scan", "sources", "trust")
+COMMANDS = (RUN, "list", "doctor", "set", "init", "log", "scan", "sources", "trust", "mcp")
 RUN_USAGE = "run a command as: keyrun [-e ENV] -- COMMAND [ARGS…]"
 
 _OPTIONS = {name: option for option in (*GLOBAL_OPTIONS, *RUN_OPTIONS)
