@@ -156,3 +156,22 @@ def test_profile_toml_round_trips() -> None:
     assert '"a@b c"' in text
     assert 'L = {name = "L_2"}' in text
     assert json.loads(json.dumps(data)) == tomllib.loads(text)
+
+
+def test_parts_nobody_wants_are_only_measured() -> None:
+    text = ('{"history": [{"a": [1, {"b": "}"}]}], "notes": {/* c */ "x": 1,},\n'
+            ' "mcpServers": {"s": {"command": "x"}}}')
+    document = jsonc.parse(text, lambda path: not path or path[0] == "mcpServers")
+    history = document.root.get("history")
+    notes = document.root.get("notes")
+    servers = document.root.get("mcpServers")
+    assert history is not None
+    assert notes is not None
+    assert servers is not None
+    assert history.items == ()  # measured by the json module, not parsed here
+    assert text[history.start:history.end] == '[{"a": [1, {"b": "}"}]}]'
+    assert [m.key for m in notes.members] == ["x"]  # comments: parsed here after all
+    assert not document.strict
+    entry = servers.get("s")
+    assert entry is not None
+    assert text[entry.start:entry.end] == '{"command": "x"}'

@@ -140,7 +140,7 @@ def one_line_lines(text: str) -> str:
 def servers_after(file_plan: FilePlan) -> list[Server]:
     """The servers of ``file_plan`` as its new text has them."""
     changed = {(p.server.project, p.server.name) for p in file_plan.servers}
-    document = jsonc.parse(file_plan.new_text)
+    document = jsonc.parse(file_plan.new_text, clients.wanted)
     return [server for server in clients.servers(document, file_plan.config.file)
             if (server.project, server.name) in changed]
 

@@ -117,6 +117,20 @@ def unique(files: Iterable[ConfigFile]) -> list[ConfigFile]:
     return kept
 
 
+SERVER_LISTS = ("mcpServers", "servers")
+
+
+def wanted(path: jsonc.Path) -> bool:
+    """Which parts of a configuration file hold servers (the rest is only measured)."""
+    if not path or path[0] in SERVER_LISTS:
+        return True
+    if path[0] == "mcp":
+        return len(path) == 1 or path[1] == "servers"
+    if path[0] == "projects":
+        return len(path) <= 2 or path[2] == "mcpServers"
+    return False
+
+
 def servers(document: jsonc.Document, file: ConfigFile) -> list[Server]:
     """Every server entry of a parsed file: ``mcpServers`` (every client), ``servers`` (VS
     Code), ``mcp.servers`` (VS Code's settings.json) and Claude Code's per-project lists."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,23 +97,34 @@ class Edit:
     new: str = field(default="")
 
 
-def parse(text: str) -> Document:
-    """Parse ``text``; raises :class:`JsonError` naming the line and column."""
-    parser = _Parser(text)
-    root = parser.value(0)
+Path = tuple[str, ...]
+
+
+def parse(text: str, wanted: Callable[[Path], bool] | None = None) -> Document:
+    """Parse ``text``; raises :class:`JsonError` naming the line and column.
+
+    ``wanted`` says which objects and arrays (by their keys from the root) need their
+    members: the others are only measured, at the speed of the json module when they hold
+    plain JSON (``~/.claude.json`` keeps megabytes of history beside its servers)."""
+    parser = _Parser(text, wanted)
+    root = parser.value(0, ())
     parser.expect_end()
     return Document(root, not parser.relaxed)
 
 
+_DECODER = json.JSONDecoder()
+
+
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, wanted: Callable[[Path], bool] | None) -> None:
         self.text = text
-        self.tokens = self._significant()
+        self.wanted = wanted
         self.relaxed = False
+        self.tokens = self._significant(0)
         self.current: re.Match[str] | None = next(self.tokens, None)
 
-    def _significant(self) -> Iterator[re.Match[str]]:
-        for match in _TOKEN.finditer(self.text):
+    def _significant(self, start: int) -> Iterator[re.Match[str]]:
+        for match in _TOKEN.finditer(self.text, start):
             kind = match.lastgroup
             if kind == "comment":
                 self.relaxed = True
@@ -148,15 +159,19 @@ class _Parser:
         if extra is not None:
             raise self.error(extra.start(), "more text after the end of the value")
 
-    def value(self, depth: int) -> Node:
+    def value(self, depth: int, path: Path) -> Node:
         token = self.take()
         kind, text = token.lastgroup, token.group()
         if depth > MAX_DEPTH:
             raise self.error(token.start(), "nested too deeply")
+        if text in "{[" and self.wanted is not None and not self.wanted(path):
+            skipped = self.skip(token)
+            if skipped is not None:
+                return skipped
         if text == "{":
-            return self.object(token, depth)
+            return self.object(token, depth, path)
         if text == "[":
-            return self.array(token, depth)
+            return self.array(token, depth, path)
         if kind == "string":
             return Node("string", token.start(), token.end(), json.loads(text))
         if kind == "number":
@@ -165,16 +180,29 @@ class _Parser:
             return Node("literal", token.start(), token.end(), _LITERALS[text])
         raise self.error(token.start(), f"expected a value, found {text[:20]!r}")
 
-    def object(self, opening: re.Match[str], depth: int) -> Node:
+    def skip(self, opening: re.Match[str]) -> Node | None:
+        """A container nobody needs the members of, measured by the json module; None when
+        it is not plain JSON (comments, trailing commas): then it is parsed here."""
+        try:
+            _, end = _DECODER.raw_decode(self.text, opening.start())
+        except (ValueError, RecursionError):
+            return None
+        self.tokens = self._significant(end)
+        self.current = next(self.tokens, None)
+        kind = "object" if opening.group() == "{" else "array"
+        return Node(kind, opening.start(), end)
+
+    def object(self, opening: re.Match[str], depth: int, path: Path) -> Node:
         members: list[Member] = []
         while not self.peek("}"):
             key = self.take()
             if key.lastgroup != "string":
                 raise self.error(key.start(), "expected a quoted key")
             self.expect(":")
-            value = self.value(depth + 1)
+            name = json.loads(key.group())
+            value = self.value(depth + 1, (*path, name))
             comma = self.current.start() if self.current and self.peek(",") else None
-            members.append(Member(json.loads(key.group()), key.start(), value, comma))
+            members.append(Member(name, key.start(), value, comma))
             if comma is None:
                 break
             self.take()
@@ -183,10 +211,10 @@ class _Parser:
         closing = self.expect("}")
         return Node("object", opening.start(), closing.end(), members=tuple(members))
 
-    def array(self, opening: re.Match[str], depth: int) -> Node:
+    def array(self, opening: re.Match[str], depth: int, path: Path) -> Node:
         items: list[Node] = []
         while not self.peek("]"):
-            items.append(self.value(depth + 1))
+            items.append(self.value(depth + 1, (*path, "[]")))
             if not self.peek(","):
                 break
             self.take()

@@ -211,7 +211,7 @@ def _check_new_text(file_plan: FilePlan, left: Sequence[Finding]) -> None:
     but those left on purpose."""
     config = file_plan.config
     try:
-        document = jsonc.parse(file_plan.new_text)
+        document = jsonc.parse(file_plan.new_text, clients.wanted)
         if config.document.strict:
             json.loads(file_plan.new_text)
     except ValueError as exc:

@@ -84,7 +84,7 @@ def read_config(file: ConfigFile) -> Config | Unreadable:
     except UnicodeDecodeError as exc:
         return Unreadable(file, f"not UTF-8 text (byte {exc.start})")
     try:
-        return Config(file, text, jsonc.parse(text), info)
+        return Config(file, text, jsonc.parse(text, clients.wanted), info)
     except jsonc.JsonError as exc:
         return Unreadable(file, f"not valid JSON: {exc}")
 
