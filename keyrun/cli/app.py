@@ -18,6 +18,7 @@ import typer
 
 from keyrun import __version__
 from keyrun.cli import grammar, render
+from keyrun.cli.completion import KeyrunGroup, RunCommand, plain_arguments
 from keyrun.errors import Terminated, UsageError
 from keyrun.session import Selection
 
@@ -29,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # they print locals, and locals hold secrets
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=KeyrunGroup,  # `keyrun -- <TAB>` completes programs
 )
 
 
@@ -171,7 +173,7 @@ def _selection(ctx: typer.Context) -> Selection:
 
 
 @_command(
-    grammar.RUN, run_options=True,
+    grammar.RUN, run_options=True, cls=RunCommand,
     context_settings={"allow_extra_args": True, "allow_interspersed_args": False},
     options_metavar="[OPTIONS] [--] COMMAND [ARGS]...",
     epilog="Example: keyrun -e staging -- python agent.py   (same as: keyrun -e staging run "
@@ -447,7 +449,9 @@ def _click_command() -> Any:
     """The app as click sees it: built once (tests parse thousands of command lines)."""
     import typer.main
 
-    return typer.main.get_command(app)
+    command = typer.main.get_command(app)
+    plain_arguments(command)
+    return command
 
 
 def run_app(args: list[str]) -> int:
