@@ -86,3 +86,15 @@ def test_aws_ssm_example_reads_what_its_comments_say() -> None:
         binding = next(b for b in profile.bindings if b.key == "DATABASE_URL")
         where = profile.sources[source].locate(profile.request(binding, source))
         assert where == "/support-bot/prod/db/url", (env, where)
+
+
+def test_quickstart_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """The README's first command, as a new user sees it: the agent's lines and keyrun's
+    expected note about the optional key it runs without."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    shown = readme.split("```text\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run([sys.executable, "-m", "keyrun", "--", sys.executable, "agent.py"],
+                          cwd=EXAMPLES / "quickstart", env=clean_env(tmp_path),
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout + done.stderr == shown
