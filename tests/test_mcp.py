@@ -451,3 +451,39 @@ def test_what_comes_from_the_file_is_escaped(home: Home, env: dict[str, str],
     assert "\x07" not in done.stdout
     assert "\u202e" not in done.stdout
     assert "server evil\\x1b[2J\\u202ename: env API_\\x07KEY" in done.stdout
+
+
+def test_a_linked_configuration_stays_a_link(home: Home, env: dict[str, str],
+                                             tmp_path: Path) -> None:
+    dotfiles = tmp_path / "dotfiles" / "cursor-mcp.json"
+    dotfiles.parent.mkdir()
+    home.files["cursor"].replace(dotfiles)
+    home.files["cursor"].symlink_to(dotfiles)
+    done = mcp(["protect", "--to", f"dotenv:{tmp_path / 'mcp.env'}"], home, env)
+    assert done.returncode == 1, done.stderr
+    assert home.files["cursor"].is_symlink()
+    assert home.keys["slack"] not in dotfiles.read_text()
+    assert dotfiles.stat().st_mode & 0o777 == 0o644
+    assert json.loads(dotfiles.read_text())["mcpServers"]["slack"]["args"][3] == "slack"
+
+
+def test_a_file_changed_meanwhile_is_left_as_it_is(home: Home, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyrun.errors import ConfigError
+    from keyrun.mcp import carry_out, choose_store, plan, scan_configs
+
+    environ = {"HOME": str(home.root)}
+    monkeypatch.setenv("KEYRUN_ACCESS_LOG", "off")
+    result = scan_configs([], home=home.root, cwd=home.project, environ=environ)
+    store = choose_store(f"dotenv:{tmp_path / 'mcp.env'}", config=None, project=None,
+                         environ=environ, cwd=tmp_path)
+    protection = plan(result, store, launcher=["/opt/keyrun"], environ=environ,
+                      home=home.root)
+    desktop = next(p for p in protection.plans if p.config.file.path == home.files["desktop"])
+    changed = home.files["desktop"].read_text().replace('"Ctrl+Space"', '"Ctrl+Alt+Space"')
+    home.files["desktop"].write_text(changed)
+    with pytest.raises(ConfigError, match="changed while keyrun was protecting it"):
+        carry_out(desktop, store, environ, protection)
+    assert home.files["desktop"].read_text() == changed
+    assert [p.name for p in home.files["desktop"].parent.iterdir()] == [
+        "claude_desktop_config.json"]  # no temporary or backup file left behind

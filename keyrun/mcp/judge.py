@@ -2,9 +2,9 @@
 
 A value is one when ``keyrun scan``'s rules find a key format in it, or when its name says
 credential (``*_KEY``, ``*_TOKEN``, ``*_SECRET``, ``*PASSWORD*``, ``Authorization``…) and the
-value is no placeholder (``your-key-here``, ``<API_KEY>``, ``xxxx``: the scan rules' own
-judgement), no reference the client or the shell expands (``${input:…}``, ``${env:…}``,
-``${VAR}``, ``$VAR``), no path and no flag word (``true``).
+value is no placeholder (``your-key-here``, ``<API_KEY>``, ``xxxx``: the judgement of
+``keyrun.placeholders``), no reference the client or the shell expands (``${input:…}``,
+``${env:…}``, ``${VAR}``, ``$VAR``), no path and no flag word (``true``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from keyrun.placeholders import is_placeholder_value
 from keyrun.preview import preview
 from keyrun.scan import scan_bytes
-from keyrun.scan.rules import is_placeholder, ruleset
+from keyrun.scan.rules import ruleset
 
 NAME_RULE = "credential-name"
 _CREDENTIAL = re.compile(r"(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PAT)$|PASSWORD|PASSWD|"
@@ -82,13 +83,12 @@ def known_format(name: str | None, value: str) -> Verdict | None:
 
 
 def stand_in(value: str) -> bool:
-    """A value that holds no credential although its name says one: a placeholder, a flag
-    word, a path, or too short to be one."""
-    lower = value.lower()
-    return (len(value) < MIN_NAMED_VALUE or lower in _FLAG_WORDS
-            or (value.startswith("<") and value.endswith(">")) or "..." in value or "…" in value
-            or bool(_PATH.match(value))
-            or is_placeholder(value.encode("utf-8", "surrogatepass"), loose=True))
+    """A value that holds no credential although its name says one: a placeholder (the one
+    judgement of ``keyrun.placeholders``, or elided: ``sk-...``), a flag word, a path, or too
+    short to be one."""
+    return (len(value) < MIN_NAMED_VALUE or value.lower() in _FLAG_WORDS
+            or "..." in value or "…" in value or bool(_PATH.match(value))
+            or is_placeholder_value(value))
 
 
 @dataclass(frozen=True)
