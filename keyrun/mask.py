@@ -271,18 +271,24 @@ class HyperscanEngine:
                 long.setdefault(pattern[: self.KEY], []).append(index)
         self._seeded = list(seeds.values())
         self.orphans: list[int] = []  # of the last scan: seeds with no whole pattern there
+        self.escapes: list[int] = []  # of the last scan: where a terminal escape (CSI) begins
         self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         # Every seed is SEED bytes long: its start is its end minus SEED, so no start-of-
         # match tracking (HS_FLAG_SOM_LEFTMOST costs most of the compile time).
-        self._database.compile(expressions=[_escaped(seed) for seed in seeds],
-                               ids=list(range(len(seeds))))
+        self._database.compile(expressions=[*(_escaped(seed) for seed in seeds), rb"\x1b\["],
+                               ids=list(range(len(seeds) + 1)))
 
     def scan(self, data: bytes) -> list[Occurrence]:
         found: list[Occurrence] = []
         orphans: list[int] = []
+        escapes: list[int] = []
         patterns, seeded, seed, key = self._patterns, self._seeded, self.SEED, self.KEY
+        escape_id = len(seeded)
 
         def on_match(index: int, _start: int, end: int, flags: int, context: object) -> None:
+            if index == escape_id:
+                escapes.append(end - 2)
+                return
             start = end - seed
             short, long = seeded[index]
             whole = False
@@ -295,7 +301,7 @@ class HyperscanEngine:
                 orphans.append(start)
 
         self._database.scan(data, match_event_handler=on_match)
-        self.orphans = orphans
+        self.orphans, self.escapes = orphans, escapes
         return found
 
     def starts(self, data: bytes) -> list[int]:
@@ -443,17 +449,16 @@ class MaskSet:
         ``found``) and no whole pattern does; and where fewer of them stand before a
         terminal escape (rare: looked for one by one)."""
         if isinstance(self._engine, HyperscanEngine):
-            starts = list(self._engine.orphans)
+            starts, escapes = list(self._engine.orphans), self._engine.escapes
         elif self._starts is None:
             return []
         else:
             whole = {start for start, _end, _index in found}
             starts = [start for start in self._starts(data) if start not in whole]
-        escape = data.find(b"\x1b")
-        while escape >= 0:
+            escapes = [match.start() for match in re.finditer(rb"\x1b\[", data)]
+        for escape in escapes:  # a terminal's escape (CSI), not any ESC byte
             starts += [start for start in range(max(0, escape - HyperscanEngine.SEED + 1), escape)
                        if data[start:escape] in self._short]
-            escape = data.find(b"\x1b", escape + 1)
         return starts
 
     def gapped(self, data: bytes, starts: Iterable[int]) -> tuple[list[Occurrence], int | None]:
@@ -467,7 +472,9 @@ class MaskSet:
             stop = min(len(data), start + self.longest)
             gaps = [at for at in (data.find(b"\n", start, stop), data.find(b"\r", start, stop),
                                   data.find(b"\x1b", start, stop)) if at >= 0]
-            if not gaps or not self._is_live(data[start:min(gaps)]):
+            first = min(gaps, default=stop)
+            at_gap = bool(_GAP.match(data, first) or _PARTIAL_GAP.fullmatch(data, first))
+            if not gaps or not at_gap or not self._is_live(data[start:first]):
                 continue  # no gap while it is a prefix (most seeds: a few bytes by chance)
             end, index, open_end = self._across_gaps(data, start)
             if index is not None:
