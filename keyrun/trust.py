@@ -119,11 +119,9 @@ def matches(host: str, pattern: str) -> bool:
 
 def check(endpoint: Endpoint, source: Source, *, credential: str,
           public: Iterable[str] = ()) -> str:
-    """Why ``source`` may send ``credential`` (\"the Vault token\") to ``endpoint`` — a few
+    """Why ``source`` may send ``credential`` ("your Vault token") to ``endpoint`` — a few
     words for ``-v`` — or a :class:`TrustError` naming the config file, the source, the
     host and the ``keyrun trust`` command that would allow it."""
-    context = source.context
-    environ = context.environ
     try:
         host = normalize_host(endpoint.url)
     except ValueError:
@@ -141,7 +139,7 @@ def check(endpoint: Endpoint, source: Source, *, credential: str,
             f"use {secure}; plain http is allowed only on loopback, trusted host or not", host)
     if any(matches(host, pattern) for pattern in public):
         return "the service's own endpoint"
-    reason = trusted_by(host, environ)
+    reason = trusted_by(host, source.context.environ)
     if reason is None:
         raise TrustError(
             source.name, f"refused to send {credential} to {host}: "

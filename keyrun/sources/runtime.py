@@ -65,7 +65,7 @@ class Runtime:
     silent backend is reported by the source, not by the core's timer; a pause between
     attempts is made only if it leaves ``margin + spare`` for the attempt after it.
 
-    ``credential`` says what the source's requests carry (\"the Vault token\"), for the
+    ``credential`` says what the source's requests carry ("your Vault token"), for the
     message that refuses an untrusted host; None when they carry nothing a host could use
     (AWS signs each request with SigV4 and never sends its secret key), and then any host
     is contacted. ``public`` lists the service's own hosts (``*.googleapis.com``).
