@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator
 from typing import TextIO
 
+from keyrun.printable import printable
+
 _FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _CLEAR = "\r\x1b[K"
 _DRAWING = threading.Lock()  # one line on the terminal, whoever writes to it
@@ -73,7 +75,7 @@ class Progress:
                 if done():
                     break
                 line = "; ".join(dict.fromkeys(self._tasks))
-            self._draw(f"{_FRAMES[frame % len(_FRAMES)]} {line}…")
+            self._draw(f"{_FRAMES[frame % len(_FRAMES)]} {printable(line)}…")
             frame += 1
             with self._changed:
                 self._changed.wait_for(done, 0.08)

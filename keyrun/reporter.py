@@ -12,6 +12,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from keyrun.printable import printable
+
 if TYPE_CHECKING:
     from keyrun.mask import MaskSet
 
@@ -30,6 +32,7 @@ class Reporter:
     def _print(self, line: str) -> None:
         from keyrun.progress import above
 
+        line = printable(line)
         with above():  # not after a spinner's half-drawn line
             if self.masks is not None:
                 sys.stderr.buffer.write(self.masks.mask(f"{line}\n".encode()))

@@ -58,9 +58,11 @@ def report_error(exc: KeyrunError) -> None:
         import traceback
 
         traceback.print_exception(exc)
-    print(f"keyrun: error: {exc.message}", file=sys.stderr)
+    from keyrun.printable import printable
+
+    print(printable(f"keyrun: error: {exc.message}"), file=sys.stderr)
     if exc.hint:
-        print(f"  hint: {exc.hint}", file=sys.stderr)
+        print(printable(f"  hint: {exc.hint}"), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

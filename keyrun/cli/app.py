@@ -264,13 +264,16 @@ def init(
     done = init_project(Path.cwd(), force=force, project=selection.project, config=where)
     origin = f" from {done.keys_from}" if done.keys_from else ""
     count = f"{len(done.keys)} key{'s' if len(done.keys) != 1 else ''}"
-    print(f"wrote {done.config} with {count}{origin}", file=sys.stderr)
+    from keyrun.printable import printable
+
+    print(printable(f"wrote {done.config} with {count}{origin}"), file=sys.stderr)
     if done.left_out:
-        print(f"left out {', '.join(done.left_out)}: not valid environment variable names, "
-              "or reserved ones (PATH, LD_PRELOAD, …) that a source may not set",
-              file=sys.stderr)
+        print(printable(f"left out {', '.join(done.left_out)}: not valid environment variable "
+                        "names, or reserved ones (PATH, LD_PRELOAD, …) that a source may not "
+                        "set"), file=sys.stderr)
     if done.gitignore_added:
-        print(f"added {', '.join(done.gitignore_added)} to {done.gitignore.name}", file=sys.stderr)
+        print(printable(f"added {', '.join(done.gitignore_added)} to {done.gitignore.name}"),
+              file=sys.stderr)
     print("next: put values in .env (or `keyrun set KEY`), then `keyrun doctor`", file=sys.stderr)
     return 0
 

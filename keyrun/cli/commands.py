@@ -11,6 +11,7 @@ from keyrun.cli import render
 from keyrun.durations import format_age
 from keyrun.errors import ConfigError, KeyrunError, UsageError
 from keyrun.listing import Row, folded_problems
+from keyrun.printable import printable
 from keyrun.reporter import Reporter
 from keyrun.run import Selection
 from keyrun.secret import Secret
@@ -251,7 +252,7 @@ def scan_command(selection: Selection, paths: list[str], *, staged: bool, histor
               "sarif": scanner.render_sarif}[output]
     text = render(result.findings)
     if text:
-        print(text.rstrip("\n"))
+        print(printable(text.rstrip("\n"), json=output != "text"))
     if output == "text" and not selection.quiet:
         found = len(result.findings)
         unit = "text" if mode == "history" else "file"
@@ -259,7 +260,7 @@ def scan_command(selection: Selection, paths: list[str], *, staged: bool, histor
               f"{found} finding{'s' if found != 1 else ''}", file=sys.stderr)
     if not selection.quiet:
         for line in advice(outcome, mode):
-            print(line, file=sys.stderr)
+            print(printable(line), file=sys.stderr)
     return 1 if result.findings else 0
 
 
@@ -337,7 +338,7 @@ def _list_trusted(store: TrustFile, report: Reporter) -> int:
     if not lines:
         report.note("no trusted hosts; trust one with: keyrun trust HOST")
     for line in dict.fromkeys(lines):
-        print(line)
+        print(printable(line))
     return 0
 
 

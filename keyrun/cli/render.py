@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from keyrun.printable import printable
+
 
 def is_terminal(stream: TextIO) -> bool:
     return stream.isatty() and os.environ.get("TERM") != "dumb"
@@ -21,6 +23,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title: str |
     rather than being cut short, the others keep whole, and the ``optional`` ones are left
     out when no row has anything in them."""
     stream = stream or sys.stdout
+    title = None if title is None else printable(title)
+    rows = [[printable(cell) for cell in row] for row in rows]
     if is_terminal(stream):
         from rich.console import Console
         from rich.table import Table
@@ -72,7 +76,7 @@ def wrap_path(text: str, width: int) -> str:
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    print(printable(json.dumps(data, indent=2, ensure_ascii=False), json=True))
 
 
 def print_hanging(lines: Sequence[tuple[str, str | None, str, str]], *, widths: tuple[int, int],
@@ -101,6 +105,7 @@ def print_marked(lines: Sequence[tuple[str, str | None, str]], *,
                  stream: TextIO | None = None) -> None:
     """Lines of (marker, style of the marker, text); only the marker is coloured."""
     stream = stream or sys.stdout
+    lines = [(printable(marker), style, printable(text)) for marker, style, text in lines]
     if is_terminal(stream):
         from rich.console import Console
         from rich.text import Text
