@@ -736,18 +736,43 @@ def source_specs(config: Config, env: str) -> Mapping[str, SourceSpec]:
 
 def read_example_keys(root: Path) -> list[str]:
     """The names declared in ``.env.example`` (their values are placeholders, never used)."""
+    return list(read_example(root).names)
+
+
+class Example(NamedTuple):
+    """What ``.env.example`` declares: its names (each with its line), and the lines that
+    are not a name although they have no ``=`` (``stray``)."""
+
+    names: dict[str, int]
+    stray: tuple[int, ...] = ()
+
+
+def read_example(root: Path) -> Example:
+    """The names of ``.env.example``. A line without ``=`` is a name only in a file of such
+    lines, and only when it does not look like a credential: beside ``NAME=`` lines it is a
+    value that lost its name (a key pasted on the line after ``NAME=``), which must become
+    neither a key's name nor a message."""
     path = root / EXAMPLE_NAME
     read = read_trusted(path, EXAMPLE_NAME)
     if read is None:
-        return []
+        return Example({})
     try:
         text = read[0].decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("is not valid UTF-8 text", path=str(path)) from None
     from keyrun.dotenvfile import parse_dotenv
+    from keyrun.environ import looks_secret
 
-    return list(dict.fromkeys(
-        entry.key for entry in parse_dotenv(text, str(path), names_only=True)))
+    entries = parse_dotenv(text, str(path), names_only=True)
+    assigned = any(entry.value is not None for entry in entries)
+    names: dict[str, int] = {}
+    stray: list[int] = []
+    for entry in entries:
+        if entry.value is None and (assigned or looks_secret("", entry.key)):
+            stray.append(entry.line)
+        else:
+            names.setdefault(entry.key, entry.line)
+    return Example(names, tuple(stray))
 
 
 # -- [scan] ------------------------------------------------------------------------------------

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from keyrun import keyfiles
-from keyrun.config import EXAMPLE_NAME, Config, choose_env, load_config
+from keyrun.config import EXAMPLE_NAME, Config, choose_env, load_config, read_example
 from keyrun.dotenvfile import parse_dotenv
 from keyrun.durations import format_age
+from keyrun.environ import exec_value_problems, unfit_hint
 from keyrun.errors import ConfigError, KeyrunError, SourceError
 from keyrun.least_privilege import LocalView, local_view, same_item
+from keyrun.ownership import read_trusted
 from keyrun.profile import (
     Profile,
     make_source,
@@ -359,7 +361,8 @@ class _Doctor:
     def check_missing(self, resolution: Resolution) -> None:
         profile = resolution.profile
         bad = resolution.problems()
-        if not bad:
+        unfit = exec_value_problems(resolution.values())  # what run refuses before exec
+        if not bad and not unfit:
             optional = [r.key for r in resolution.results.values() if r.status == "optional"]
             required = _all_resolve(sum(not b.optional for b in profile.bindings))
             if optional:  # SPEC §2: "missing is a warning, not an error"
@@ -372,9 +375,11 @@ class _Doctor:
             return
         from keyrun.resolve import describe_problems
 
-        message = describe_problems(profile, bad).split("\n", 1)[1].replace("\n", ";")
-        self.add("missing-keys", "fail", " ".join(message.split()), self.missing_fix(bad),
-                 [r.key for r in bad])
+        lines = describe_problems(profile, bad).split("\n")[1:] if bad else []
+        lines += [f"cannot pass {problem.message}" for problem in unfit]
+        fixes = ([self.missing_fix(bad)] if bad else []) + ([unfit_hint(unfit)] if unfit else [])
+        self.add("missing-keys", "fail", " ".join("; ".join(lines).split()), "; ".join(fixes),
+                 list(dict.fromkeys([r.key for r in bad] + [p.key for p in unfit])))
 
     def missing_fix(self, bad: Sequence[KeyResult]) -> str:
         missing = [r for r in bad if r.status == "missing"]
@@ -455,7 +460,9 @@ class _Doctor:
             self.add("example-placeholders", "pass", f"no {EXAMPLE_NAME}")
             return
         try:
-            entries = parse_dotenv(path.read_text(encoding="utf-8"), str(path), names_only=True)
+            data = (read_trusted(path, EXAMPLE_NAME) or (b"",))[0]
+            entries = parse_dotenv(data.decode("utf-8"), str(path), names_only=True)
+            stray = read_example(self.config.root).stray
         except (ConfigError, UnicodeDecodeError) as exc:
             self.add("example-placeholders", "fail", f"{EXAMPLE_NAME} cannot be read: {exc}",
                      f"fix {EXAMPLE_NAME}")
@@ -463,14 +470,15 @@ class _Doctor:
         from keyrun.placeholders import looks_real
         from keyrun.scan import scan_bytes
 
-        data = path.read_bytes()
         flagged = {f.line for f in scan_bytes(data, EXAMPLE_NAME, resolution.values())}
         real = set(resolution.values().values())
         leaked = [e.key for e in entries if e.value and (
             e.line in flagged or e.value in real or looks_real(e.value))]
-        if leaked:
+        if leaked or stray:
+            lines = [f"line {line} (a value on a line of its own)" for line in stray]
             self.add("example-placeholders", "fail",
-                     f"{EXAMPLE_NAME} holds what looks like a real value for: {', '.join(leaked)}",
+                     f"{EXAMPLE_NAME} holds what looks like a real value for: "
+                     f"{', '.join(leaked + lines)}",
                      f"replace them with placeholders (NAME=your-key-here) and rotate the keys "
                      f"if {EXAMPLE_NAME} was ever committed", leaked)
         else:

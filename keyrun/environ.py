@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from keyrun.errors import ResolutionError
@@ -128,34 +128,52 @@ def build_environment(
     return ChildEnvironment(base, tuple(replaced), tuple(preserved), removed)
 
 
+class Unfit(NamedTuple):
+    """A key execve would reject or mangle; ``as_file``: a file would carry it."""
+
+    key: str
+    message: str
+    as_file: bool = False
+
+
 def check_exec_values(keys: Mapping[str, str]) -> None:
     """Refuse, by name, what execve would reject or mangle (SPEC §5 "Valid before exec")."""
-    problems: list[str] = []
-    as_file: list[str] = []  # what a file would carry
+    problems = exec_value_problems(keys)
+    if problems:
+        raise ResolutionError(
+            "cannot pass these keys to the command: "
+            + "; ".join(problem.message for problem in problems), unfit_hint(problems))
+
+
+def exec_value_problems(keys: Mapping[str, str]) -> list[Unfit]:
+    """What ``check_exec_values`` refuses, a problem per key (``doctor`` reports them)."""
+    problems: list[Unfit] = []
     for name, value in keys.items():
         if not NAME.match(name):
-            problems.append(f"{name!r} is not a valid environment variable name")
+            problems.append(Unfit(name, f"{name!r} is not a valid environment variable name"))
             continue
         if "\0" in value:
-            problems.append(f"{name} holds a NUL character, which no environment can carry")
-            as_file.append(name)
+            problems.append(Unfit(
+                name, f"{name} holds a NUL character, which no environment can carry", True))
             continue
         try:
             size = len(name.encode()) + 1 + len(value.encode("utf-8")) + 1
         except UnicodeEncodeError:
-            problems.append(f"{name} is not valid text (it holds an unpaired surrogate)")
+            problems.append(Unfit(
+                name, f"{name} is not valid text (it holds an unpaired surrogate)"))
             continue
         if size > MAX_ASSIGNMENT_BYTES:
-            problems.append(f"{name} is {size} bytes; the kernel refuses one variable over "
-                            f"{MAX_ASSIGNMENT_BYTES} bytes (E2BIG)")
-            as_file.append(name)
-    if problems:
-        raise ResolutionError(
-            "cannot pass these keys to the command: " + "; ".join(problems),
-            f'give it to the command as a file instead: {as_file[0]} = {{ as = "file" }} in '
-            "keyrun.toml (a file holds NUL bytes and any size)" if as_file
-            else "rename the key, or store the value as UTF-8 text",
-        )
+            problems.append(Unfit(name, f"{name} is {size} bytes; the kernel refuses one "
+                                  f"variable over {MAX_ASSIGNMENT_BYTES} bytes (E2BIG)", True))
+    return problems
+
+
+def unfit_hint(problems: Sequence[Unfit]) -> str:
+    as_file = [problem.key for problem in problems if problem.as_file]
+    if as_file:
+        return (f'give it to the command as a file instead: {as_file[0]} = {{ as = "file" }} '
+                "in keyrun.toml (a file holds NUL bytes and any size)")
+    return "rename the key, or store the value as UTF-8 text"
 
 
 # Key names that say "credential".
@@ -236,6 +254,16 @@ def secrets_in_argv(argv: Iterable[str], keys: Mapping[str, str], minimum: int =
         if present and looks_secret(name, value, minimum):
             found.append(name)
     return found
+
+
+def value_in_program(program: str, keys: Mapping[str, str]) -> str | None:
+    """The key whose value the command's name holds (``keyrun -- $TOKEN``), or None: such
+    a name is neither logged nor printed (SPEC §5)."""
+    folded = program.casefold()
+    for name, value in keys.items():
+        if len(value) >= 6 and value.casefold() in folded:
+            return name
+    return next(iter(secrets_in_argv([program], keys)), None)
 
 
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}")

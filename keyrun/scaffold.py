@@ -7,10 +7,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyrun.config import CONFIG_NAME, EXAMPLE_NAME, read_example_keys
+from keyrun.config import CONFIG_NAME, EXAMPLE_NAME, read_example
 from keyrun.dotenvfile import parse_dotenv
-from keyrun.environ import NAME, is_reserved
+from keyrun.environ import NAME, is_reserved, looks_secret
 from keyrun.errors import KeyrunError
+from keyrun.ownership import read_trusted
 
 GITIGNORE_LINES = (".env", ".env.*", "!.env.example")
 
@@ -36,26 +37,35 @@ def init_project(root: Path, *, force: bool = False, project: str | None = None,
     if config.exists() and not force:
         raise KeyrunError(f"{config} already exists",
                           "edit it, or pass --force to write a new one over it")
-    found, origin = _initial_keys(home)
+    found, origin, stray = _initial_keys(home)
     keys = [key for key in found if NAME.match(key) and not is_reserved(key)]
-    left_out = tuple(key for key in found if key not in keys)
+    left_out = tuple(_shown(key, found[key]) for key in found if key not in keys) + tuple(
+        f"line {line} (a value without a name)" for line in stray)
     config.write_text(render_config(project or home.name or "project", keys,
                                     keychain=keychain_usable()), encoding="utf-8")
     gitignore, added = _ignore_env_files(home)
     return Scaffold(config, tuple(keys), origin, gitignore, tuple(added), left_out)
 
 
-def _initial_keys(root: Path) -> tuple[list[str], str | None]:
-    """Names from .env.example, else from .env (names only: values are never copied)."""
-    example = read_example_keys(root)
-    if example:
-        return example, EXAMPLE_NAME
+def _initial_keys(root: Path) -> tuple[dict[str, int], str | None, tuple[int, ...]]:
+    """Names (and their lines) from .env.example, else from .env (names only: values are
+    never copied); and the lines of .env.example that hold no name."""
+    example = read_example(root)
+    if example.names or example.stray:
+        return example.names, EXAMPLE_NAME, example.stray
     env_file = root / ".env"
-    if env_file.is_file():
-        entries = parse_dotenv(env_file.read_text(encoding="utf-8"), str(env_file),
-                               names_only=True)
-        return list(dict.fromkeys(entry.key for entry in entries)), ".env"
-    return [], None
+    read = read_trusted(env_file, "this .env file")
+    if read is not None:
+        names: dict[str, int] = {}
+        for entry in parse_dotenv(read[0].decode("utf-8"), str(env_file), names_only=True):
+            names.setdefault(entry.key, entry.line)
+        return names, ".env", ()
+    return {}, None, ()
+
+
+def _shown(name: str, line: int) -> str:
+    """A name left out, as init may print it: not when it looks like a credential."""
+    return f"line {line} (a credential?)" if looks_secret("", name) else name
 
 
 def keychain_usable() -> bool:
