@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from keyrun.environ import value_in_program
 from keyrun.errors import ConfigError
 from keyrun.reporter import default
 
@@ -100,6 +101,8 @@ def record_resolution(resolution: Resolution, environ: Mapping[str, str], *, act
     keys = [{"name": key, "source": source, "version": item.version}
             for key, (source, item) in resolution.items().items()]
     missing = [key for key, result in resolution.results.items() if result.item is None]
+    if command is not None and (holder := value_in_program(command, resolution.values())):
+        command = f"<{holder}>"
     return record(environ, action=action, project=profile.project, env=profile.env.name,
                   keys=keys, missing=missing, command=command, reason=reason,
                   enabled=profile.config.access_log)
@@ -122,10 +125,29 @@ def _append(path: Path, data: bytes) -> None:
 
 
 def _open(path: Path) -> int:
-    """The log for appending, 0600, never through a symlink (SPEC §5)."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(path, flags, 0o600)
-    if os.fstat(fd).st_mode & 0o077:
+    """The log for appending, 0600, never through a symlink (SPEC §5), and only a regular
+    file of keyrun's own user: another user's file (in a shared directory) is neither
+    written nor has its mode changed, and a FIFO does not block keyrun."""
+    import errno
+    import stat
+
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+             | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise OSError(errno.EPERM, "not a regular file") from None
+        raise
+    info = os.fstat(fd)
+    problem = ("not a regular file" if not stat.S_ISREG(info.st_mode)
+               else f"owned by uid {info.st_uid}, not by you" if info.st_uid != os.geteuid()
+               else None)
+    if problem is not None:
+        os.close(fd)
+        raise OSError(errno.EPERM, problem)
+    os.set_blocking(fd, True)
+    if info.st_mode & 0o077:
         os.fchmod(fd, 0o600)
     return fd
 

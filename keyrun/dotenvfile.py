@@ -183,13 +183,16 @@ def resolve_values(entries: list[Entry], environ: Mapping[str, str],
             continue
         scope = {**environ, **{k: v for k, v in values.items() if v is not None}}
         atoms = list(parse_variables(entry.value))
-        for atom in atoms:
-            if isinstance(atom, Variable) and atom.default is None and atom.name not in scope:
+        variables = [atom for atom in atoms if isinstance(atom, Variable)]
+        for number, atom in enumerate(variables, start=1):
+            if atom.default is None and atom.name not in scope:
+                # Never named: the ${…} is part of the value, maybe a password's.
                 raise ConfigError(
-                    f"{entry.key} refers to ${{{atom.name}}}, which is set neither earlier "
-                    "in the file nor in the environment",
-                    f"define {atom.name} first, or write ${{{atom.name}:-}} for an empty "
-                    "default",
+                    f"{entry.key}'s value refers to a variable (its ${{…}} number {number}) "
+                    "that is set neither earlier in the file nor in the environment",
+                    "define that variable on a line above, or give it an empty default by "
+                    "adding :- before its }; a value that must hold ${ as written cannot live "
+                    "in a .env file: keep it in another source",
                     path=path, line=entry.line)
         values[entry.key] = "".join(atom.resolve(scope) for atom in atoms)
     return values

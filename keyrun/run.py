@@ -8,8 +8,13 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from keyrun import keyfiles
-from keyrun.environ import ChildEnvironment, build_environment, secrets_in_argv
-from keyrun.errors import KeyrunError, ResolutionError
+from keyrun.environ import (
+    ChildEnvironment,
+    build_environment,
+    secrets_in_argv,
+    value_in_program,
+)
+from keyrun.errors import KeyrunError, LaunchError, ResolutionError
 from keyrun.reporter import Reporter
 from keyrun.session import LeaseKeeper, Selection, Session, open_session
 
@@ -125,9 +130,22 @@ def run_command(argv: Sequence[str], selection: Selection, options: RunOptions,
         for key in report.masks.skipped:
             report.warn(f"{key} is too short to be masked reliably; it is not masked")
         relay(argv, child.values, report.masks, keeper)
-    if keeper is not None:
-        launch.supervise(argv, child.values, keeper)
-    launch.exec_command(argv, child.values)
+    try:
+        if keeper is not None:
+            launch.supervise(argv, child.values, keeper)
+        launch.exec_command(argv, child.values)
+    except LaunchError as exc:
+        raise _unquoted(exc, argv[0], resolution.values()) from None
+
+
+def _unquoted(error: LaunchError, program: str, values: Mapping[str, str]) -> LaunchError:
+    """The error, without the command's name when that holds a value (``keyrun
+    --allow-argv-secrets -- $TOKEN``: "…: command not found" would print it)."""
+    holder = value_in_program(program, values)
+    if holder is None:
+        return error
+    return LaunchError(error.message.replace(program, f"<{holder}>"), error.exit_code,
+                       error.hint and error.hint.replace(program, f"<{holder}>"))
 
 
 __all__ = ["KeyrunError", "LeaseKeeper", "Reporter", "RunOptions", "Selection", "prepare",

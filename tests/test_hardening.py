@@ -481,3 +481,133 @@ def test_keyrun_error_is_importable_from_keyrun() -> None:
     for name in ("ConfigError", "SourceError", "ResolutionError", "UsageError", "LaunchError",
                  "MissingSdkError"):
         assert issubclass(getattr(keyrun, name), keyrun.KeyrunError)
+
+
+# -- smaller ways out ------------------------------------------------------------------------
+
+GITHUB_TOKEN = "ghp_" + "R7x2Kq9LmZ4vT1sW8yB3nC6dF0gH5jP2aE7u"
+DASHED_TOKEN = "sk-proj-" + "Ab12Cd34Ef56Gh78Ij90Kl12Mn34"
+
+
+def test_init_never_takes_a_pasted_token_for_a_name(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "fresh"
+    write(root / ".env.example", f"OPENAI_API_KEY=\n{DASHED_TOKEN}\nGITHUB_TOKEN=\n"
+          f"{GITHUB_TOKEN}\n")
+    done = keyrun(["init"], cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    text = (root / "keyrun.toml").read_text()
+    assert "OPENAI_API_KEY = {}" in text
+    assert "GITHUB_TOKEN = {}" in text
+    assert "left out line 2 (a value without a name), line 4 (a value without a name)" \
+        in done.stderr
+    for token in (DASHED_TOKEN, GITHUB_TOKEN):
+        assert token not in text + done.stderr
+    listing = keyrun(["list", "--json"], cwd=root, env=env)
+    assert GITHUB_TOKEN not in listing.stdout + listing.stderr
+    doctor = keyrun(["doctor", "--json"], cwd=root, env=env)
+    check = {c["id"]: c for c in json.loads(doctor.stdout)["checks"]}["example-placeholders"]
+    assert check["status"] == "fail"
+    assert "line 2 (a value on a line of its own), line 4" in check["message"]
+    assert GITHUB_TOKEN not in doctor.stdout + doctor.stderr
+
+
+def test_a_value_given_as_the_command_is_never_logged_or_echoed(tmp_path: Path,
+                                                                env: dict[str, str]) -> None:
+    project = tmp_path / "project"
+    write(project / ".env", f"API_TOKEN={GITHUB_TOKEN}\n")
+    refused = keyrun(["--", GITHUB_TOKEN], cwd=project, env=env)
+    assert refused.returncode == 125
+    allowed = keyrun(["--allow-argv-secrets", "--", GITHUB_TOKEN, "x"], cwd=project, env=env)
+    assert allowed.returncode == 127
+    assert allowed.stderr.startswith("keyrun: error: <API_TOKEN>: command not found")
+    log = (tmp_path / "access.log").read_text()
+    assert [json.loads(line)["command"] for line in log.splitlines()] == ["<API_TOKEN>"] * 2
+    assert GITHUB_TOKEN not in refused.stderr + allowed.stderr + log
+
+
+@pytest.mark.parametrize("kind", ["another user's", "fifo"])
+def test_the_access_log_is_only_a_file_of_ones_own(tmp_path: Path, env: dict[str, str],
+                                                   kind: str) -> None:
+    project = tmp_path / "project"
+    write(project / ".env", f"A={CANARY}\n")
+    log = tmp_path / "access.log"
+    if kind == "fifo":
+        os.mkfifo(log, 0o600)
+    else:
+        write(log, "theirs\n", mode=0o666)
+        os.chown(log, STRANGER, STRANGER)
+    done = keyrun(["--", "true"], cwd=project, env=env, timeout=20)
+    assert done.returncode == 0
+    problem = "not a regular file" if kind == "fifo" else f"owned by uid {STRANGER}, not by you"
+    assert f"cannot write the access log {log} ({problem})" in done.stderr
+    if kind != "fifo":
+        assert log.read_text() == "theirs\n"
+        assert log.stat().st_mode & 0o777 == 0o666
+
+
+def test_a_variable_name_inside_a_value_is_never_quoted(tmp_path: Path,
+                                                        env: dict[str, str]) -> None:
+    project = tmp_path / "project"
+    write(project / ".env", 'PASSWORD="pa${Zq9xK2w}rd-1234"\n')
+    run = keyrun(["--", "true"], cwd=project, env=env)
+    assert run.returncode == 125
+    assert "PASSWORD's value refers to a variable (its ${…} number 1) that is set neither" \
+        in run.stderr
+    listing = keyrun(["list", "--json"], cwd=project, env=env)
+    doctor = keyrun(["doctor", "--json"], cwd=project, env=env)
+    for done in (run, listing, doctor):
+        assert "Zq9xK2w" not in done.stdout + done.stderr
+
+
+ESCAPE = "\x1b]0;owned\x07\x1b[2J\u202e"
+
+
+def test_names_from_outside_are_printed_with_control_characters_escaped(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    project = tmp_path / f"proj{ESCAPE}"
+    write(project / ".env", f"A={CANARY}\n")
+    write(project / f"notes{ESCAPE}.txt", f"key = {GITHUB_TOKEN}\n")
+    outputs = [keyrun(args, cwd=project, env=env) for args in (
+        ["list"], ["list", "--json"], ["doctor"], ["doctor", "--json"], ["--", "true"],
+        ["log"], ["log", "--json"], ["scan", "."], ["scan", "--format", "json", "."],
+        ["--", "sh", "-c", "exit 3"], ["set", "B"])]
+    shown = "".join(done.stdout + done.stderr for done in outputs)
+    for character in "\x1b\x07\u202e":
+        assert character not in shown
+    assert "proj\\x1b]0;owned\\x07\\x1b[2J\\u202e" in shown
+    assert "proj\\u001b]0;owned\\u0007\\u001b[2J\\u202e" in shown  # in JSON, still JSON
+    assert "notes\\x1b]0;owned" in shown
+
+
+def test_doctor_fails_what_run_refuses_before_exec(tmp_path: Path, env: dict[str, str]) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_bytes(b"NUL=a\x00b-value\nBIG=" + b"x" * 140_000 + b"\n")
+    (project / ".env").chmod(0o600)
+    assert keyrun(["--", "true"], cwd=project, env=env).returncode == 125
+    doctor = keyrun(["doctor", "--json"], cwd=project, env=env)
+    assert doctor.returncode == 1
+    check = {c["id"]: c for c in json.loads(doctor.stdout)["checks"]}["missing-keys"]
+    assert check["status"] == "fail"
+    assert "cannot pass NUL holds a NUL character" in check["message"]
+    assert "carry; cannot pass BIG is 140005 bytes" in check["message"]
+    assert check["keys"] == ["NUL", "BIG"]
+
+
+@pytest.mark.parametrize("value", [
+    "${\nFOO=bar", "x\n${Y}\nNAME=1", "a'b\"c\\d", "line one\nOTHER=two", "tab\there",
+    "carriage\rreturn", "quote at end'", "back\\", "#not a comment", " spaces ", "$HOME",
+    "\u2028separator\x85next",
+])
+def test_set_writes_what_the_next_read_gives_back_or_refuses(tmp_path: Path,
+                                                             env: dict[str, str],
+                                                             value: str) -> None:
+    project = tmp_path / "project"
+    write(project / ".env", "OTHER=kept\n")
+    done = keyrun(["set", "KEY"], cwd=project, env=env, input=value.encode() + b"\n")
+    read = keyrun(["--", sys.executable, "-c",
+                   "import os, json; print(json.dumps([os.environ.get('KEY'), "
+                   "os.environ['OTHER']]))"], cwd=project, env=env)
+    assert read.returncode == 0, read.stderr  # the file stays readable, whatever was given
+    expected = [value if done.returncode == 0 else None, "kept"]
+    assert json.loads(read.stdout) == expected
