@@ -84,6 +84,8 @@ def print_hanging(lines: Sequence[tuple[str, str | None, str, str]], *, widths: 
     """Lines of (marker, its style, label, text) in three columns of ``widths`` (marker,
     label); on a terminal a long text wraps under itself, never back to column 0."""
     stream = stream or sys.stdout
+    lines = [(printable(marker), style, printable(label), printable(text))
+             for marker, style, label, text in lines]
     if is_terminal(stream):
         from rich.console import Console
         from rich.table import Table
