@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keyrun.environ import value_in_program
-from keyrun.errors import ConfigError
+from keyrun.ownership import read_trusted
 from keyrun.reporter import default
 
 if TYPE_CHECKING:
@@ -227,10 +227,7 @@ def read_entries(environ: Mapping[str, str], warn: Callable[[str], None] | None 
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the access log ({exc.strerror})",
-                          "set KEYRUN_ACCESS_LOG to the log file's path") from None
+    """A log file: a regular file of keyrun's user, or of root (a FIFO is not waited on, and
+    entries another user could have written are not shown as keyrun's)."""
+    read = read_trusted(path, "the access log", limit=2 * MAX_BYTES)
+    return "" if read is None else read[0].decode("utf-8", "replace")

@@ -543,6 +543,10 @@ def test_the_access_log_is_only_a_file_of_ones_own(tmp_path: Path, env: dict[str
     if kind != "fifo":
         assert log.read_text() == "theirs\n"
         assert log.stat().st_mode & 0o777 == 0o666
+    shown = keyrun(["log"], cwd=project, env=env, timeout=20)  # not read, nor waited on
+    assert shown.returncode == 125
+    what = "is not a regular file (a FIFO)" if kind == "fifo" else f"belongs to uid {STRANGER}"
+    assert f"keyrun: error: {log}: the access log {what}" in shown.stderr
 
 
 def test_a_variable_name_inside_a_value_is_never_quoted(tmp_path: Path,
