@@ -152,21 +152,25 @@ def test_discovery_stops_at_another_users_directory(tmp_path: Path, env: dict[st
         "keyrun.toml where you run keyrun (keyrun init), or name one with -c PATH\n")
 
 
-@pytest.mark.parametrize("name", ["keyrun.toml", ".env", ".env.example", "token"])
+@pytest.mark.parametrize("name", ["keyrun.toml", ".env", ".env.example", "token", "ca.pem"])
 def test_files_another_user_owns_or_may_write_are_refused(tmp_path: Path, env: dict[str, str],
                                                           name: str) -> None:
     project = tmp_path / "project"
     vault = ('[sources.vault]\ntype = "vault"\nurl = "http://127.0.0.1:9"\n'
-             'auth = { method = "token", token_file = "token" }\n[env.v]\nsources = ["vault"]\n')
+             'auth = { method = "token", token_file = "token" }\n[env.v]\nsources = ["vault"]\n'
+             '[sources.tls]\ntype = "vault"\nurl = "https://127.0.0.1:9"\nca_cert = "ca.pem"\n'
+             '[env.c]\nsources = ["tls"]\n')
     write(project / "keyrun.toml", '[keys]\nA = {}\n[sources.local]\ntype = "dotenv"\n'
           '[env.dev]\nsources = ["local"]\n' + vault)
     write(project / ".env", f"A={CANARY}\n")
     write(project / ".env.example", "A=\n")
     write(project / "token", "s.not-a-real-token\n")
+    write(project / "ca.pem", "-----BEGIN CERTIFICATE-----\n")
     target = project / name
-    args = ["-e", "v" if name == "token" else "dev", "--", "true"]
+    args = ["-e", {"token": "v", "ca.pem": "c"}.get(name, "dev"), "--", "true"]
     kinds = {"keyrun.toml": "keyrun.toml", ".env": "this .env file",
-             ".env.example": ".env.example", "token": "this Vault credential file"}
+             ".env.example": ".env.example", "token": "this Vault credential file",
+             "ca.pem": "the CA certificate ca_cert names"}
     what = kinds[name]
 
     os.chown(target, STRANGER, STRANGER)
@@ -193,7 +197,7 @@ def test_files_another_user_owns_or_may_write_are_refused(tmp_path: Path, env: d
     assert CANARY not in owned.stderr + writable.stderr + group.stderr
 
     target.chmod(0o600)
-    if name != "token":  # the Vault server is not there: the file is read, the login fails
+    if name not in ("token", "ca.pem"):  # no Vault server: the file is read, the rest fails
         assert keyrun(args, cwd=project, env=env).returncode == 0
 
 

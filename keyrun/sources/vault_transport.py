@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from keyrun.errors import ConfigError, SourceError
+from keyrun.ownership import read_trusted
 from keyrun.secret import Secret
 from keyrun.sources import Deadline
 from keyrun.sources.runtime import RAISE_DEADLINE, Busy, Runtime, Verdict
@@ -57,6 +58,8 @@ def tls_settings(environ: Mapping[str, str], ca_cert: str | None, root: Path) ->
     skipping = skip is not None and _parse_bool(*skip)
     verify: bool | str = True
     ca = str(root / ca_cert) if ca_cert else None
+    if ca is not None:  # named by keyrun.toml: whoever may write it may read the traffic
+        read_trusted(Path(ca), "the CA certificate ca_cert names")
     if ca is None:
         found = env_value(environ, "CACERT") or env_value(environ, "CAPATH")
         ca = _existing(*found) if found else None
