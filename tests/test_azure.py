@@ -704,7 +704,8 @@ def test_cli_list_json(tmp_path: Path, vault: FakeKeyVault) -> None:
         "name": "OPENAI_API_KEY", "source": "azure",
         "location": f"127.0.0.1:{vault.port}/OPENAI-API-KEY", "status": "ok",
         "preview": "kr-…", "version": version,
-        "updated": updated.replace(microsecond=0).isoformat(), "error": None}
+        "updated": updated.replace(microsecond=0).isoformat(), "error": None,
+        "as": "env"}
     assert rows["ANTHROPIC_API_KEY"]["status"] == "missing"
     assert rows["ANTHROPIC_API_KEY"]["location"] == f"127.0.0.1:{vault.port}/ANTHROPIC-API-KEY"
     assert_no_leak(CANARY, done.stderr, root=tmp_path)
