@@ -19,7 +19,7 @@ from keyrun import keyfiles
 from keyrun.config import EXAMPLE_NAME, Config, choose_env, load_config, read_example
 from keyrun.dotenvfile import parse_dotenv
 from keyrun.durations import format_age
-from keyrun.environ import exec_value_problems, unfit_hint
+from keyrun.environ import unfit_hint
 from keyrun.errors import ConfigError, KeyrunError, SourceError
 from keyrun.least_privilege import LocalView, local_view, same_item
 from keyrun.ownership import read_trusted
@@ -361,7 +361,8 @@ class _Doctor:
     def check_missing(self, resolution: Resolution) -> None:
         profile = resolution.profile
         bad = resolution.problems()
-        unfit = exec_value_problems(resolution.values())  # what run refuses before exec
+        unfit = keyfiles.value_problems(resolution.values(),  # what run refuses before exec
+                                        keyfiles.file_keys(profile))
         if not bad and not unfit:
             optional = [r.key for r in resolution.results.values() if r.status == "optional"]
             required = _all_resolve(sum(not b.optional for b in profile.bindings))

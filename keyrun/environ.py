@@ -7,8 +7,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from keyrun.errors import ResolutionError
-
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would let a final newline in
 
 # One NAME=value string larger than this makes execve fail with E2BIG (MAX_ARG_STRLEN).
@@ -136,17 +134,9 @@ class Unfit(NamedTuple):
     as_file: bool = False
 
 
-def check_exec_values(keys: Mapping[str, str]) -> None:
-    """Refuse, by name, what execve would reject or mangle (SPEC §5 "Valid before exec")."""
-    problems = exec_value_problems(keys)
-    if problems:
-        raise ResolutionError(
-            "cannot pass these keys to the command: "
-            + "; ".join(problem.message for problem in problems), unfit_hint(problems))
-
-
 def exec_value_problems(keys: Mapping[str, str]) -> list[Unfit]:
-    """What ``check_exec_values`` refuses, a problem per key (``doctor`` reports them)."""
+    """What execve would reject or mangle, a problem per key (SPEC §5 "Valid before exec";
+    ``keyfiles.check_values`` refuses them, ``doctor`` reports them)."""
     problems: list[Unfit] = []
     for name, value in keys.items():
         if not NAME.match(name):

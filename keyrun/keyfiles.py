@@ -35,7 +35,7 @@ import sys
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from keyrun.environ import check_exec_values
+from keyrun.environ import Unfit, exec_value_problems, unfit_hint
 from keyrun.errors import EXIT_KEYRUN_FAILED, LaunchError, ResolutionError
 
 if TYPE_CHECKING:
@@ -110,21 +110,28 @@ def refuse_unless_possible(keys: Sequence[str]) -> None:
         f"{names} to pass {'it' if len(keys) == 1 else 'them'} in the environment instead")
 
 
-def check_values(values: Mapping[str, str], files: Collection[str]) -> None:
-    """Refuse, by name, what cannot be delivered: for a key in the environment, what
+def value_problems(values: Mapping[str, str], files: Collection[str]) -> list[Unfit]:
+    """What cannot be delivered, a problem per key: for a key in the environment, what
     execve would reject or mangle; for a key as a file, only a value that is not text (a
     file holds NUL bytes, newlines, any size)."""
-    check_exec_values({name: value for name, value in values.items() if name not in files})
-    bad = []
+    problems = exec_value_problems({name: value for name, value in values.items()
+                                    if name not in files})
     for name in files:
         try:
             values.get(name, "").encode("utf-8")
         except UnicodeEncodeError:
-            bad.append(name)
-    if bad:
+            problems.append(Unfit(name, f"{name} is not valid text (it holds an unpaired "
+                                  "surrogate)"))
+    return problems
+
+
+def check_values(values: Mapping[str, str], files: Collection[str]) -> None:
+    """Refuse, by name, what ``value_problems`` finds."""
+    problems = value_problems(values, files)
+    if problems:
         raise ResolutionError(
-            f"cannot write {', '.join(bad)} to a file: not valid text (an unpaired surrogate)",
-            "store the value as UTF-8 text")
+            "cannot pass these keys to the command: "
+            + "; ".join(problem.message for problem in problems), unfit_hint(problems))
 
 
 def with_paths(values: Mapping[str, str], profile: Profile, watched: int) -> dict[str, str]:

@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from keyrun import keyfiles
 from keyrun.accesslog import record
 from keyrun.config import Config, KeySpec, SourceSpec, choose_env, load_config
-from keyrun.environ import NAME, check_exec_values, is_reserved
+from keyrun.environ import NAME, is_reserved
 from keyrun.errors import ConfigError, SourceError, UsageError
 from keyrun.profile import Binding, Profile, make_source, resolve_profile
 from keyrun.secret import Secret
@@ -47,13 +48,13 @@ def set_key(
 
     environ = os.environ if environ is None else environ
     _check_name(key)
-    check_exec_values({key: value.reveal()})
     loaded = load_config(None, config, environ)
     env_name = choose_env(loaded, env, environ)
     profile = resolve_profile(loaded, env_name, project=project, environ=environ, strict=False)
     binding = next((b for b in profile.bindings if b.key == key), None)
     target = _target(loaded, profile, binding, source, environ)
     spec = binding.spec if binding else KeySpec(key)
+    keyfiles.check_values({key: value.reveal()}, (key,) if spec.as_file else ())
     request = Request(key, target.backend_name(spec.backend_name), spec.field, None)
     if not target.writable:
         raise target.read_only(request)

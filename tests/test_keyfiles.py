@@ -330,6 +330,25 @@ def test_a_value_no_environment_can_carry(project: Project) -> None:
     assert (done.returncode, done.stdout.strip()) == (0, str(300 << 10)), done.stderr
 
 
+def test_set_a_file_key_to_what_no_environment_can_carry(project: Project) -> None:
+    write(project.root / "keyrun.toml", 'default_env = "dev"\n[keys]\nF = { as = "file" }\n'
+          'E = {}\n[sources.local]\ntype = "dotenv"\n[env.dev]\nsources = ["local"]\n')
+    value = f"{project.canary}\nsecond line\0after NUL"
+    done = subprocess.run([*AS_USER, PY, "-m", "keyrun", "set", "F"], cwd=project.root,
+                          env=project.env, input=value.encode(), capture_output=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    _pid, read = project.run(["--only", "F", "--", "sh", "-c", 'sha256sum < "$F"'])
+    assert (read.returncode, read.stdout.split()[0]) == (0, sha(value.encode())), read.stderr
+    done = subprocess.run([*AS_USER, PY, "-m", "keyrun", "set", "E"], cwd=project.root,
+                          env=project.env, input=value.encode(), capture_output=True,
+                          check=False)
+    assert done.returncode == 125
+    assert done.stderr.decode().endswith(
+        'give it to the command as a file instead: E = { as = "file" } in keyrun.toml '
+        "(a file holds NUL bytes and any size)\n")
+
+
 def test_python_api(project: Project) -> None:
     code = """
 import hashlib, json, os, subprocess, sys, keyrun
@@ -362,10 +381,13 @@ def test_list_and_doctor_say_as_file(project: Project) -> None:
                      ["GOOGLE_APPLICATION_CREDENTIALS", "(as", "file)"],
                      ["TLS_KEY", "(as", "file)"], ["BLOB", "(as", "file)"]]
     _pid, doctor = project.run(["doctor", "--json"])
-    config = json.loads(doctor.stdout)["checks"][0]
-    assert (config["id"], config["status"]) == ("config", "pass")
-    assert config["message"].endswith(
+    checks = {check["id"]: check for check in json.loads(doctor.stdout)["checks"]}
+    assert checks["config"]["status"] == "pass"
+    assert checks["config"]["message"].endswith(
         "4 keys (GOOGLE_APPLICATION_CREDENTIALS, TLS_KEY, BLOB as files)")
+    # BLOB's NUL byte is no problem in a file
+    assert (checks["missing-keys"]["status"], checks["missing-keys"]["message"]) == (
+        "pass", "all 4 required keys resolve")
     assert project.canary not in listed.stdout + table.stdout + doctor.stdout
 
 
