@@ -411,10 +411,10 @@ def mcp_protect(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the change, values masked; "
                        "change nothing.")] = False,
 ) -> int:
-    """Move those credentials into a store: each server gets an environment in a keyrun
-    profile (~/.config/keyrun/mcp/), and its entry starts through keyrun. Everything else in
-    the file is kept; no copy of a value is left behind. Remote servers are reported with
-    what to do instead. Exit 1 when a finding is left in place."""
+    """Move the credentials `keyrun mcp scan` finds into a store: each server gets an
+    environment in a keyrun profile (~/.config/keyrun/mcp/), and its entry starts through
+    keyrun. Everything else in the file is kept; no copy of a value is left behind. Remote
+    servers are reported with what to do instead. Exit 1 when a finding is left in place."""
     from keyrun.cli.mcp import mcp_protect_command
 
     return mcp_protect_command(_selection(ctx), paths or [], to, dry_run)

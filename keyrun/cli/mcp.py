@@ -133,8 +133,10 @@ def _show_plan(file_plan: FilePlan, result: ScanResult, store: str) -> None:
 
 
 def one_line_lines(text: str) -> str:
-    """Each line of ``text`` escaped on its own (its line breaks kept)."""
-    return "".join(one_line(line) + "\n" for line in text.splitlines())
+    """Each line of ``text`` escaped on its own, its line breaks and tabs kept (a diff of a
+    file indented with tabs stays readable)."""
+    return "".join("\t".join(map(one_line, line.split("\t"))) + "\n"
+                   for line in text.splitlines())
 
 
 def servers_after(file_plan: FilePlan) -> list[Server]:
