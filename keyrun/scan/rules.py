@@ -7,6 +7,10 @@ key, which a preview may show and the gates skip; ``(?P<label>…)`` replaces th
 (a PEM header). A rule runs only on a text holding one of its ``keywords`` (in any case), so
 the regexes of a hundred formats cost little on a file that mentions none of them.
 
+A ``keyword_first`` rule's match begins where one of its keywords does, and is tried only
+there (its pattern may then start without a literal, as ``(?i)`` and look-behind patterns do);
+in a text over 64 KB the other keyword rules run only near their keywords.
+
 A ``fallback`` rule (a secret-named variable with a random value) stays silent where a
 provider's rule decides: a value with a provider's documented prefix, or a variable named after
 a provider (``CLOUDFLARE_API_KEY``).
