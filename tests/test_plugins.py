@@ -238,7 +238,7 @@ def test_spinner_only_on_a_terminal(project: Path, plugin_env: dict[str, str]) -
             break
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert "fetching 1 keys from dyn…" in output.decode()
+    assert "fetching proj/dev from dyn…" in output.decode()
     assert output.endswith(b"\r\x1b[K")
 
 
