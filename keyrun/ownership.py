@@ -161,3 +161,32 @@ def _kind(info: os.stat_result) -> str:
         if test(mode):
             return name
     return "not a file"
+
+
+def write_own(path: Path, text: str, *, append: bool = False) -> None:
+    """Write ``text`` to ``path`` (or append it), only as a regular file of keyrun's own
+    user, never through a symbolic link (SPEC §5 "What keyrun writes is its own"): a link
+    planted in a shared directory cannot make ``keyrun init`` write where it points."""
+    import errno
+
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+             | os.O_CLOEXEC | (os.O_APPEND if append else 0))
+    refusal = ConfigError(f"{path} is a symbolic link, not a file, or another user's; keyrun "
+                          "writes only a file of its own", f"remove {path}, then run again")
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise refusal from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            raise refusal
+        if not append:
+            os.ftruncate(fd, 0)
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)

@@ -11,7 +11,7 @@ from keyrun.config import CONFIG_NAME, EXAMPLE_NAME, read_example
 from keyrun.dotenvfile import parse_dotenv
 from keyrun.environ import NAME, is_reserved, looks_secret
 from keyrun.errors import KeyrunError
-from keyrun.ownership import read_trusted
+from keyrun.ownership import read_trusted, write_own
 
 GITIGNORE_LINES = (".env", ".env.*", "!.env.example")
 
@@ -41,8 +41,8 @@ def init_project(root: Path, *, force: bool = False, project: str | None = None,
     keys = [key for key in found if NAME.match(key) and not is_reserved(key)]
     left_out = tuple(_shown(key, found[key]) for key in found if key not in keys) + tuple(
         f"line {line} (a value without a name)" for line in stray)
-    config.write_text(render_config(project or home.name or "project", keys,
-                                    keychain=keychain_usable()), encoding="utf-8")
+    write_own(config, render_config(project or home.name or "project", keys,
+                                    keychain=keychain_usable()))
     gitignore, added = _ignore_env_files(home)
     return Scaffold(config, tuple(keys), origin, gitignore, tuple(added), left_out)
 
@@ -120,5 +120,5 @@ def _ignore_env_files(root: Path) -> tuple[Path, list[str]]:
     if added:
         prefix = "" if not text or text.endswith("\n") else "\n"
         block = "# secrets: keyrun reads them, git must not\n" + "\n".join(added) + "\n"
-        path.write_text(text + prefix + block, encoding="utf-8")
+        write_own(path, prefix + block, append=True)
     return path, added

@@ -619,3 +619,17 @@ def test_set_writes_what_the_next_read_gives_back_or_refuses(tmp_path: Path,
     assert read.returncode == 0, read.stderr  # the file stays readable, whatever was given
     expected = [value if done.returncode == 0 else None, "kept"]
     assert json.loads(read.stdout) == expected
+
+
+@pytest.mark.parametrize("name", ["keyrun.toml", ".gitignore"])
+def test_init_never_writes_through_a_symlink(tmp_path: Path, env: dict[str, str],
+                                             name: str) -> None:
+    root = tmp_path / "shared"
+    root.mkdir()
+    target = write(tmp_path / "victim-file", "mine\n")
+    (root / name).symlink_to(target)
+    done = keyrun(["init", "--force"], cwd=root, env=env)
+    assert done.returncode == 125
+    assert (f"{root / name} is a symbolic link, not a file, or another user's; keyrun writes "
+            "only a file of its own") in done.stderr
+    assert target.read_text() == "mine\n"
