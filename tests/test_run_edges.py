@@ -306,7 +306,7 @@ def test_log_skips_a_damaged_line_and_names_an_unreadable_log(
     assert "skipped 1 line that is not an access-log entry (line 2)" in shown.stderr
     folder = keyrun(["log"], cwd=project, env=dict(env, KEYRUN_ACCESS_LOG=str(tmp_path)))
     assert folder.returncode == 125
-    assert "cannot read the access log" in folder.stderr
+    assert "the access log is not a regular file (a directory)" in folder.stderr
 
 
 def test_sources_says_a_missing_keychain_is_unusable(tmp_path: Path, env: dict[str, str]) -> None:
