@@ -1,7 +1,19 @@
-"""`keyrun scan` against `detect-secrets scan`: on an external corpus, and on a generated tree.
+"""`keyrun scan` against `detect-secrets scan`: on an external corpus, and on a generated tree;
+and `keyrun scan --staged` as a pre-commit hook runs it.
 
     python benchmarks/scan_bench.py --corpus ../shared/scan-corpus [--runs 3]
     python benchmarks/scan_bench.py [--megabytes 50] [--runs 3] [--keep DIR]
+    python benchmarks/scan_bench.py --staged [--runs 30] [--before DIR]
+
+With --staged, makes a git repository with a keyrun.toml whose profile reads a local .env
+(ten keys), stages a commit of three files of ordinary code (Python, YAML, Markdown; about
+30 KB, no key in them), and times, in interleaved rounds (so machine noise hits them alike),
+`keyrun scan --staged` through its console script, `git diff --cached` alone (the floor: the
+hook cannot be faster than reading the index) and `python -c pass`. Prints each median wall
+and CPU time (user + system of the process and its children, which other load disturbs less),
+the ratios, and the load average. Byte code is compiled first, as `pip install` does.
+--before DIR also times the keyrun package found in DIR (e.g. `git archive main keyrun | tar
+-x -C DIR`) through the same console script, in the same rounds.
 
 With --corpus, runs the corpus's own scorer (`score.py`, gitleaks' rule samples: see its
 README) with both tools --runs times and prints, for each, literal-sample recall over the
@@ -26,9 +38,11 @@ environment (`pip install detect-secrets`; the test extra has it).
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import string
@@ -42,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 ALNUM = string.ascii_letters + string.digits
 URLSAFE = ALNUM + "_-"
 BASE64 = ALNUM + "+/"
@@ -348,6 +363,97 @@ def run_corpus(corpus: Path, runs: int) -> None:
         ", ".join(f"{t:.1f}" for t in times["detect_secrets"])))
 
 
+STAGED_KEYS = [f"SERVICE_{i}_API_KEY" for i in range(10)]
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com",
+                "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.com"}
+
+
+def staged_repository(root: Path) -> dict[str, str]:
+    """A repository with a local profile and three staged files; the environment to run in."""
+    rng = random.Random(7)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "KEYRUN_ENV",
+                          "KEYRUN_CONFIG")}
+    env.update(GIT_IDENTITY, KEYRUN_ACCESS_LOG=str(root.parent / "access.log"))
+    (root / "keyrun.toml").write_text(
+        'project = "bench"\n[keys]\n' + "".join(f"{key} = {{}}\n" for key in STAGED_KEYS)
+        + '[sources.local]\ntype = "dotenv"\n[env.dev]\nsources = ["local"]\n')
+    (root / ".env").write_text("".join(f"{key}=sk-bench-{i:02d}-{rand(rng, 40)}\n"
+                                       for i, key in enumerate(STAGED_KEYS)))
+    (root / ".env").chmod(0o600)
+    (root / ".gitignore").write_text(".env\n")
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, env=env, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, env=env, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "profile"], cwd=root, env=env, check=True)
+    for name, make, count in (("app/service.py", _python, 80), ("deploy/values.yaml", _yaml, 60),
+                              ("docs/usage.md", _markdown, 40)):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("".join(f"{line}\n" for line in make(rng, count)))
+    subprocess.run(["git", "add", "-A"], cwd=root, env=env, check=True)
+    return env
+
+
+def time_once(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one run (exit status 0 expected)."""
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
+
+
+def run_staged(runs: int, before: Path | None) -> None:
+    """`keyrun scan --staged` on a commit of three files, beside its floors; a table."""
+    compileall.compile_dir(ROOT / "keyrun", quiet=1)
+    if before is not None:
+        compileall.compile_dir(before / "keyrun", quiet=1)
+    keyrun = [str(BIN / "keyrun"), "scan", "--staged"]
+    with tempfile.TemporaryDirectory(prefix="keyrun-scan-staged-") as scratch:
+        root = Path(scratch) / "repo"
+        root.mkdir()
+        env = staged_repository(root)
+        size = sum(len(subprocess.run(["git", "show", f":{name}"], cwd=root, check=True,
+                                      capture_output=True).stdout)
+                   for name in subprocess.run(["git", "diff", "--cached", "--name-only"],
+                                              cwd=root, check=True, capture_output=True,
+                                              text=True).stdout.split())
+        commands = {"keyrun scan --staged": (keyrun, env)}
+        if before is not None:
+            commands["keyrun scan --staged (before)"] = (
+                keyrun, dict(env, PYTHONPATH=str(before.resolve())))
+        commands["git diff --cached"] = (["git", "diff", "--cached"], env)
+        commands["python -c pass"] = ([sys.executable, "-c", "pass"], env)
+        for name, (command, command_env) in commands.items():  # warm caches; check the run
+            done = subprocess.run(command, cwd=root, env=command_env, capture_output=True,
+                                  text=True, check=True)
+            if name.startswith("keyrun") and "scanned 3 files, 0 findings" not in done.stderr:
+                raise SystemExit(f"{name}: unexpected output: {done.stderr}")
+        load = os.getloadavg()[0]
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        for _ in range(runs):
+            for name, (command, command_env) in commands.items():
+                samples[name].append(time_once(command, root, command_env))
+    load = (load + os.getloadavg()[0]) / 2
+    wall = {name: statistics.median(w for w, _ in runs_) * 1000
+            for name, runs_ in samples.items()}
+    cpu = {name: statistics.median(c for _, c in runs_) * 1000
+           for name, runs_ in samples.items()}
+    print(f"a staged commit of 3 files ({size / 1000:.1f} KB), local profile of "
+          f"{len(STAGED_KEYS)} keys; {runs} runs each, interleaved; load average "
+          f"{load:.1f} on {os.cpu_count()} CPUs")
+    print(f"  {'medians':<34} {'wall':>10} {'CPU':>10}")
+    for name in commands:
+        print(f"  {name:<34} {wall[name]:7.1f} ms {cpu[name]:7.1f} ms")
+    ratios = [("keyrun / git diff --cached", "keyrun scan --staged", "git diff --cached")]
+    if before is not None:
+        ratios.append(("keyrun / keyrun (before)", "keyrun scan --staged",
+                       "keyrun scan --staged (before)"))
+    for label, top, bottom in ratios:
+        print(f"  {label:<34} {wall[top] / wall[bottom]:7.2f}x   {cpu[top] / cpu[bottom]:7.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, help="the scan corpus directory (score.py, "
@@ -355,7 +461,15 @@ def main() -> None:
     parser.add_argument("--megabytes", type=float, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="generate the tree here and keep it")
+    parser.add_argument("--staged", action="store_true",
+                        help="time `keyrun scan --staged` on a commit of three files")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="with --staged: a directory holding another keyrun package to "
+                        "time as well")
     options = parser.parse_args()
+    if options.staged:
+        run_staged(options.runs, options.before)
+        return
     if options.corpus is not None:
         run_corpus(options.corpus, options.runs)
         return

@@ -804,10 +804,11 @@ def _parse_scan(raw: Mapping[str, Any], where: _Locator, root: Path) -> ScanSpec
     )
 
 
-def scan_rule_specs(raw: list[Any], where: _Locator, array: tuple[str, ...]
-                    ) -> tuple[ScanRuleSpec, ...]:
+def scan_rule_specs(raw: list[Any], where: _Locator, array: tuple[str, ...], *,
+                    check_regexes: bool = True) -> tuple[ScanRuleSpec, ...]:
     """The rules of an array of tables (``[[scan.rules]]``, or ``[[rules]]`` in the package's
-    own rules file), each checked: known options of the right types, regexes that compile."""
+    own rules file), each checked: known options of the right types, regexes that compile
+    (unless ``check_regexes`` is false: the package's own, which its tests compile)."""
     specs: list[ScanRuleSpec] = []
     wanted = f"[[{'.'.join(array)}]]"
     headers = [number for number, text in enumerate(where.lines, start=1)
@@ -817,7 +818,7 @@ def scan_rule_specs(raw: list[Any], where: _Locator, array: tuple[str, ...]
         if not isinstance(table, dict):
             raise ConfigError(f"{at(())}: must be a table, not {_kind(table)}",
                               f"write each rule as a [[{_dotted(array)}]] table")
-        spec = _scan_rule(table, at)
+        spec = _scan_rule(table, at, check_regexes)
         if any(seen.id == spec.id for seen in specs):
             raise ConfigError(f"{spec.where}: a second rule with id {spec.id!r}",
                               "give each rule its own id")
@@ -825,7 +826,7 @@ def scan_rule_specs(raw: list[Any], where: _Locator, array: tuple[str, ...]
     return tuple(specs)
 
 
-def _scan_rule(table: Mapping[str, Any], at: _Locator) -> ScanRuleSpec:
+def _scan_rule(table: Mapping[str, Any], at: _Locator, check_regexes: bool) -> ScanRuleSpec:
     _unknown(table, RULE_OPTIONS, at, ())
     rule_id = _string(table, "id", at, ())
     regex = _string(table, "regex", at, ())
@@ -837,7 +838,8 @@ def _scan_rule(table: Mapping[str, Any], at: _Locator) -> ScanRuleSpec:
                           'write it as regex = "acme_[A-Za-z0-9]{32}"')
     allow = _names(table, "allow", at, ()) or ()
     for option, pattern in [("regex", regex), *(("allow", item) for item in allow)]:
-        _compiles(pattern, at((), option))
+        if check_regexes:
+            _compiles(pattern, at((), option))
     return ScanRuleSpec(
         id=rule_id, regex=regex, where=at(()),
         description=_string(table, "description", at, ()) or rule_id,
@@ -905,9 +907,10 @@ class _ItemLocator(_Locator):
         return header
 
 
-def parse_rules_file(path: Path, text: str) -> tuple[ScanRuleSpec, ...]:
+def parse_rules_file(path: Path, text: str, *, check_regexes: bool = True
+                     ) -> tuple[ScanRuleSpec, ...]:
     """The ``[[rules]]`` of a rules file (the package's own), checked as keyrun.toml's
-    ``[[scan.rules]]`` are."""
+    ``[[scan.rules]]`` are (the regexes only with ``check_regexes``)."""
     where = _Locator(str(path), text)
     try:
         data = tomllib.loads(text)
@@ -918,4 +921,4 @@ def parse_rules_file(path: Path, text: str) -> tuple[ScanRuleSpec, ...]:
     if not isinstance(rules, list):
         raise ConfigError(f"{where((), 'rules')}: must be a list of tables",
                           "write each rule as a [[rules]] table")
-    return scan_rule_specs(rules, where, ("rules",))
+    return scan_rule_specs(rules, where, ("rules",), check_regexes=check_regexes)

@@ -14,7 +14,16 @@ import pytest
 from keyrun import __version__
 from keyrun.cli import app as cli_app
 from keyrun.cli import commands, grammar
-from keyrun.cli.grammar import COMMANDS, GLOBAL_OPTIONS, RUN_OPTIONS, AppCall, Option, RunCall
+from keyrun.cli.grammar import (
+    COMMANDS,
+    GLOBAL_OPTIONS,
+    RUN_OPTIONS,
+    SCAN_OPTIONS,
+    AppCall,
+    Option,
+    RunCall,
+    ScanCall,
+)
 from keyrun.errors import UsageError
 from keyrun.session import Selection
 from tests.helpers import clean_env, dotenv_project, keyrun, write
@@ -114,7 +123,8 @@ class Typer:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, Any]] = []
         monkeypatch.setattr(grammar.RunCall, "start", self._record("run"))
-        for name in ("list_command", "doctor_command", "scan_command"):
+        monkeypatch.setattr(grammar.ScanCall, "start", self._record("scan"))
+        for name in ("list_command", "doctor_command"):
             monkeypatch.setattr(commands, name, self._record(name.removesuffix("_command")))
         monkeypatch.setattr(commands, "set_command", self._record("set"))
         monkeypatch.setattr(commands, "sources_command", self._record("sources"))
@@ -164,7 +174,7 @@ def test_the_run_path_parses_alike_through_both_routes(typer_app: Typer) -> None
     assert mismatches == []
 
 
-@pytest.mark.parametrize("command", ["list", "doctor", "scan", "set"])
+@pytest.mark.parametrize("command", ["list", "doctor", "set"])
 def test_other_commands_take_the_global_options_before_or_after_their_name(
         typer_app: Typer, command: str) -> None:
     name = [command, "KEY"] if command == "set" else [command]
@@ -184,6 +194,96 @@ def test_commands_that_ignore_them_still_accept_the_global_options(
         typer_app: Typer, argv: list[str]) -> None:
     assert grammar.route(argv) == AppCall(argv)
     assert typer_app.parse(argv)[0] == "sources"
+
+
+# scan: the fast path's second command, which a pre-commit hook runs on every commit.
+
+SCAN_DEFAULTS = {o.dest: o.default if o.metavar else False for o in SCAN_OPTIONS}
+SCAN_VALUES = {"output": ("text", "json", "sarif"), "baseline": ("b.json", "-x", "scan", "a b")}
+PATHS = ([], ["a.py"], ["src", "-"], ["scan", "list"])
+
+
+def scan_words() -> Iterator[tuple[list[str], dict[str, Any]]]:
+    """Every spelling of each of scan's options, then several at once (the last one wins)."""
+    for option in SCAN_OPTIONS:
+        for value in SCAN_VALUES.get(option.dest, ("",)):
+            yield from spellings(option, value)
+    yield (["--staged", "--format", "json", "--baseline=b.json"],
+           {"staged": True, "output": "json", "baseline": "b.json"})
+    yield (["--history", "--update-baseline", "--baseline", "b", "--format=sarif", "--format",
+            "text"], {"history": True, "update_baseline": True, "baseline": "b", "output": "text"})
+
+
+def scan_forms() -> Iterator[tuple[list[str], ScanCall]]:
+    """(argv, the parse both routes must give): global and scan options before, among and
+    after the paths; every word after ``--`` a path."""
+    for option_words, given in words(GLOBAL_OPTIONS):
+        for paths in PATHS:
+            expected = ScanCall(given, SCAN_DEFAULTS, paths)
+            yield [*option_words, "scan", *paths], expected
+            yield ["scan", *paths, *option_words], expected
+    for option_words, given in scan_words():
+        for paths in PATHS:
+            expected = ScanCall({}, {**SCAN_DEFAULTS, **given}, paths)
+            yield ["scan", *option_words, *paths], expected
+            yield ["scan", *paths, *option_words], expected
+            yield (["-q", "scan", *paths[:1], *option_words, *paths[1:]],
+                   expected._replace(selection={"quiet": True}))
+    yield (["scan", "--staged", "--", "--format", "-e", "--help", "--version"],
+           ScanCall({}, {**SCAN_DEFAULTS, "staged": True}, ["--format", "-e", "--help",
+                                                             "--version"]))
+    yield (["-e", "a", "scan", "-e", "b", "-qv", "x", "--", "-"],
+           ScanCall({"env": "b", "quiet": True, "verbose": True}, SCAN_DEFAULTS, ["x", "-"]))
+
+
+def test_scan_parses_alike_through_both_routes(typer_app: Typer) -> None:
+    mismatches = []
+    count = 0
+    for argv, expected in scan_forms():
+        count += 1
+        fast = grammar.route(argv)
+        typer = typer_app.parse(argv)
+        if fast != expected or typer != ("scan", expected):
+            mismatches.append((argv, fast, typer, expected))
+    assert count > 1000
+    assert mismatches == []
+
+
+SCAN_USAGE_ERRORS = [
+    ["scan", "--staged", "--history"], ["scan", "--format", "xml"], ["scan", "a", "--format=x"],
+    ["scan", "--format"], ["scan", "--baseline"], ["scan", "--baseline", "--", "a"],
+    ["scan", "-e"], ["scan", "-qe"], ["scan", "--bogus"], ["scan", "--staged=yes"],
+    ["scan", "-qx"], ["scan", "--mask"], ["scan", "--only", "A"], ["--mask", "scan"],
+]
+
+
+@pytest.mark.parametrize("argv", SCAN_USAGE_ERRORS, ids=" ".join)
+def test_scan_usage_errors_are_usage_errors_through_both(typer_app: Typer, argv: list[str]
+                                                         ) -> None:
+    try:
+        route = grammar.route(argv)
+    except UsageError as exc:
+        fast: tuple[str, Any] = ("usage", exc.exit_code)
+    else:
+        assert isinstance(route, AppCall)  # Typer says what is wrong
+        fast = typer_app.parse(route.args)
+    assert fast in (("usage", 2), ("exit", 2))
+    assert typer_app.parse(argv) in (("usage", 2), ("exit", 2))
+
+
+@pytest.mark.parametrize(("argv", "message", "hint"), [
+    (["scan", "--format", "xml"], "--format xml: not a format", "formats: text, json, sarif"),
+    (["-q", "scan", "--staged", "a", "--history"],
+     "--staged and --history cannot be used together", ""),
+])
+def test_scans_own_usage_errors_say_the_same_through_both(argv: list[str], message: str,
+                                                          hint: str) -> None:
+    with pytest.raises(UsageError) as fast:
+        grammar.route(argv)
+    with pytest.raises(UsageError) as typer:
+        cli_app.run_app(argv)
+    assert (fast.value.message, fast.value.hint) == (typer.value.message, typer.value.hint)
+    assert (fast.value.message, fast.value.hint or "") == (message, hint)
 
 
 USAGE_ERRORS = [
@@ -207,7 +307,8 @@ def test_usage_errors_on_the_run_path_are_usage_errors_through_both(
     ["--version"], ["-e", "run", "--version"], ["--version", "run"], ["run", "--version"],
     ["run", "-q", "--version", "--", "prog"], ["--mask", "--version", "--", "prog"],
     ["-qv", "--version", "list"], ["list", "--version"], ["list", "-e", "run", "--version"],
-    ["set", "KEY", "--version"], ["sources", "--version"],
+    ["set", "KEY", "--version"], ["sources", "--version"], ["scan", "--version"],
+    ["-q", "scan", "a", "--staged", "--version"], ["--version", "scan", "--staged"],
 ], ids=" ".join)
 def test_version_anywhere_before_the_command_line(
         typer_app: Typer, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -226,6 +327,9 @@ def test_version_anywhere_before_the_command_line(
     (["-e", "list", "run", "-q", "-h"], "keyrun run [OPTIONS] [--] COMMAND"),
     (["list", "--help"], "keyrun list [OPTIONS]"), (["-e", "run", "list", "-h"], "keyrun list"),
     (["init", "-h"], "keyrun init [OPTIONS]"),
+    (["scan", "--help"], "keyrun scan [OPTIONS] [PATH]..."),
+    (["-e", "dev", "scan", "a", "--staged", "-h"], "keyrun scan [OPTIONS] [PATH]..."),
+    (["--help", "scan", "--staged"], "keyrun [OPTIONS] COMMAND"),
 ], ids=lambda value: " ".join(value) if isinstance(value, list) else None)
 def test_help_where_it_stands(typer_app: Typer, argv: list[str], usage: str,
                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -285,6 +389,7 @@ def test_the_typer_app_is_built_from_the_table() -> None:
         assert expected(GLOBAL_OPTIONS).items() <= params.items(), name
         assert ("--version",) in [opts for opts, _, _ in params.values()], name
         assert (expected(RUN_OPTIONS).items() <= params.items()) == (name == "run"), name
+        assert (expected(SCAN_OPTIONS).items() <= params.items()) == (name == "scan"), name
 
 
 # Real processes: the three bugs of two parsers, with exact outputs.

@@ -8,9 +8,12 @@ import json
 import random
 import string
 import subprocess
+import sys
 from pathlib import Path
 
-from tests.helpers import clean_env, keyrun, write
+import pytest
+
+from tests.helpers import clean_env, dotenv_project, keyrun, write
 from tests.test_scan import git, repo
 
 __all__ = ["repo"]  # the fixture, shared with test_scan
@@ -162,3 +165,37 @@ def test_a_commit_never_creates_its_own_baseline(repo: Path, tmp_path: Path) -> 
     assert f"--baseline: {tmp_path / 'new.json'} does not exist" in done.stderr
     assert "keyrun scan --baseline" in done.stderr
     assert not (tmp_path / "new.json").exists()
+
+
+SHOW_HEAVY = ("import atexit, sys\n"
+              "atexit.register(lambda: print(sorted(m for m in ('typer', 'rich', 'click') "
+              "if m in sys.modules), file=sys.stderr))\n"
+              "from keyrun.cli import main\n")
+
+
+@pytest.mark.parametrize(("args", "stdout", "stderr"), [
+    (["scan", "--staged"], "app.py:2 profile-value sk-…0001 [A_KEY]\n",
+     "keyrun: scanned 1 file, 1 finding"),
+    (["-q", "scan", "app.py", "--format", "json"], None, "[]"),
+    (["scan", "-e", "dev", "--", "app.py"], "app.py:2 profile-value sk-…0001 [A_KEY]\n",
+     "keyrun: scanned 1 file, 1 finding"),
+])
+def test_scan_runs_without_typer_or_rich(repo: Path, tmp_path: Path, args: list[str],
+                                        stdout: str | None, stderr: str) -> None:
+    """The pre-commit hook's path is parsed by the grammar's fast route, and the profile's
+    values are still found (fetched lazily), never printed."""
+    value = "sk-bench-" + "q7Zp" * 6 + "0001"
+    dotenv_project(repo, {"A_KEY": value})
+    write(repo / ".gitignore", ".env\n")
+    write(repo / "app.py", f"import os\nFALLBACK = {value!r}\n")
+    git(repo, "add", "app.py")
+    done = subprocess.run([sys.executable, "-c", SHOW_HEAVY + f"main({args!r})"], cwd=repo,
+                          env=clean_env(tmp_path), capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    if stdout is None:
+        assert json.loads(done.stdout)["findings"][0]["key"] == "A_KEY"
+    else:
+        assert done.stdout == stdout
+    lines = done.stderr.splitlines()
+    assert (lines[0], lines[-1]) == (stderr, "[]")
+    assert value not in done.stdout + done.stderr

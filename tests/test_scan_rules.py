@@ -77,6 +77,41 @@ def test_the_rules_file_is_valid_and_its_errors_name_the_line(tmp_path: Path) ->
                                         "not a valid regular expression")
 
 
+def test_the_shipped_rules_pass_every_check_that_start_up_skips() -> None:
+    """Start-up reads the package's rules without compiling them (a regex is compiled when a
+    text needs its rule): here every regex is compiled and checked, as a project's are."""
+    from keyrun.config import parse_rules_file
+    from keyrun.scan import rules as rules_module
+
+    path = Path(rules_module.__file__).with_name(rules_module.RULES_FILE)
+    specs = parse_rules_file(path, path.read_text(encoding="utf-8"))
+    assert [spec.id for spec in specs] == [rule.id for rule in RULES]
+    assert all(rule.has_prefix == ("prefix" in rule.pattern.groupindex) for rule in RULES)
+
+
+def test_a_rule_is_compiled_only_when_a_text_needs_it() -> None:
+    from keyrun.config import parse_rules_file
+    from keyrun.scan import rules as rules_module
+    from keyrun.scan.engine import Text, find_rule_hits
+    from keyrun.scan.rules import RuleSet, make_rule
+
+    path = Path(rules_module.__file__).with_name(rules_module.RULES_FILE)
+    fresh = [make_rule(spec) for spec in parse_rules_file(path, path.read_text(),
+                                                          check_regexes=False)]
+    rules = RuleSet.of(fresh)
+    assert [rule for rule in fresh if "pattern" in vars(rule)] == []
+
+    def compiled_after(text: str) -> set[str]:
+        find_rule_hits(Text(text.encode()), rules)
+        return {rule.id for rule in fresh if "pattern" in vars(rule)}
+
+    everywhere = {rule.id for rule in fresh if not rule.keywords and rule.near is None}
+    assert compiled_after("def add(a, b):\n    return a + b\n") == everywhere
+    token = github_token(3)
+    assert compiled_after(f"GH = {token!r}\n") == everywhere | {"github-token"}
+    assert [f.rule for f in scan_bytes(f"GH = {token!r}\n".encode())] == ["github-token"]
+
+
 # -- keyrun.toml's [scan] table ----------------------------------------------------------------
 
 CONFIG_HEAD = '[keys]\nTOKEN = {}\n[sources.local]\ntype = "dotenv"\n[env.dev]\nsources = ["local"]\n'

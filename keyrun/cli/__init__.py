@@ -1,9 +1,9 @@
 """The command line. ``main`` is the console script.
 
 ``keyrun -- cmd`` is the hot path: it is parsed by ``keyrun.cli.grammar``, without importing
-Typer or rich, so that keyrun starts faster than python-dotenv's own ``dotenv run``. Every
-other command (and ``--help``) goes through the Typer app in ``keyrun.cli.app``, built from
-the same grammar.
+Typer or rich, so that keyrun starts faster than python-dotenv's own ``dotenv run``; so is
+``keyrun scan``, which a pre-commit hook runs on every commit. Every other command (and
+``--help``) goes through the Typer app in ``keyrun.cli.app``, built from the same grammar.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from keyrun.cli.grammar import RunCall, route
+from keyrun.cli.grammar import AppCall, route
 from keyrun.errors import EXIT_KEYRUN_FAILED, EXIT_USAGE, KeyrunError, Terminated
 
 
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 def _dispatch(args: list[str]) -> int:
     call = route(args)
-    if isinstance(call, RunCall):
+    if not isinstance(call, AppCall):
         return call.start()
     from keyrun.cli.app import run_app
 

@@ -84,7 +84,7 @@ def _parameter(option: grammar.Option, *, hidden: bool = False,
                         callback=None if option.metavar is None else _a_value(option))
     kind: Any = bool if option.metavar is None else list[str] | None if option.repeat \
         else str | None
-    default = False if option.metavar is None else None
+    default = False if option.metavar is None else option.default
     return inspect.Parameter(option.dest, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[kind, info])
 
@@ -120,20 +120,22 @@ def _with_options(body: Callable[..., int | None], options: Sequence[inspect.Par
 
 
 def _command(name: str, *, shows: Sequence[str] | None = None, own_first: bool = False,
-             run_options: bool = False, help_of: Mapping[str, str] | None = None,
+             run_options: bool = False, own_options: Sequence[grammar.Option] = (),
+             help_of: Mapping[str, str] | None = None,
              group: typer.Typer | None = None,
              **settings: Any) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """Register a command (on ``app``, or on a sub-app ``group`` such as a future ``mcp``)
     with the grammar's global options, which SPEC §3 lets stand after any command name:
     listed in its --help when it uses them (``shows``: their dests, all by default;
     ``help_of``: its own words for some), accepted silently otherwise; plus run's options for
-    ``run``."""
+    ``run``, and the command's ``own_options`` of the grammar (scan's)."""
     def register(body: Callable[..., int]) -> Callable[..., int]:
         options = [_parameter(option, hidden=shows is not None and option.dest not in shows,
                               help_text=(help_of or {}).get(option.dest))
                    for option in grammar.GLOBAL_OPTIONS]
         if run_options:
             options += [_parameter(option) for option in grammar.RUN_OPTIONS]
+        options += [_parameter(option) for option in own_options]
         options.append(_version_parameter(hidden=True))
         (group or app).command(name, **settings)(
             _with_options(body, options, own_first=own_first))
@@ -303,35 +305,22 @@ def log(
     return 0
 
 
-@_command("scan", epilog="Example: keyrun scan --staged   (in a pre-commit hook; keyrun scan "
-             "--history --format sarif > keyrun.sarif for code scanning)")
+@_command(grammar.SCAN, own_options=grammar.SCAN_OPTIONS,
+          epilog="Example: keyrun scan --staged   (in a pre-commit hook; keyrun scan "
+          "--history --format sarif > keyrun.sarif for code scanning)")
 def scan(
     ctx: typer.Context,
     paths: Annotated[list[str] | None, typer.Argument(
         metavar="[PATH]...", help="Files or directories (default: the git work tree).")] = None,
-    staged: Annotated[bool, typer.Option("--staged", help="Scan what the next commit adds: "
-                      "the index, not the working copy.")] = False,
-    history: Annotated[bool, typer.Option("--history", help="Scan every commit (lines each "
-                       "one added), reporting the commit id.")] = False,
-    output: Annotated[str, typer.Option("--format", metavar="text|json|sarif",
-                      help="Output format.")] = "text",
-    baseline: Annotated[str | None, typer.Option(
-        "--baseline", metavar="FILE", help="Skip the findings this baseline accepts; a "
-        "FILE that does not exist yet is created with every current finding.")] = None,
-    update_baseline: Annotated[bool, typer.Option(
-        "--update-baseline", help="Add this scan's findings to the baseline instead of "
-        "failing on them.")] = False,
 ) -> int:
     """Find leaked credentials: known key formats of AI and cloud providers, and the exact
     values of this profile's keys, also inside archives. A line carrying `keyrun:allow` is
     skipped, and so is a finding a baseline accepts. Exit 1 when something is found;
     previews are masked, the full secret is never printed."""
-    from keyrun.cli.commands import scan_command
-
-    if output not in ("text", "json", "sarif"):
-        raise UsageError(f"--format {output}: not a format", "formats: text, json, sarif")
-    return scan_command(_selection(ctx), paths or [], staged=staged, history=history,
-                        output=output, baseline=baseline, update_baseline=update_baseline)
+    selection = {**_given_options(ctx.find_root().params, grammar.GLOBAL_OPTIONS),
+                 **_given_options(ctx.params, grammar.GLOBAL_OPTIONS)}
+    return grammar.scan_call(selection, _given_options(ctx.params, grammar.SCAN_OPTIONS),
+                             list(paths or [])).start()
 
 
 @_command("trust", shows=("env", "project", "config", "quiet"), own_first=True,

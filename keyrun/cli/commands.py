@@ -232,40 +232,6 @@ def complete_keys(incomplete: str, env: str | None = None, config: str | None = 
     return [key.name for key in chosen.keys if key.name.startswith(incomplete)]
 
 
-def scan_command(selection: Selection, paths: list[str], *, staged: bool, history: bool,
-                 output: str, baseline: str | None = None,
-                 update_baseline: bool = False) -> int:
-    """Leaked credentials: exit 0 clean, 1 findings, 125 when the scan cannot run."""
-    from keyrun import scan as scanner
-    from keyrun.scan.command import advice, run_scan
-
-    if staged and history:
-        raise UsageError("--staged and --history cannot be used together")
-    mode: scanner.Mode = "staged" if staged else "history" if history else "tree"
-    report = Reporter(selection.quiet, selection.verbose)
-    outcome = run_scan(paths, mode=mode, selection=selection, report=report,
-                       baseline=baseline, update_baseline=update_baseline)
-    result = outcome.result
-    for skipped in result.skipped:
-        report.warn(f"{skipped.path}: {skipped.reason}")
-    render = {"text": scanner.render_text, "json": scanner.render_json,
-              "sarif": scanner.render_sarif}[output]
-    text = render(result.findings)
-    if text:
-        print(printable(text.rstrip("\n"), json=output != "text"))
-    if output == "text" and not selection.quiet:
-        found = len(result.findings)
-        unit = "text" if mode == "history" else "file"
-        print(f"keyrun: scanned {result.scanned} {unit}{'s' if result.scanned != 1 else ''}, "
-              f"{found} finding{'s' if found != 1 else ''}", file=sys.stderr)
-    if not selection.quiet:
-        for line in advice(outcome, mode):
-            print(printable(line), file=sys.stderr)
-    return 1 if result.findings else 0
-
-
-
-
 def trust_command(selection: Selection, hosts: list[str], *, listing: bool,
                   remove: list[str]) -> int:
     """Add, list or remove trusted hosts; without a host, trust every host the config names

@@ -1,7 +1,8 @@
-"""The command line's grammar: one table of the global options, run's options and the command
-names, from which both parsers are built. ``route`` is the fast path's parser (``keyrun
-[opts] -- CMD`` and ``keyrun run …`` start without Typer or rich); ``keyrun.cli.app`` declares
-the same options to Typer for every other command, for --help and for shell completion.
+"""The command line's grammar: one table of the global options, run's and scan's options and
+the command names, from which both parsers are built. ``route`` is the fast path's parser
+(``keyrun [opts] -- CMD``, ``keyrun run …`` and ``keyrun scan …`` start without Typer or
+rich: scan runs in every pre-commit hook); ``keyrun.cli.app`` declares the same options to
+Typer for every other command, for --help and for shell completion.
 
 The route is chosen by position: the first word that is neither an option nor an option's
 value is the command name, and only there is a word a command. Cheap to import: no Typer,
@@ -24,6 +25,7 @@ class Option(NamedTuple):
     example: str = ""  # for the hint when its value is missing
     repeat: bool = False  # each use adds a value (--only A --only B)
     completes: str = ""  # what the shell completes its value with: "envs" or "keys"
+    default: str | None = None  # an option's value when it is not given (None: no value)
 
 
 _GIVE_ENV = "keyrun list -e staging"
@@ -53,17 +55,34 @@ RUN_OPTIONS = (
     Option("--mask", None, "mask", None, "Replace every secret value (and its common encodings) "
            "in the command's output with <KEY_NAME>."),
 )
+SCAN_FORMATS = ("text", "json", "sarif")
+SCAN_OPTIONS = (
+    Option("--staged", None, "staged", None,
+           "Scan what the next commit adds: the index, not the working copy."),
+    Option("--history", None, "history", None,
+           "Scan every commit (lines each one added), reporting the commit id."),
+    Option("--format", None, "output", "|".join(SCAN_FORMATS), "Output format.",
+           "keyrun scan --format json", default=SCAN_FORMATS[0]),
+    Option("--baseline", None, "baseline", "FILE", "Skip the findings this baseline accepts; "
+           "a FILE that does not exist yet is created with every current finding.",
+           "keyrun scan --baseline .keyrun-baseline.json"),
+    Option("--update-baseline", None, "update_baseline", None,
+           "Add this scan's findings to the baseline instead of failing on them."),
+)
 HELP = ("-h", "--help")
 VERSION = "--version"
 RUN = "run"
+SCAN = "scan"
 # Every command name: a word at the command's position must be one of them (or start the
 # run path). A new command is a name here and its function in keyrun.cli.app.
-COMMANDS = (RUN, "list", "doctor", "set", "init", "log", "scan", "sources", "trust", "mcp")
+COMMANDS = (RUN, "list", "doctor", "set", "init", "log", SCAN, "sources", "trust", "mcp")
 RUN_USAGE = "run a command as: keyrun [-e ENV] -- COMMAND [ARGS…]"
 
 _OPTIONS = {name: option for option in (*GLOBAL_OPTIONS, *RUN_OPTIONS)
             for name in (option.name, option.short) if name}
 _GLOBAL_DESTS = frozenset(option.dest for option in GLOBAL_OPTIONS)
+_SCAN_WORDS = {name: option for option in (*GLOBAL_OPTIONS, *SCAN_OPTIONS)
+               for name in (option.name, option.short) if name}
 
 
 class RunCall(NamedTuple):
@@ -83,6 +102,22 @@ class RunCall(NamedTuple):
                            RunOptions(**self.options))
 
 
+class ScanCall(NamedTuple):
+    """``keyrun [opts] scan [opts] [PATH…]``: the global options given (by dest, for
+    Selection), every scan option (by dest: given, else its default) and the paths."""
+
+    selection: dict[str, Any]
+    options: dict[str, Any]
+    paths: list[str]
+
+    def start(self) -> int:
+        """Run it: the fast path's call, or the Typer app's."""
+        from keyrun.cli.scan import scan_command
+        from keyrun.session import Selection
+
+        return scan_command(Selection(**self.selection), self.paths, **self.options)
+
+
 class AppCall(NamedTuple):
     """Every other command line: the arguments for the Typer app."""
 
@@ -98,13 +133,14 @@ def needs_value(option: Option) -> UsageError:
     return UsageError(f"option {option.name} needs a value", f"e.g. {option.example}")
 
 
-def route(argv: Sequence[str]) -> RunCall | AppCall:
-    """Which parser gets ``argv``; for the run path, the parse itself.
+def route(argv: Sequence[str]) -> RunCall | ScanCall | AppCall:
+    """Which parser gets ``argv``; for the run path and scan, the parse itself.
 
     Before the command name stand the global options (and run's, when ``--`` follows);
-    after ``run``, both until the first plain word or ``--``, where CMD starts. ``--help``
-    there goes to Typer, ``--version`` prints the version. Anything else goes to Typer as
-    given, including an option this table does not know, which Typer reports.
+    after ``run``, both until the first plain word or ``--``, where CMD starts; after
+    ``scan``, the global and scan's options among the paths. ``--help`` there goes to Typer,
+    ``--version`` prints the version. Anything else goes to Typer as given, including an
+    option this table does not know, which Typer reports.
     """
     args = list(argv)
     given: dict[str, Any] = {}
@@ -132,6 +168,8 @@ def route(argv: Sequence[str]) -> RunCall | AppCall:
             break
         elif arg == RUN:
             in_run = True
+        elif arg == SCAN and not (wants_help or wants_version):
+            return _scan(args, i + 1, given)
         elif arg in COMMANDS:
             break
         else:
@@ -151,6 +189,48 @@ def run_call(selection: dict[str, Any], options: dict[str, Any], command: list[s
     return RunCall(selection, options, command)
 
 
+def scan_call(selection: dict[str, Any], options: dict[str, Any], paths: list[str]
+              ) -> ScanCall:
+    """Scan's own usage checks, for either parser; the options not given get their
+    defaults."""
+    every = {option.dest: option.default if option.metavar else False
+             for option in SCAN_OPTIONS} | options
+    if every["output"] not in SCAN_FORMATS:
+        raise UsageError(f"--format {every['output']}: not a format",
+                         f"formats: {', '.join(SCAN_FORMATS)}")
+    if every["staged"] and every["history"]:
+        raise UsageError("--staged and --history cannot be used together")
+    return ScanCall(selection, every, paths)
+
+
+def _scan(args: list[str], i: int, given: dict[str, Any]) -> ScanCall | AppCall:
+    """The words after ``scan`` (from ``args[i]``), as click reads them: options anywhere
+    before ``--``, every other word a path. Help, the version, an option this table does
+    not know and an option without its value go to Typer, which says what is wrong."""
+    paths: list[str] = []
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            paths += args[i + 1 :]
+            break
+        if arg in HELP or arg == VERSION:
+            return AppCall(args)
+        if arg.startswith("-") and arg != "-":
+            try:
+                after = _take(args, i, given, _SCAN_WORDS)
+            except UsageError:
+                return AppCall(args)
+            if after is None:
+                return AppCall(args)
+            i = after
+            continue
+        paths.append(arg)
+        i += 1
+    selection = {dest: value for dest, value in given.items() if dest in _GLOBAL_DESTS}
+    options = {dest: value for dest, value in given.items() if dest not in _GLOBAL_DESTS}
+    return scan_call(selection, options, paths)
+
+
 def _run(args: list[str], given: dict[str, Any], command: list[str], wants_help: bool,
          wants_version: bool) -> RunCall | AppCall:
     if wants_version:
@@ -162,15 +242,16 @@ def _run(args: list[str], given: dict[str, Any], command: list[str], wants_help:
     return run_call(selection, options, command)
 
 
-def _take(args: list[str], i: int, given: dict[str, Any]) -> int | None:
+def _take(args: list[str], i: int, given: dict[str, Any],
+          table: dict[str, Option] = _OPTIONS) -> int | None:
     """Read the option at ``args[i]`` (``--env dev``, ``--env=dev``, ``-e dev``, ``-edev``,
     ``-qv``, ``-qve dev``) into ``given``; the index after it, or None when it is not one of
-    the table's."""
+    ``table``'s."""
     arg = args[i]
     found: list[tuple[Option, Any]] = []
     if arg.startswith("--"):
         name, eq, inline = arg.partition("=")
-        option = _OPTIONS.get(name)
+        option = table.get(name)
         if option is None or (eq and option.metavar is None):
             return None
         if option.metavar is None:
@@ -182,7 +263,7 @@ def _take(args: list[str], i: int, given: dict[str, Any]) -> int | None:
             i += 1
     else:
         for at, letter in enumerate(arg[1:], start=2):
-            option = _OPTIONS.get(f"-{letter}")
+            option = table.get(f"-{letter}")
             if option is None:
                 return None
             if option.metavar is None:

@@ -6,21 +6,24 @@ Limits keep a hostile archive from exhausting memory or time: nesting depth, the
 member, the bytes one top-level archive may expand to, the number of members, and the ratio
 of a zip member's size to its compressed size. An archive that crosses one is reported (a
 ``Skipped`` with the reason) and not followed further; nothing is extracted to disk.
+
+The archive modules are imported when an archive is met, not by every scan (a commit of
+source files holds none).
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
-import tarfile
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from keyrun.scan.blob import Blob, Skipped, is_binary
+
+if TYPE_CHECKING:
+    import bz2
+    import gzip
+    import lzma
 
 MAX_DEPTH = 4  # an archive inside an archive inside … this many levels deep is not opened
 MAX_MEMBER_BYTES = 64 * 2**20
@@ -86,9 +89,17 @@ def texts(path: str, data: bytes, depth: int = 0, budget: Budget | None = None
             yield from texts(f"{path}!{printable(name)}", member, depth + 1, budget)
     except ArchiveLimit as exc:
         yield Skipped(path, str(exc))
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, lzma.LZMAError,
-            ValueError) as exc:
+    except _damage() as exc:
         yield Skipped(path, f"a damaged {kind} archive ({exc}); not opened")
+
+
+def _damage() -> tuple[type[Exception], ...]:
+    """What opening a damaged archive raises."""
+    import lzma
+    import tarfile
+    import zipfile
+
+    return zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, lzma.LZMAError, ValueError
 
 
 def _unwrapped(path: str) -> str:
@@ -112,6 +123,8 @@ def _members(kind: str, data: bytes, budget: Budget) -> Iterator[tuple[str, byte
 
 
 def _zip_members(data: bytes, budget: Budget) -> Iterator[tuple[str, bytes]]:
+    import zipfile
+
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         for info in archive.infolist():
             if info.is_dir():
@@ -125,13 +138,21 @@ def _zip_members(data: bytes, budget: Budget) -> Iterator[tuple[str, bytes]]:
 
 def _decompressed(kind: str, data: bytes) -> gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile:
     if kind == "gzip":
+        import gzip
+
         return gzip.GzipFile(fileobj=io.BytesIO(data))
     if kind == "bzip2":
+        import bz2
+
         return bz2.BZ2File(io.BytesIO(data))
+    import lzma
+
     return lzma.LZMAFile(io.BytesIO(data))
 
 
 def _holds_tar(kind: str, data: bytes) -> bool:
+    import lzma
+
     try:
         with _decompressed(kind, data) as single:
             head = single.read(512)
@@ -141,6 +162,8 @@ def _holds_tar(kind: str, data: bytes) -> bool:
 
 
 def _tar_members(data: bytes, budget: Budget) -> Iterator[tuple[str, bytes]]:
+    import tarfile
+
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
         for info in archive:
             if not info.isfile():

@@ -9,7 +9,6 @@ part of it, so a finding that moves within its file stays accepted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -25,8 +24,10 @@ ROUNDS = 2_000
 def fingerprint(rule: str, path: str, digest: bytes) -> str:
     """The fingerprint of a finding of ``rule`` in ``path`` whose secret hashes to ``digest``
     (its SHA-256)."""
+    from hashlib import pbkdf2_hmac
+
     salt = f"keyrun-scan/{FORMAT}\0{rule}\0{path}".encode("utf-8", "surrogateescape")
-    return hashlib.pbkdf2_hmac("sha256", digest, salt, ROUNDS)[:16].hex()
+    return pbkdf2_hmac("sha256", digest, salt, ROUNDS)[:16].hex()
 
 
 def read_baseline(path: Path) -> list[dict[str, Any]]:

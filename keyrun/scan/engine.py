@@ -15,7 +15,6 @@ and searched again, and what is found there is reported at the run.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -141,10 +140,17 @@ def _hit(rule: Rule, data: bytes, match: re.Match[bytes]) -> Hit | None:
     if rule.check is not None and not rule.check(secret, match):
         return None
     label = match.group("label") if "label" in groups else None
-    if label is not None:
+    if label is not None:  # the whole block is the finding: no other rule's inside it
         shown = label.decode("ascii", "replace") + "…"
-        return Hit(rule.id, begin, hi, shown, hashlib.sha256(secret).digest())
-    return Hit(rule.id, lo, hi, masked(secret, prefix), hashlib.sha256(secret).digest())
+        return Hit(rule.id, begin, match.end(), shown, digest(secret))
+    return Hit(rule.id, lo, hi, masked(secret, prefix), digest(secret))
+
+
+def digest(secret: bytes) -> bytes:
+    """The SHA-256 of a secret (hashlib is loaded by the first finding, not by every scan)."""
+    from hashlib import sha256
+
+    return sha256(secret).digest()
 
 
 def masked(secret: bytes, prefix: int = 0) -> str:
@@ -259,9 +265,9 @@ def find_values(data: bytes, values: Mapping[str, bytes]) -> list[Hit]:
         at = data.find(value)
         if at == -1:
             continue
-        shown, digest = value_preview(value), hashlib.sha256(value).digest()
+        shown, hashed = value_preview(value), digest(value)
         while at != -1:
-            hits.append(Hit("profile-value", at, at + len(value), shown, digest, key))
+            hits.append(Hit("profile-value", at, at + len(value), shown, hashed, key))
             at = data.find(value, at + len(value))
     return hits
 

@@ -60,6 +60,9 @@ def render_sarif(findings: Sequence[Finding]) -> str:
     return json.dumps(log, indent=2, ensure_ascii=False) + "\n"
 
 
+RENDERERS = {"text": render_text, "json": render_json, "sarif": render_sarif}
+
+
 def _sarif_rule(rule_id: str, titles: dict[str, str]) -> dict[str, Any]:
     title = titles.get(rule_id, rule_id)
     return {

@@ -1,5 +1,6 @@
 """The credential rules of ``keyrun scan``: data in ``rules.toml`` (shipped in the package),
-plus a project's own from keyrun.toml's ``[scan]`` table, compiled once.
+plus a project's own from keyrun.toml's ``[scan]`` table. A rule's regex is compiled the
+first time a text needs the rule (a commit of ordinary code needs a few of the hundreds).
 
 A rule is a regex over the raw bytes of a text. It names its secret ``(?P<secret>…)`` (else
 the whole match is the secret); ``(?P<prefix>…)`` is the documented, non-secret start of the
@@ -24,7 +25,6 @@ body has both cases (``mixed_case``) and at least ``entropy`` bits per character
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import re
@@ -43,14 +43,15 @@ MIN_PREFIX = 4  # a documented prefix this long is the provider's, not a generic
 
 @dataclass(frozen=True)
 class Rule:
-    """One credential format, compiled (see the module's docstring for the gates)."""
+    """One credential format (see the module's docstring for the gates); its ``pattern`` and
+    ``allow`` patterns are compiled when first used."""
 
     id: str
     description: str
-    pattern: re.Pattern[bytes]
+    regex: bytes
     keywords: tuple[bytes, ...] = ()
     entropy: float = 0.0
-    allow: tuple[re.Pattern[bytes], ...] = ()
+    allow_regexes: tuple[bytes, ...] = ()
     mixed_case: bool = False
     generic: bool = False
     fallback: bool = False
@@ -63,6 +64,19 @@ class Rule:
     counterexamples: tuple[str, ...] = ()
     where: str = ""
 
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[bytes]:
+        return re.compile(self.regex)
+
+    @functools.cached_property
+    def allow(self) -> tuple[re.Pattern[bytes], ...]:
+        return tuple(map(re.compile, self.allow_regexes))
+
+    @property
+    def has_prefix(self) -> bool:
+        """Whether the pattern names a documented prefix (``(?P<prefix>…)``)."""
+        return b"(?P<prefix>" in self.regex
+
 
 @dataclass(frozen=True)
 class RuleSet:
@@ -74,7 +88,6 @@ class RuleSet:
     always: tuple[int, ...]
     documented_prefixes: tuple[bytes, ...]
     provider_words: re.Pattern[bytes]
-    finder: re.Pattern[bytes]
     within: dict[bytes, tuple[bytes, ...]]  # filled as keywords are found
     engines: dict[str, Callable[[bytes], set[int]] | None] = field(default_factory=dict,
                                                                    compare=False)
@@ -87,7 +100,7 @@ class RuleSet:
             for keyword in rule.keywords:
                 index.setdefault(keyword, []).append(position)
         specific = [rule for rule in ordered if not rule.fallback]
-        prefixes = {keyword for rule in specific if "prefix" in rule.pattern.groupindex
+        prefixes = {keyword for rule in specific if rule.has_prefix
                     for keyword in rule.keywords if len(keyword) >= MIN_PREFIX}
         # A provider's name: a keyword that begins its rule's id (cloudflare-api-token).
         words = {keyword for rule in specific for keyword in rule.keywords
@@ -96,8 +109,7 @@ class RuleSet:
         return cls(ordered, tuple(index), {k: tuple(v) for k, v in index.items()},
                    tuple(i for i, rule in enumerate(ordered) if not rule.keywords),
                    tuple(sorted(prefixes)),
-                   re.compile(b"|".join(map(re.escape, sorted(words))) or b"(?!)"),
-                   keyword_finder(index), {})
+                   re.compile(b"|".join(map(re.escape, sorted(words))) or b"(?!)"), {})
 
     def titles(self) -> dict[str, str]:
         return {rule.id: rule.description for rule in self.rules} | {
@@ -115,6 +127,10 @@ class RuleSet:
         for keyword in present:
             chosen.update(self.by_keyword[keyword])
         return [self.rules[i] for i in sorted(chosen)]
+
+    @functools.cached_property
+    def finder(self) -> re.Pattern[bytes]:
+        return keyword_finder(self.keywords)
 
     def _in(self, found: bytes) -> tuple[bytes, ...]:
         """The keywords inside a keyword the finder found (itself included)."""
@@ -180,8 +196,9 @@ def keyword_finder(keywords: Iterable[bytes]) -> re.Pattern[bytes]:
     return re.compile(b"(?=(" + (branch(trie) or b"(?!)") + b"))")
 
 
-def compile_rule(spec: ScanRuleSpec) -> Rule:
-    """A rule as written, compiled; an unknown ``check`` names the rule's file and line."""
+def make_rule(spec: ScanRuleSpec) -> Rule:
+    """A rule as written (its regexes compiled when first used); an unknown ``check`` names
+    the rule's file and line."""
     check = None
     if spec.check is not None:
         check = CHECKS.get(spec.check)
@@ -189,17 +206,13 @@ def compile_rule(spec: ScanRuleSpec) -> Rule:
             raise ConfigError(f"{spec.where}: unknown check {spec.check!r}",
                               f"checks: {', '.join(sorted(CHECKS))}")
     return Rule(
-        id=spec.id, description=spec.description, pattern=_compile(spec.regex),
+        id=spec.id, description=spec.description, regex=spec.regex.encode("utf-8"),
         keywords=tuple(dict.fromkeys(k.lower().encode() for k in spec.keywords)),
-        entropy=spec.entropy, allow=tuple(_compile(a) for a in spec.allow),
+        entropy=spec.entropy, allow_regexes=tuple(a.encode("utf-8") for a in spec.allow),
         mixed_case=spec.mixed_case, generic=spec.generic, fallback=spec.fallback,
         key_file=spec.key_file, keyword_first=spec.keyword_first,
         boundary=spec.boundary, check=check, near=spec.near, examples=spec.examples,
         counterexamples=spec.counterexamples, where=spec.where)
-
-
-def _compile(pattern: str) -> re.Pattern[bytes]:
-    return re.compile(pattern.encode("utf-8"))
 
 
 RULES_FILE = "rules.toml"
@@ -207,10 +220,12 @@ RULES_FILE = "rules.toml"
 
 @functools.cache
 def builtin_rules() -> tuple[Rule, ...]:
-    """The rules shipped in the package, read and compiled once per process."""
+    """The rules shipped in the package, read once per process (their regexes are checked
+    by keyrun's tests, not at every start)."""
     path = Path(__file__).with_name(RULES_FILE)
     text = path.read_text(encoding="utf-8")
-    return tuple(compile_rule(spec) for spec in parse_rules_file(path, text))
+    return tuple(make_rule(spec) for spec in parse_rules_file(path, text,
+                                                                 check_regexes=False))
 
 
 @functools.lru_cache(maxsize=8)
@@ -223,11 +238,13 @@ def ruleset(spec: ScanSpec | None = None) -> RuleSet:
     known = {rule.id for rule in builtin} | {rule.id for rule in spec.rules}
     for rule_id in spec.disable:
         if rule_id not in known:
+            import difflib
+
             close = difflib.get_close_matches(rule_id, known, n=3)
             raise ConfigError(f"{spec.where} disable: no rule has the id {rule_id!r}",
                               f"did you mean {' or '.join(close)}?" if close else
                               "a finding's rule id is the word after its path:line")
-    own = [compile_rule(rule) for rule in spec.rules]
+    own = [make_rule(rule) for rule in spec.rules]
     replaced = {rule.id for rule in own} | set(spec.disable)
     rules = [rule for rule in builtin if rule.id not in replaced]
     rules += [rule for rule in own if rule.id not in spec.disable]

@@ -152,24 +152,23 @@ def read_staged(paths: Sequence[Path], root: Path, skip: Skip | None = None
                 ) -> Iterator[Blob | Skipped]:
     """The index's copy of every file the next commit adds or changes; never the work tree."""
     root = root.resolve()
-    require_repository(root, "staged")
     spec = [os.fspath(p) for p in paths]
-    changed = git(root, "diff", "--cached", "--name-only", "-z", "--no-renames",
+    try:  # one git diff names each file with its mode and its blob in the index
+        raw = git(root, "diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames",
                   "--diff-filter=ACMRT", "--relative", "--", *spec)
-    names = {os.fsdecode(n) for n in changed.split(b"\0") if n}
-    if not names:
-        return
+    except ScanError:
+        require_repository(root, "staged")  # says so when it is no repository at all
+        raise
+    fields = raw.split(b"\0")
     entries: dict[str, str] = {}
-    for record in git(root, "ls-files", "-s", "-z").split(b"\0"):
-        if not record:
-            continue
-        info, _, raw_name = record.partition(b"\t")
+    for info, raw_name in zip(fields[0:-1:2], fields[1::2], strict=True):
+        _old_mode, mode, _old_sha, sha, _status = info.split(b" ")
         name = os.fsdecode(raw_name)
-        mode, sha, _stage = info.split(b" ")
         # not a symlink (120000) or a submodule (160000), and not a path [scan] skips
-        if (name in names and mode.startswith(b"100")
-                and (skip is None or not skip(display(root / name, root)))):
+        if mode.startswith(b"100") and (skip is None or not skip(display(root / name, root))):
             entries[name] = sha.decode("ascii")
+    if not entries:
+        return
     for name, data in zip(entries, cat_blobs(root, list(entries.values())), strict=True):
         yield from texts(display(root / name, root), data)
 
