@@ -214,6 +214,22 @@ def test_service_account_key_raw_escaped_and_in_a_kubernetes_secret() -> None:
     assert encoded not in finding.preview
 
 
+def test_a_key_block_is_one_finding_whatever_its_lines_look_like() -> None:
+    """A line of a private key's base64 can look like another format (``EAAA`` and 60
+    characters is a Square token): the block is one finding, raw or escaped in JSON."""
+    rng = random.Random(12)
+    square_like = "EAAA" + rand(rng, 60, ALNUM)
+    body = [rand(rng, 70, ALNUM + "+/"), rand(rng, 70, ALNUM + "+/"), square_like,
+            rand(rng, 40, ALNUM + "+/") + "=="]
+    pem = "\n".join(["-----BEGIN OPENSSH PRIVATE KEY-----", *body,
+                     "-----END OPENSSH PRIVATE KEY-----"]) + "\n"
+    assert rules_of(square_like) == ["square-token"]
+    assert rules_of(pem) == ["private-key"]
+    account = {**_service_account(rng), "private_key": pem.replace("OPENSSH ", "")}
+    assert rules_of(json.dumps({"GOOGLE_CREDENTIALS": json.dumps(account)})) == [
+        "gcp-service-account-key"]
+
+
 def test_kubernetes_secret_values_but_not_config_maps() -> None:
     password = base64.b64encode(rand(random.Random(8), 20).encode()).decode()
     secret = f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  settings: {password}\n"

@@ -175,6 +175,18 @@ def password_value(secret: bytes, match: re.Match[bytes]) -> bool:
     return sum(kind is not None for kind in kinds) >= 2
 
 
+def authorization_credentials(secret: bytes, match: re.Match[bytes]) -> bool:
+    """Credentials in an Authorization header. Under the ``Basic`` scheme they are the base64
+    of ``user-id:password`` (RFC 7617): a value that decodes to no such pair (a phrase, a JWT
+    sent as Basic: the JWT rule judges that) is no Basic credential, and a stand-in password
+    (``user:password``, ``admin:admin``) is a documentation example, as in a URL."""
+    scheme = match.group("scheme") if "scheme" in match.re.groupindex else None
+    if scheme is None or scheme.lower() != b"basic":
+        return True
+    user, colon, password = (b64decode(secret) or b"").partition(b":")
+    return bool(colon) and not stand_in_password(password) and user.lower() != password.lower()
+
+
 CHECKS: dict[str, Check] = {
     "jwt": jwt,
     "bedrock-long-term": bedrock_long_term,
@@ -184,4 +196,5 @@ CHECKS: dict[str, Check] = {
     "url-password": url_password,
     "random-value": random_value,
     "password-value": password_value,
+    "authorization-credentials": authorization_credentials,
 }
