@@ -29,7 +29,7 @@ from keyrun.scan.rules import builtin_rules, ruleset
 
 ALNUM = string.ascii_letters + string.digits
 HEX = "0123456789abcdef"
-RULES = builtin_rules()
+RULES = builtin_rules(examples=True)
 
 
 def rand(rng: random.Random, n: int, alphabet: str = ALNUM) -> str:
@@ -87,6 +87,13 @@ def test_the_shipped_rules_pass_every_check_that_start_up_skips() -> None:
     specs = parse_rules_file(path, path.read_text(encoding="utf-8"))
     assert [spec.id for spec in specs] == [rule.id for rule in RULES]
     assert all(rule.has_prefix == ("prefix" in rule.pattern.groupindex) for rule in RULES)
+
+
+def test_start_up_reads_the_rules_as_written_but_for_their_examples() -> None:
+    import dataclasses
+
+    assert list(builtin_rules()) == [
+        dataclasses.replace(rule, examples=(), counterexamples=()) for rule in RULES]
 
 
 def test_a_rule_is_compiled_only_when_a_text_needs_it() -> None:
