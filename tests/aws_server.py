@@ -11,8 +11,9 @@
 - :class:`LatencyProxy`: a TCP forwarder that delays every chunk by a fixed time each way
   (the benchmark's "remote" AWS).
 
-The tests talk to moto with boto3 and keyrun, never with a mock of the SDK. Each test
-module declares two thin fixtures over :func:`shared_moto` and :func:`clean_backend`.
+The tests talk to moto with boto3 and keyrun, never with a mock of the SDK. The fixtures
+``moto_server`` (the shared server) and ``aws`` (a clean backend per test) reach every test
+module through ``pytest_plugins`` in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -38,16 +39,12 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import free_port, unavailable
+
 REGION = "us-east-1"
 # Dummy credentials: moto accepts anything; no real account can be reached with these.
 ACCESS_KEY = "AKIAKEYRUNTESTING000"
 SECRET_KEY = "keyrun-testing-secret-access-key-0000000"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def aws_environment(endpoint: str | None = None) -> dict[str, str]:
@@ -404,37 +401,6 @@ class AwsBackend:
         return aws_environment(self.url)
 
 
-_shared: dict[str, Any] = {"users": 0}
-_shared_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def shared_moto() -> Iterator[tuple[MotoServer, FaultProxy]]:
-    """One moto server (and proxy) per process, however many test modules ask for it;
-    stopped when the last one is done. Under CI a server that cannot start fails the
-    tests; elsewhere they are skipped."""
-    with _shared_lock:
-        if _shared["users"] == 0:
-            moto = MotoServer()
-            try:
-                moto.start()
-            except Exception as exc:
-                moto.stop()
-                if os.environ.get("CI"):
-                    pytest.fail(f"moto_server could not start: {exc}")
-                pytest.skip(f"moto_server could not start: {exc} (pip install 'moto[server]')")
-            _shared.update(moto=moto, proxy=FaultProxy(moto.port))
-        _shared["users"] += 1
-    try:
-        yield _shared["moto"], _shared["proxy"]
-    finally:
-        with _shared_lock:
-            _shared["users"] -= 1
-            if _shared["users"] == 0:
-                _shared.pop("proxy").stop()
-                _shared.pop("moto").stop()
-
-
 def clean_backend(shared: tuple[MotoServer, FaultProxy],
                   monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsBackend]:
     """A clean moto, and this process's AWS variables set to dummy credentials (no
@@ -451,3 +417,27 @@ def clean_backend(shared: tuple[MotoServer, FaultProxy],
         yield AwsBackend(moto, proxy)
     finally:
         proxy.clear()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[tuple[MotoServer, FaultProxy]]:
+    """One moto server (and proxy) for the whole session. Under CI a server that cannot
+    start fails the tests; elsewhere they are skipped."""
+    moto = MotoServer()
+    try:
+        moto.start()
+    except Exception as exc:
+        moto.stop()
+        unavailable(f"moto_server could not start: {exc} (pip install 'moto[server]')")
+    proxy = FaultProxy(moto.port)
+    try:
+        yield moto, proxy
+    finally:
+        proxy.stop()
+        moto.stop()
+
+
+@pytest.fixture
+def aws(moto_server: tuple[MotoServer, FaultProxy],
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsBackend]:
+    yield from clean_backend(moto_server, monkeypatch)

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import unavailable
+
+# Server fixtures (openbao, redis_server, moto_server, aws…) for every test module.
+pytest_plugins = ["tests.aws_server", "tests.vault_server"]
+
 # gRPC (the Google tests' client and fake) logs a line into any process the suite forks
 # while its threads run, from its fork handlers; the terminal tests compare a
 # pseudo-terminal's bytes exactly. (GRPC_VERBOSITY must stay unset: a test checks that
@@ -20,10 +25,7 @@ def require_tool(path_or_name: str) -> None:
     import shutil
 
     if shutil.which(path_or_name) is None:
-        message = f"{path_or_name} is not installed (bash .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{path_or_name} is not installed (bash .ci/run installs it)")
 
 
 class SecretService:

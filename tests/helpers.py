@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 # A value that must never appear in keyrun's own output, logs or files.
 CANARY = "kr-canary-" + "5e1f0c2a9d7b4386"
@@ -56,6 +60,21 @@ def assert_no_leak(value: str, *texts: str, root: Path | None = None) -> None:
     for path in root.rglob("*"):
         if path.is_file() and not path.name.startswith(".env") and "site-packages" not in str(path):
             assert value.encode() not in path.read_bytes(), f"{value!r} leaked into {path}"
+
+
+def unavailable(message: str) -> NoReturn:
+    """A server or program a test needs is missing: the test fails under CI (which must
+    have everything) and skips elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (closed again at once: a refused connection)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def write(path: Path, text: str, mode: int = 0o600) -> Path:

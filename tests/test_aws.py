@@ -25,13 +25,8 @@ from keyrun.testing import Harness, SourceContract
 from tests.aws_server import (
     AwsBackend,
     BlackHole,
-    FaultProxy,
-    MotoServer,
-    clean_backend,
-    free_port,
-    shared_moto,
 )
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import CANARY, assert_no_leak, clean_env, free_port, keyrun, write
 
 BUNDLE = "proj/dev"
 
@@ -67,18 +62,6 @@ def put(aws: AwsBackend, name: str, secret: str | bytes) -> str:
         return str(client.create_secret(Name=name, **{field: secret})["VersionId"])
     except client.exceptions.ResourceExistsException:
         return str(client.put_secret_value(SecretId=name, **{field: secret})["VersionId"])
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[tuple[MotoServer, FaultProxy]]:
-    with shared_moto() as shared:
-        yield shared
-
-
-@pytest.fixture
-def aws(moto_server: tuple[MotoServer, FaultProxy],
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsBackend]:
-    yield from clean_backend(moto_server, monkeypatch)
 
 
 # --- the contract suite --------------------------------------------------------------

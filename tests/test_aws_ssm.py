@@ -9,7 +9,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,25 +23,8 @@ from keyrun.testing import Harness, SourceContract
 from tests.aws_server import (
     AwsBackend,
     BlackHole,
-    FaultProxy,
-    MotoServer,
-    clean_backend,
-    free_port,
-    shared_moto,
 )
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[tuple[MotoServer, FaultProxy]]:
-    with shared_moto() as shared:
-        yield shared
-
-
-@pytest.fixture
-def aws(moto_server: tuple[MotoServer, FaultProxy],
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsBackend]:
-    yield from clean_backend(moto_server, monkeypatch)
+from tests.helpers import CANARY, assert_no_leak, clean_env, free_port, keyrun, write
 
 
 def make(aws: AwsBackend | None, **settings: Any) -> Source:

@@ -23,7 +23,7 @@ from keyrun.sources import Context, Deadline, Item, Problem, Request, check_sett
 from keyrun.sources.azure import AzureKeyVaultSource, azure_name
 from keyrun.testing import Harness, SourceContract
 from tests.azure_server import FakeKeyVault
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import CANARY, assert_no_leak, clean_env, free_port, keyrun, write
 
 NOW = dt.datetime.now(dt.UTC)
 _AZURE_VARIABLES = ("AZURE_", "MSI_", "IDENTITY_", "IMDS_")
@@ -80,13 +80,6 @@ def value(outcome: Item | Problem) -> str:
     return outcome.value.reveal()
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 # the contract, per key and as a bundle
 
 
@@ -103,7 +96,7 @@ class PerKeyHarness(Harness):
         return make(self.vault.url, secret="{env}-{key}")
 
     def broken_source(self) -> AzureKeyVaultSource:
-        return make(f"https://127.0.0.1:{closed_port()}")
+        return make(f"https://127.0.0.1:{free_port()}")
 
 
 class BundleHarness(Harness):
@@ -371,7 +364,7 @@ def test_retry_after_is_honoured(vault: FakeKeyVault) -> None:
 
 
 def test_refused_connection_fails_fast(vault: FakeKeyVault) -> None:
-    port = closed_port()
+    port = free_port()
     started = time.monotonic()
     with pytest.raises(SourceError) as caught:
         make(f"https://127.0.0.1:{port}").fetch([Request("K", "K")], Deadline(10))
@@ -653,7 +646,7 @@ def test_cli_set_into_a_disabled_bundle(tmp_path: Path, vault: FakeKeyVault) -> 
 
 
 def test_cli_unreachable_vault(tmp_path: Path, vault: FakeKeyVault) -> None:
-    port = closed_port()
+    port = free_port()
     root = project_dir(tmp_path, vault, url=f"https://127.0.0.1:{port}")
     status, _, err = run(root, cli_env(tmp_path, vault), "OPENAI_API_KEY")
     assert status == 125

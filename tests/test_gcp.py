@@ -8,7 +8,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -23,7 +22,7 @@ from keyrun.sources import Context, Deadline, Item, Meta, Problem, Request, chec
 from keyrun.sources.gcp import GcpSecretManagerSource, crc32c, gcp_name
 from keyrun.testing import Harness, SourceContract
 from tests.gcp_server import PROJECT, FakeSecretManager, SilentServer
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import CANARY, assert_no_leak, clean_env, free_port, keyrun, unavailable, write
 
 _ENV = ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "GOOGLE_APPLICATION_CREDENTIALS",
         "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
@@ -35,9 +34,7 @@ def gcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeSecretM
         fake = FakeSecretManager(tmp_path_factory.mktemp("gcp"))
         fake.start()
     except Exception as exc:  # grpcio missing or no port: a failure under CI
-        if os.environ.get("CI"):
-            pytest.fail(f"the fake Secret Manager cannot start: {exc}")
-        pytest.skip(f"the fake Secret Manager cannot start: {exc}")
+        unavailable(f"the fake Secret Manager cannot start: {exc}")
     saved = {name: os.environ.get(name) for name in _ENV}
     # gRPC reads its trusted roots once, when the first secure channel opens
     for name in _ENV:
@@ -145,12 +142,6 @@ class TestDotenvBundleContract(SourceContract):
     @pytest.fixture
     def harness(self, gcp: FakeSecretManager) -> Harness:
         return DotenvBundleHarness(gcp)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # reading

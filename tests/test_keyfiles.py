@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import assert_no_leak, clean_env, write
-from tests.vault_server import ROOT_TOKEN, OpenBao, openbao_fixture  # noqa: F401 (a fixture)
+from tests.vault_server import ROOT_TOKEN, OpenBao
 
 PY = sys.executable
 AS_USER = (["setpriv", "--bounding-set", "-all", "--inh-caps", "-all"]

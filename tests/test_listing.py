@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import assert_no_leak, clean_env, dotenv_project, keyrun
+from tests.helpers import assert_no_leak, clean_env, dotenv_project, free_port, keyrun
 from tests.test_doppler import CONFIG
 
 VALUES = {
@@ -29,20 +29,12 @@ def test_list_previews_show_a_quarter_at_most(tmp_path: Path) -> None:
         assert_no_leak(value, done.stdout, done.stderr)
 
 
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_dead_source_is_one_line_per_cause(tmp_path: Path) -> None:
     """12 keys on a source that is down: run, list and doctor say it once, naming them."""
     names = [f"TOOL_{i:02d}_API_KEY" for i in range(12)]
     root = tmp_path / "bot"
     root.mkdir()
-    port = closed_port()
+    port = free_port()
     config = CONFIG.format(url=f"http://127.0.0.1:{port}", timeout="2s")
     (root / "keyrun.toml").write_text(config.replace(
         "OPENAI_API_KEY = {}\nANTHROPIC_API_KEY = {}", "\n".join(f"{name} = {{}}" for name in names)))

@@ -24,8 +24,6 @@ from tests.vault_server import (
     Redis,
     configure_redis_engine,
     dynamic_config,
-    openbao_fixture,  # noqa: F401 (a fixture)
-    redis_server_fixture,  # noqa: F401 (a fixture)
 )
 
 

@@ -15,8 +15,6 @@ from tests.vault_server import (
     Redis,
     configure_redis_engine,
     dynamic_config,
-    openbao_fixture,  # noqa: F401 (a fixture)
-    redis_server_fixture,  # noqa: F401 (a fixture)
 )
 
 TESTS = '''

@@ -35,7 +35,7 @@ from keyrun.sources.vault import VaultSource
 from keyrun.trust import TrustError, is_loopback, normalize_host
 from tests.azure_server import make_certificate
 from tests.gcp_server import service_account
-from tests.helpers import assert_no_leak, clean_env, keyrun, write
+from tests.helpers import assert_no_leak, clean_env, keyrun, unavailable, write
 
 VAULT_TOKEN = "hvs.kr-trust-vault-" + "0b9c1d2e3f4a"
 DOPPLER_TOKEN = "dp.st.kr-trust-doppler-" + "7a6b5c4d3e2f"
@@ -90,11 +90,8 @@ def outside() -> Iterator[str]:
         address = _added_address()
     try:
         if address is None:
-            message = ("no non-loopback address here, and none could be added (ip addr add "
-                       "needs root)")
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
+            unavailable("no non-loopback address here, and none could be added (ip addr add "
+                        "needs root)")
         yield address
     finally:
         if added:
@@ -269,9 +266,7 @@ def grpc_sniffer(outside: str, tls: Tls) -> Iterator[GrpcSniffer]:
     try:
         sniffer = GrpcSniffer(outside, tls)
     except Exception as exc:  # grpcio missing: a failure under CI
-        if os.environ.get("CI"):
-            pytest.fail(f"the gRPC sniffer cannot start: {exc}")
-        pytest.skip(f"the gRPC sniffer cannot start: {exc}")
+        unavailable(f"the gRPC sniffer cannot start: {exc}")
     yield sniffer
     sniffer.stop()
 

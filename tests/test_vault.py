@@ -24,16 +24,11 @@ from keyrun.secret import Secret
 from keyrun.sources import Context, Deadline, Item, Meta, Problem, Request, check_settings
 from keyrun.sources.vault import VaultSource
 from keyrun.testing import Harness, SourceContract
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import CANARY, assert_no_leak, clean_env, free_port, keyrun, unavailable, write
 from tests.vault_server import (
     ROOT_TOKEN,
     MutualTlsOpenBao,
     OpenBao,
-    free_port,
-    mtls_openbao_fixture,  # noqa: F401 (a fixture)
-    openbao_fixture,  # noqa: F401 (a fixture)
-    private_openbao_fixture,  # noqa: F401 (a fixture)
-    unavailable,
 )
 
 VARIABLES = ("VAULT_", "BAO_")

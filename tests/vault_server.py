@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -27,21 +26,10 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import free_port, unavailable
+
 ROOT_TOKEN = "root"
 REDIS_PASSWORD = "redis-admin-pw-4f1c9e"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def unavailable(message: str) -> None:
-    """A server that cannot start fails the test under CI and skips it elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
