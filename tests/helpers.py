@@ -1,4 +1,5 @@
-"""Shared test helpers: a scrubbed environment and keyrun run as a real subprocess."""
+"""Shared test helpers: a scrubbed environment, keyrun run as a real subprocess, and a
+source built and asked as the core does."""
 
 from __future__ import annotations
 
@@ -8,9 +9,20 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
+
+from keyrun.sources import (
+    Context,
+    Deadline,
+    Item,
+    Outcome,
+    Problem,
+    Request,
+    Source,
+    check_settings,
+)
 
 # A value that must never appear in keyrun's own output, logs or files.
 CANARY = "kr-canary-" + "5e1f0c2a9d7b4386"
@@ -142,3 +154,44 @@ def keyrun_on_terminal(args: Sequence[str], *, cwd: Path, env: Mapping[str, str]
     other = piped.read().decode("utf-8", "replace")
     status = process.wait(timeout)
     return (status, other, shown) if terminal == "stderr" else (status, shown, other)
+
+
+S = TypeVar("S", bound=Source)
+
+
+def build_source(cls: type[S], name: str, settings: Mapping[str, Any], *, project: str = "proj",
+                 env: str = "dev", root: Path = Path("."), environ: Mapping[str, str] | None = None,
+                 where: str | None = None, **context: Any) -> S:
+    """A ``cls`` source named ``name`` as the core makes it: ``settings`` checked (errors
+    name ``where``, ``[sources.NAME]`` by default), read for ``project``/``env`` with
+    ``environ`` (a copy of this process's by default) as its environment; ``context`` sets
+    the Context's other fields (interactive, warn, config…)."""
+    environ = dict(os.environ) if environ is None else environ
+    checked = check_settings(cls, name, dict(settings), where or f"[sources.{name}]")
+    return cls(name, checked, Context(project, env, root, environ, **context))
+
+
+def fetch(source: Source, *requests: Request | str, seconds: float = 10) -> dict[str, Outcome]:
+    """What ``source`` gives for each request within ``seconds`` (a plain key asks for its
+    backend name), a key it left out as missing."""
+    asked = [r if isinstance(r, Request) else Request(r, source.backend_name(r))
+             for r in requests]
+    outcomes = source.fetch(asked, Deadline(seconds))
+    return {r.key: outcomes.get(r.key) or Problem.missing() for r in asked}
+
+
+def value(outcome: object) -> str:
+    assert isinstance(outcome, Item), f"expected a value, got {outcome!r}"
+    return outcome.value.reveal()
+
+
+def as_problem(outcome: object) -> Problem:
+    assert isinstance(outcome, Problem), f"expected a problem, got {outcome!r}"
+    return outcome
+
+
+def problem(outcome: object, kind: str) -> str:
+    """The message of ``outcome``, a problem of ``kind``."""
+    found = as_problem(outcome)
+    assert found.kind == kind, found
+    return found.message

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,38 +16,31 @@ import pytest
 
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
-from keyrun.sources import Context, Deadline, Item, Problem, Request, Source, check_settings
+from keyrun.sources import Deadline, Request, Source
 from keyrun.sources.aws_ssm import AwsSsmSource
 from keyrun.testing import Harness, SourceContract
 from tests.aws_server import (
     AwsBackend,
     BlackHole,
 )
-from tests.helpers import CANARY, assert_no_leak, clean_env, free_port, keyrun, write
+from tests.helpers import (
+    CANARY,
+    assert_no_leak,
+    build_source,
+    clean_env,
+    fetch,
+    free_port,
+    keyrun,
+    problem,
+    value,
+    write,
+)
 
 
 def make(aws: AwsBackend | None, **settings: Any) -> Source:
     if aws is not None:
         settings.setdefault("endpoint_url", aws.url)
-    context = Context("proj", "dev", Path("."), dict(os.environ))
-    return AwsSsmSource("params", check_settings(AwsSsmSource, "params", settings,
-                                                 "[sources.params]"), context)
-
-
-def fetch(source: Source, *requests: Request | str, seconds: float = 10) -> dict[str, Any]:
-    asked = [r if isinstance(r, Request) else Request(r, r) for r in requests]
-    return dict(source.fetch(asked, Deadline(seconds)))
-
-
-def value(outcome: object) -> str:
-    assert isinstance(outcome, Item), f"expected a value, got {outcome!r}"
-    return outcome.value.reveal()
-
-
-def problem(outcome: object, kind: str) -> str:
-    assert isinstance(outcome, Problem), f"expected a problem, got {outcome!r}"
-    assert outcome.kind == kind, outcome
-    return outcome.message
+    return build_source(AwsSsmSource, "params", settings)
 
 
 def put(aws: AwsBackend, name: str, secret: str, kind: str = "SecureString") -> int:

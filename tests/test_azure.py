@@ -19,11 +19,21 @@ import pytest
 
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
-from keyrun.sources import Context, Deadline, Item, Problem, Request, check_settings
+from keyrun.sources import Deadline, Item, Problem, Request
 from keyrun.sources.azure import AzureKeyVaultSource, azure_name
 from keyrun.testing import Harness, SourceContract
 from tests.azure_server import FakeKeyVault
-from tests.helpers import CANARY, assert_no_leak, clean_env, free_port, keyrun, write
+from tests.helpers import (
+    CANARY,
+    assert_no_leak,
+    build_source,
+    clean_env,
+    fetch,
+    free_port,
+    keyrun,
+    value,
+    write,
+)
 
 NOW = dt.datetime.now(dt.UTC)
 _AZURE_VARIABLES = ("AZURE_", "MSI_", "IDENTITY_", "IMDS_")
@@ -46,17 +56,16 @@ def vault(vault_server: FakeKeyVault, monkeypatch: pytest.MonkeyPatch) -> FakeKe
     for name in list(os.environ):
         if name.startswith(_AZURE_VARIABLES):
             monkeypatch.delenv(name)
-    for name, value in vault_server.env().items():
-        monkeypatch.setenv(name, value)
+    for name, setting in vault_server.env().items():
+        monkeypatch.setenv(name, setting)
     monkeypatch.setenv("HOME", str(vault_server.cert.parent))
     return vault_server
 
 
 def make(url: str, *, app: str = "proj", env: str = "dev", **settings: str
          ) -> AzureKeyVaultSource:
-    context = Context(app, env, Path("."), dict(os.environ))
-    return AzureKeyVaultSource("azure", check_settings(
-        AzureKeyVaultSource, "azure", {"vault_url": url, **settings}, "[sources.azure]"), context)
+    return build_source(AzureKeyVaultSource, "azure", {"vault_url": url, **settings},
+                        project=app, env=env)
 
 
 def request(source: AzureKeyVaultSource, key: str, **extra: str) -> Request:
@@ -64,20 +73,9 @@ def request(source: AzureKeyVaultSource, key: str, **extra: str) -> Request:
     return Request(key, source.backend_name(name), **extra)
 
 
-def fetch(source: AzureKeyVaultSource, *requests: Request, deadline: float = 10
-          ) -> dict[str, Item | Problem]:
-    outcomes = source.fetch(list(requests), Deadline(deadline))
-    return {r.key: outcomes.get(r.key) or Problem.missing() for r in requests}
-
-
 def one(source: AzureKeyVaultSource, key: str, deadline: float = 10, **extra: str
         ) -> Item | Problem:
-    return fetch(source, request(source, key, **extra), deadline=deadline)[key]
-
-
-def value(outcome: Item | Problem) -> str:
-    assert isinstance(outcome, Item), outcome
-    return outcome.value.reveal()
+    return fetch(source, request(source, key, **extra), seconds=deadline)[key]
 
 
 # the contract, per key and as a bundle

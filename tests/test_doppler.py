@@ -15,12 +15,21 @@ import pytest
 
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
-from keyrun.sources import Context, Deadline, Item, Problem, Request, check_settings
+from keyrun.sources import Deadline, Problem, Request
 from keyrun.sources.doppler import DopplerSource
 from keyrun.testing import Harness, SourceContract
 from tests.conftest import SecretService
 from tests.doppler_server import FakeDoppler
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import (
+    CANARY,
+    assert_no_leak,
+    build_source,
+    clean_env,
+    fetch,
+    keyrun,
+    value,
+    write,
+)
 
 TOKEN = "dp.st.dev.fake0123456789abcdefTOKEN"
 DOWNLOAD = "/v3/configs/config/secrets/download"
@@ -46,23 +55,12 @@ def doppler(doppler_server: FakeDoppler) -> FakeDoppler:
 
 def make(environ: Mapping[str, str] | None = None, *, app: str = "proj", env: str = "dev",
          **settings: object) -> DopplerSource:
-    context = Context(app, env, Path("."), dict(environ or {}))
-    return DopplerSource("doppler", check_settings(DopplerSource, "doppler", settings,
-                                                   "[sources.doppler]"), context)
+    return build_source(DopplerSource, "doppler", settings, project=app, env=env,
+                        environ=dict(environ or {}))
 
 
 def source_for(fake: FakeDoppler, token: str = TOKEN, **settings: str) -> DopplerSource:
     return make({"DOPPLER_TOKEN": token}, api_host=fake.url, **settings)
-
-
-def fetch(source: DopplerSource, *keys: str, deadline: float = 10) -> dict[str, Item | Problem]:
-    outcomes = source.fetch([Request(key, key) for key in keys], Deadline(deadline))
-    return {key: outcomes.get(key) or Problem.missing() for key in keys}
-
-
-def value(outcome: Item | Problem) -> str:
-    assert isinstance(outcome, Item), outcome
-    return outcome.value.reveal()
 
 
 def failure(source: DopplerSource, deadline: float = 10) -> SourceError:

@@ -14,10 +14,10 @@ import pytest
 
 from keyrun.errors import SourceError
 from keyrun.secret import Secret
-from keyrun.sources import Context, Deadline, Item, Problem, Request, Source, check_settings
+from keyrun.sources import Deadline, Item, Problem, Request, Source
 from keyrun.sources.environ import EnvironSource
 from keyrun.testing import Harness, SourceContract
-from tests.helpers import assert_no_leak, clean_env, keyrun, write
+from tests.helpers import assert_no_leak, build_source, clean_env, keyrun, write
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "github-actions"
 OPENAI = "sk-proj-" + "Zq8fL2mVx4Rt7Ky1Nb6Wc3Hd9Pj5Gs0A"  # fake, format-valid
@@ -26,9 +26,7 @@ DUMP = "import json, os; print(json.dumps(dict(os.environ)))"
 
 
 def make(environ: dict[str, str], **settings: object) -> EnvironSource:
-    context = Context("proj", "ci", Path("."), environ)
-    return EnvironSource("ci", check_settings(EnvironSource, "ci", settings, "[sources.ci]"),
-                         context)
+    return build_source(EnvironSource, "ci", settings, env="ci", environ=environ)
 
 
 class EnvironHarness(Harness):

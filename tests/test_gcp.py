@@ -18,11 +18,23 @@ import pytest
 from keyrun.dotenvfile import format_assignment, parse_dotenv, replace_assignment
 from keyrun.errors import ConfigError, SourceError
 from keyrun.secret import Secret
-from keyrun.sources import Context, Deadline, Item, Meta, Problem, Request, check_settings
+from keyrun.sources import Deadline, Item, Meta, Request
 from keyrun.sources.gcp import GcpSecretManagerSource, crc32c, gcp_name
 from keyrun.testing import Harness, SourceContract
 from tests.gcp_server import PROJECT, FakeSecretManager, SilentServer
-from tests.helpers import CANARY, assert_no_leak, clean_env, free_port, keyrun, unavailable, write
+from tests.helpers import (
+    CANARY,
+    assert_no_leak,
+    build_source,
+    clean_env,
+    fetch,
+    free_port,
+    keyrun,
+    problem,
+    unavailable,
+    value,
+    write,
+)
 
 _ENV = ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "GOOGLE_APPLICATION_CREDENTIALS",
         "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
@@ -62,28 +74,8 @@ def make(fake: FakeSecretManager | None, *, endpoint: str | None = None, env: st
     options = dict(settings)
     if endpoint or fake:
         options["endpoint"] = endpoint or (fake.endpoint if fake else None)
-    context = Context("bot", env, Path("."), dict(environ or {}))
-    return GcpSecretManagerSource("gcp", check_settings(GcpSecretManagerSource, "gcp", options,
-                                                        "[sources.gcp]"), context)
-
-
-def fetch(source: GcpSecretManagerSource, *keys: str | Request, deadline: float = 10
-          ) -> dict[str, Item | Problem]:
-    requests = [k if isinstance(k, Request) else Request(k, source.backend_name(k))
-                for k in keys]
-    outcomes = source.fetch(requests, Deadline(deadline))
-    return {r.key: outcomes.get(r.key) or Problem.missing() for r in requests}
-
-
-def value(outcome: Item | Problem) -> str:
-    assert isinstance(outcome, Item), outcome
-    return outcome.value.reveal()
-
-
-def problem(outcome: Item | Problem, kind: str) -> str:
-    assert isinstance(outcome, Problem), outcome
-    assert outcome.kind == kind, outcome
-    return outcome.message
+    return build_source(GcpSecretManagerSource, "gcp", options, project="bot", env=env,
+                        environ=dict(environ or {}))
 
 
 # the contract, per key and for both kinds of bundle
@@ -242,7 +234,7 @@ def test_the_state_lookup_keeps_to_the_deadline(gcp: FakeSecretManager) -> None:
     gcp.backend.put("dev-KEY", "key-value-0001", state="DISABLED")
     gcp.backend.delay = 0.7  # the read answers; the lookup after it cannot
     started = time.monotonic()
-    got = fetch(make(gcp), "KEY", deadline=1.2)
+    got = fetch(make(gcp), "KEY", seconds=1.2)
     gcp.backend.delay = 0
     assert time.monotonic() - started < 1.2
     assert "is not enabled (disabled or destroyed)" in problem(got["KEY"], "error")
@@ -472,7 +464,7 @@ def test_no_project(gcp: FakeSecretManager, monkeypatch: pytest.MonkeyPatch,
 def test_a_refused_connection_fails_fast() -> None:
     started = time.monotonic()
     with pytest.raises(SourceError) as caught:
-        fetch(make(None, endpoint=f"127.0.0.1:{free_port()}"), "KEY", deadline=20)
+        fetch(make(None, endpoint=f"127.0.0.1:{free_port()}"), "KEY", seconds=20)
     assert time.monotonic() - started < 5
     assert "gcp: cannot reach Secret Manager at 127.0.0.1:" in str(caught.value)
 
@@ -482,7 +474,7 @@ def test_a_silent_server_ends_at_the_deadline(gcp_server: FakeSecretManager) -> 
     try:
         started = time.monotonic()
         with pytest.raises(SourceError) as caught:
-            fetch(make(None, endpoint=silent.endpoint), "KEY", "OTHER", deadline=1.5)
+            fetch(make(None, endpoint=silent.endpoint), "KEY", "OTHER", seconds=1.5)
         elapsed = time.monotonic() - started
     finally:
         silent.close()

@@ -6,7 +6,6 @@ never a mock of the keyring library."""
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -16,17 +15,16 @@ import pytest
 from keyrun.dotenvfile import format_assignment
 from keyrun.errors import SourceError
 from keyrun.secret import Secret
-from keyrun.sources import Context, Deadline, Request, Source, check_settings
+from keyrun.sources import Deadline, Request, Source
 from keyrun.sources.dotenv import DotenvSource
 from keyrun.sources.keyring import KeyringSource
 from keyrun.testing import Harness, SourceContract
 from tests.conftest import SecretService
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import CANARY, assert_no_leak, build_source, clean_env, keyrun, write
 
 
 def make(cls: type[Source], root: Path, **settings: object) -> Source:
-    context = Context("proj", "dev", root, dict(os.environ))
-    return cls("test", check_settings(cls, "test", settings, "[sources.test]"), context)
+    return build_source(cls, "test", settings, root=root)
 
 
 class DotenvHarness(Harness):

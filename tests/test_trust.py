@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from keyrun.sources import Context, Source, check_settings
+from keyrun.sources import Source
 from keyrun.sources.azure import AzureKeyVaultSource
 from keyrun.sources.doppler import DopplerSource
 from keyrun.sources.gcp import GcpSecretManagerSource
@@ -35,7 +35,7 @@ from keyrun.sources.vault import VaultSource
 from keyrun.trust import TrustError, is_loopback, normalize_host
 from tests.azure_server import make_certificate
 from tests.gcp_server import service_account
-from tests.helpers import assert_no_leak, clean_env, keyrun, unavailable, write
+from tests.helpers import assert_no_leak, build_source, clean_env, keyrun, unavailable, write
 
 VAULT_TOKEN = "hvs.kr-trust-vault-" + "0b9c1d2e3f4a"
 DOPPLER_TOKEN = "dp.st.kr-trust-doppler-" + "7a6b5c4d3e2f"
@@ -626,8 +626,8 @@ def test_loopback() -> None:
 def _source(cls: type[Any], settings: dict[str, Any], tmp_path: Path,
             environ: dict[str, str] | None = None) -> Any:
     env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"), **(environ or {})}
-    context = Context("bot", "dev", tmp_path, env, config=tmp_path / "keyrun.toml")
-    return cls("s", check_settings(cls, "s", settings, "[sources.s]"), context)
+    return build_source(cls, "s", settings, project="bot", root=tmp_path, environ=env,
+                        config=tmp_path / "keyrun.toml")
 
 
 @pytest.mark.parametrize("url", [

@@ -5,6 +5,7 @@ Dynamic secrets and their leases are in test_vault_leases.py."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -24,7 +25,19 @@ from keyrun.secret import Secret
 from keyrun.sources import Context, Deadline, Item, Meta, Problem, Request, check_settings
 from keyrun.sources.vault import VaultSource
 from keyrun.testing import Harness, SourceContract
-from tests.helpers import CANARY, assert_no_leak, clean_env, free_port, keyrun, unavailable, write
+from tests.helpers import (
+    CANARY,
+    as_problem,
+    assert_no_leak,
+    build_source,
+    clean_env,
+    free_port,
+    keyrun,
+    unavailable,
+    value,
+    write,
+)
+from tests.helpers import fetch as fetch_within
 from tests.vault_server import (
     ROOT_TOKEN,
     MutualTlsOpenBao,
@@ -55,23 +68,11 @@ def make(server: OpenBao, root: Path, environ: dict[str, str] | None = None,
     settings.setdefault("url", server.url)
     environ = {"VAULT_TOKEN": ROOT_TOKEN, "HOME": str(root / "home")} if environ is None \
         else environ
-    context = Context(project, env, root, environ, interactive)
-    checked = check_settings(VaultSource, "vault", settings, "[sources.vault]")
-    return VaultSource("vault", checked, context)
+    return build_source(VaultSource, "vault", settings, project=project, env=env, root=root,
+                        environ=environ, interactive=interactive)
 
 
-def fetch(source: VaultSource, *requests: Request) -> dict[str, Item | Problem]:
-    return dict(source.fetch(list(requests), Deadline(20)))
-
-
-def value(outcome: Item | Problem) -> str:
-    assert isinstance(outcome, Item), outcome
-    return outcome.value.reveal()
-
-
-def problem(outcome: Item | Problem) -> Problem:
-    assert isinstance(outcome, Problem), outcome
-    return outcome
+fetch = functools.partial(fetch_within, seconds=20)  # OpenBao on a loaded machine
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +171,7 @@ def test_bundle_fields_are_keys_and_field_picks_inside_json(openbao: OpenBao, kv
     assert value(got["NESTED_KEY"]) == "nested-0002"
     assert value(got["TOKEN"]) == "json-0003"
     assert value(got["NUMBER"]) == "42"
-    assert problem(got["ABSENT"]) == Problem("missing", f"no field 'ABSENT' in secret/{path}")
+    assert as_problem(got["ABSENT"]) == Problem("missing", f"no field 'ABSENT' in secret/{path}")
     item = got["OPENAI_API_KEY"]
     assert isinstance(item, Item)
     assert item.version == "1"
@@ -193,12 +194,12 @@ def test_per_key_field_rules(openbao: OpenBao, kv: Any, tmp_path: Path) -> None:
     assert value(got["ONLY"]) == "only-field-01"
     assert value(got["VALUE"]) == "value-field-02"
     assert value(got["PICKED"]) == "2"
-    assert problem(got["MANY"]) == Problem(
+    assert as_problem(got["MANY"]) == Problem(
         "error", f"secret/{base}/MANY holds several fields (a, b); name one with "
                  "field = \"…\" on the key")
-    assert problem(got["NOFIELD"]) == Problem(
+    assert as_problem(got["NOFIELD"]) == Problem(
         "missing", f"no field 'c' in secret/{base}/MANY (fields: a, b)")
-    assert problem(got["GONE"]) == Problem("missing", f"no entry secret/{base}/GONE")
+    assert as_problem(got["GONE"]) == Problem("missing", f"no entry secret/{base}/GONE")
     configured = make(openbao, tmp_path, path=base + "/{key}", field="note")
     assert value(fetch(configured, Request("VALUE", "VALUE"))["VALUE"]) == "x"
     assert source.locate(Request("PICKED", "MANY", "b", "3")) == f"secret/{base}/MANY@3#b"
@@ -222,14 +223,14 @@ def test_versions_pinned_deleted_and_destroyed(openbao: OpenBao, kv: Any,
     assert value(got["ONE"]) == "version-1"
     assert isinstance(got["ONE"], Item)
     assert got["ONE"].version == "1"
-    assert problem(got["TWO"]).message == (
+    assert as_problem(got["TWO"]).message == (
         f"version 2 of secret/{path} was deleted (restore it with: vault kv undelete "
         f"-versions=2 secret/{path})")
-    assert problem(got["THREE"]).message == f"version 3 of secret/{path} was destroyed"
-    assert problem(got["NINE"]) == Problem("missing", f"no version 9 of secret/{path}")
-    assert problem(got["BAD"]).kind == "error"
+    assert as_problem(got["THREE"]).message == f"version 3 of secret/{path} was destroyed"
+    assert as_problem(got["NINE"]) == Problem("missing", f"no version 9 of secret/{path}")
+    assert as_problem(got["BAD"]).kind == "error"
     kv.secrets.kv.v2.delete_latest_version_of_secret(path, mount_point="secret")
-    latest = problem(fetch(source, Request("LATEST", "K"))["LATEST"])
+    latest = as_problem(fetch(source, Request("LATEST", "K"))["LATEST"])
     assert latest.kind == "missing"
     assert latest.message.startswith("version 4 of ")
     assert "was deleted" in latest.message
@@ -239,7 +240,7 @@ def test_version_pin_on_kv1_is_an_error(openbao: OpenBao, kv: Any, tmp_path: Pat
     path = unique()
     kv.secrets.kv.v1.create_or_update_secret(path, {"K": "v"}, mount_point="kv1")
     source = make(openbao, tmp_path, mount="kv1", path=path)
-    assert problem(fetch(source, Request("K", "K", version="1"))["K"]) == Problem(
+    assert as_problem(fetch(source, Request("K", "K", version="1"))["K"]) == Problem(
         "error", f"kv1/{path} pins version 1, but kv1/ is not KV v2 (only KV v2 keeps "
                  "versions)")
 
@@ -718,7 +719,7 @@ def test_expired_token_has_its_own_message(openbao: OpenBao, kv: Any, tmp_path: 
     time.sleep(2.2)
     source = make(openbao, tmp_path, {"VAULT_TOKEN": short["auth"]["client_token"],
                                       "HOME": "/"}, path=path)
-    outcome = problem(fetch(source, Request("A", "A"))["A"])
+    outcome = as_problem(fetch(source, Request("A", "A"))["A"])
     assert outcome.kind == "denied"
     assert outcome.message == (
         f"token expired, revoked or not allowed to read secret/{path} (token from "
@@ -740,7 +741,7 @@ def test_denied_path_names_the_path_and_token_source(openbao: OpenBao, kv: Any,
     environ = {"VAULT_TOKEN": token, "HOME": "/"}
     assert value(fetch(make(openbao, tmp_path, environ, path=allowed),
                        Request("A", "A"))["A"]) == "x"
-    outcome = problem(fetch(make(openbao, tmp_path, environ, path=hidden),
+    outcome = as_problem(fetch(make(openbao, tmp_path, environ, path=hidden),
                             Request("A", "A"))["A"])
     assert outcome == Problem("denied", f"token expired, revoked or not allowed to read "
                                         f"secret/data/{hidden} (token from VAULT_TOKEN) — renew "
@@ -790,7 +791,7 @@ def test_namespace_option_and_variable(openbao: OpenBao, kv: Any, tmp_path: Path
                                            "VAULT_NAMESPACE": namespace}, mount="kv", path="app")
     assert value(fetch(by_variable, Request("A", "A"))["A"]) == "in-namespace"
     outside = make(openbao, tmp_path, mount="kv", path="app")
-    assert problem(fetch(outside, Request("A", "A"))["A"]).kind == "denied"
+    assert as_problem(fetch(outside, Request("A", "A"))["A"]).kind == "denied"
 
 
 def test_rate_limited_reads_are_retried_inside_the_deadline(openbao: OpenBao, kv: Any,
@@ -850,8 +851,8 @@ def test_tls_ca_and_failures(tls_openbao: tuple[OpenBao, Path], tmp_path: Path,
         return make(server, tmp_path, dict(base, **extra), path="nothing-here")
 
     outcome = fetch(source(VAULT_CACERT=str(ca)), Request("A", "A"))["A"]
-    assert problem(outcome).kind == "missing"
-    assert problem(fetch(make(server, tmp_path, base, path="x", ca_cert=str(ca)),
+    assert as_problem(outcome).kind == "missing"
+    assert as_problem(fetch(make(server, tmp_path, base, path="x", ca_cert=str(ca)),
                          Request("A", "A"))["A"]).kind == "missing"
     with pytest.raises(SourceError) as failure:
         fetch(source(), Request("A", "A"))
@@ -863,7 +864,7 @@ def test_tls_ca_and_failures(tls_openbao: tuple[OpenBao, Path], tmp_path: Path,
     assert bad.value.message == "VAULT_SKIP_VERIFY='yes please' is not a boolean"
     capsys.readouterr()
     insecure = source(VAULT_SKIP_VERIFY="true")
-    assert problem(fetch(insecure, Request("A", "A"))["A"]).kind == "missing"
+    assert as_problem(fetch(insecure, Request("A", "A"))["A"]).kind == "missing"
     assert capsys.readouterr().err == (
         f"keyrun: warning: vault: VAULT_SKIP_VERIFY is true: the TLS certificate of "
         f"{server.url} is not verified, so the token and secrets can be intercepted (set "
@@ -872,7 +873,7 @@ def test_tls_ca_and_failures(tls_openbao: tuple[OpenBao, Path], tmp_path: Path,
         insecure.check(Deadline(20))
     assert doctor.value.message.startswith(
         f"vault: VAULT_SKIP_VERIFY is true: the TLS certificate of {server.url} is not verified")
-    assert problem(fetch(source(VAULT_SKIP_VERIFY="false", VAULT_CACERT=str(ca)),
+    assert as_problem(fetch(source(VAULT_SKIP_VERIFY="false", VAULT_CACERT=str(ca)),
                          Request("A", "A"))["A"]).kind == "missing"
     with pytest.raises(ConfigError) as missing_ca:
         fetch(source(VAULT_CACERT=str(tmp_path / "none.pem")), Request("A", "A"))
@@ -883,7 +884,7 @@ def test_tls_ca_and_failures(tls_openbao: tuple[OpenBao, Path], tmp_path: Path,
         capath.mkdir()
         shutil.copy(ca, capath / "ca.pem")
         subprocess.run(["openssl", "rehash", str(capath)], check=True, capture_output=True)
-        assert problem(fetch(source(VAULT_CAPATH=str(capath)),
+        assert as_problem(fetch(source(VAULT_CAPATH=str(capath)),
                              Request("A", "A"))["A"]).kind == "missing"
     with pytest.raises(ConfigError) as half:
         fetch(source(VAULT_CACERT=str(ca), VAULT_CLIENT_CERT=str(ca)), Request("A", "A"))

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from keyrun.errors import SourceError
-from keyrun.sources import Context, Deadline, Item, Problem, Request, check_settings
+from keyrun.sources import Deadline, Item, Problem, Request
 from keyrun.sources.vault import VaultSource
-from tests.helpers import clean_env, keyrun, write
+from tests.helpers import build_source, clean_env, keyrun, write
 from tests.vault_server import (
     ROOT_TOKEN,
     OpenBao,
@@ -56,8 +56,8 @@ def role(client: Any, default_ttl: str = "1m", max_ttl: str = "10m") -> str:
 
 def make(server: OpenBao, root: Path, token: str = ROOT_TOKEN, **settings: Any) -> VaultSource:
     settings = {"url": server.url, "mount": "database", "path": "creds/{key}", **settings}
-    context = Context("proj", "dev", root, {"VAULT_TOKEN": token, "HOME": str(root)})
-    return VaultSource("vault", check_settings(VaultSource, "vault", settings, "[s]"), context)
+    return build_source(VaultSource, "vault", settings, root=root,
+                        environ={"VAULT_TOKEN": token, "HOME": str(root)}, where="[s]")
 
 
 def credentials(name: str) -> list[Request]:
@@ -216,11 +216,11 @@ def test_token_that_may_not_create_children(openbao: OpenBao, database: Any,
         source.fetch(credentials(name), Deadline(20))
     assert set(redis_server.users()) == before  # refused before anything was made
     warned: list[str] = []
-    context = Context("proj", "dev", tmp_path, {"VAULT_TOKEN": plain["client_token"],
-                                               "HOME": str(tmp_path)}, warn=warned.append)
     settings = {"url": openbao.url, "mount": "database", "path": "creds/{key}",
                 "unrevocable_leases": "warn"}
-    source = VaultSource("vault", check_settings(VaultSource, "vault", settings, "[s]"), context)
+    source = build_source(VaultSource, "vault", settings, root=tmp_path, where="[s]",
+                          environ={"VAULT_TOKEN": plain["client_token"], "HOME": str(tmp_path)},
+                          warn=warned.append)
     user = items(source, credentials(name))["REDIS_USER"].value.reveal()
     assert len(warned) == 1
     assert "would outlive it; they stay valid until their TTL ends" in warned[0]
@@ -246,9 +246,8 @@ def test_approle_login_token_is_revoked_with_the_leases(openbao: OpenBao, databa
     secret_id = database.auth.approle.generate_secret_id("leaser")["data"]["secret_id"]
     settings = {"url": openbao.url, "mount": "database", "path": "creds/{key}",
                 "auth": {"method": "approle", "role_id": role_id, "secret_id_env": "SID"}}
-    context = Context("proj", "dev", tmp_path, {"SID": secret_id})
-    source = VaultSource("vault", check_settings(VaultSource, "vault", settings, "[s]"),
-                         context)
+    source = build_source(VaultSource, "vault", settings, root=tmp_path, environ={"SID": secret_id},
+                          where="[s]")
     user = items(source, credentials(name))["REDIS_USER"].value.reveal()
     assert source.release() == []
     assert not redis_server.user_exists(user)
