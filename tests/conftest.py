@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import unavailable
+from tests.helpers import clean_env, unavailable
 
 # Server fixtures (openbao, redis_server, moto_server, aws…) for every test module.
 pytest_plugins = ["tests.aws_server", "tests.vault_server"]
@@ -78,6 +78,12 @@ class SecretService:
                 process.wait(5)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a keyrun subprocess: scrubbed, HOME and the access log in tmp_path."""
+    return clean_env(tmp_path)
 
 
 @pytest.fixture(scope="session")

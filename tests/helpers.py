@@ -3,6 +3,8 @@ source built and asked as the core does."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -43,6 +45,33 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
                XDG_STATE_HOME=str(tmp / "state"), PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
     env.update(extra)
     return env
+
+
+# A command (python -c) printing a digest (``digest``) of each variable named in its
+# arguments, of "-" for one it lacks: what the command got, without printing a value.
+PRINT_DIGESTS = ("import hashlib, os, sys; print(' '.join(hashlib.sha256(os.environ.get(k, '-')"
+                 ".encode()).hexdigest()[:16] for k in sys.argv[1:]))")
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def checks(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]:
+    """``keyrun doctor --json``'s checks by id."""
+    return {check["id"]: check for check in json.loads(done.stdout)["checks"]}
+
+
+def log_entries(tmp: Path, secret: str | None = None) -> list[dict[str, object]]:
+    """The entries of the access log clean_env(tmp) sets (none when there is no log);
+    ``secret`` asserted absent from it."""
+    log = tmp / "access.log"
+    if not log.exists():
+        return []
+    text = log.read_text()
+    if secret is not None:
+        assert secret not in text
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def keyrun(
@@ -117,14 +146,23 @@ def read_to_end(fd: int, timeout: float = 60) -> bytes:
     return bytes(output)
 
 
+def write_project(root: Path, config: str, files: Mapping[str, str] | None = None) -> Path:
+    """A checkout at ``root``: ``config`` as its keyrun.toml, and ``files`` (name → text)
+    beside it."""
+    write(root / "keyrun.toml", config)
+    for name, text in (files or {}).items():
+        write(root / name, text)
+    return root
+
+
 def dotenv_project(root: Path, values: Mapping[str, str], extra: str = "") -> Path:
     """A project at ``root`` whose environment ``dev`` (the default) reads ``values`` from
     its .env file; ``extra`` is appended to its keyrun.toml."""
     keys = "".join(f"{name} = {{}}\n" for name in values)
-    write(root / "keyrun.toml", 'default_env = "dev"\n[keys]\n' + keys
-          + '[sources.local]\ntype = "dotenv"\n[env.dev]\nsources = ["local"]\n' + extra)
-    write(root / ".env", "".join(f"{name}={value}\n" for name, value in values.items()))
-    return root
+    return write_project(root, 'default_env = "dev"\n[keys]\n' + keys
+                         + '[sources.local]\ntype = "dotenv"\n[env.dev]\nsources = ["local"]\n'
+                         + extra,
+                         {".env": "".join(f"{name}={value}\n" for name, value in values.items())})
 
 
 def keyrun_on_terminal(args: Sequence[str], *, cwd: Path, env: Mapping[str, str],

@@ -14,19 +14,18 @@ import pytest
 
 import keyrun
 from keyrun.errors import ResolutionError
-from tests.helpers import clean_env, write
+from tests.helpers import clean_env, write, write_project
 from tests.vault_server import (
     ROOT_TOKEN,
     OpenBao,
     Redis,
-    configure_redis_engine,
     dynamic_config,
 )
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    write(tmp_path / "keyrun.toml", """
+    write_project(tmp_path, """
 [keys]
 OPENAI_API_KEY = {}
 EXTRA = { optional = true }
@@ -34,8 +33,7 @@ EXTRA = { optional = true }
 type = "dotenv"
 [env.dev]
 sources = ["local"]
-""")
-    write(tmp_path / ".env", "OPENAI_API_KEY=sk-load-123456789\n")
+""", {".env": "OPENAI_API_KEY=sk-load-123456789\n"})
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KEYRUN_ACCESS_LOG", str(tmp_path / "access.log"))
     monkeypatch.delenv("KEYRUN_PROFILE", raising=False)  # restored to unset: inject sets it
@@ -100,12 +98,6 @@ def test_load_has_no_exec_limits_but_inject_does(project: Path) -> None:
 
 # Dynamic credentials: real OpenBao making real Redis users (tests/vault_server.py)
 
-
-
-@pytest.fixture(scope="module")
-def database(openbao: OpenBao, redis_server: Redis) -> Any:
-    configure_redis_engine(openbao, redis_server)
-    return openbao.client()
 
 
 def dynamic_project(tmp_path: Path, openbao: OpenBao, database: Any, *, default_ttl: str = "1m",

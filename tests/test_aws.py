@@ -35,7 +35,7 @@ from tests.helpers import (
     keyrun,
     problem,
     value,
-    write,
+    write_project,
 )
 
 BUNDLE = "proj/dev"
@@ -641,9 +641,7 @@ DIGEST = ("import os, hashlib; print(hashlib.sha256((os.environ['OPENAI_API_KEY'
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", CONFIG.format(extra=""))
-    return root
+    return write_project(tmp_path / "proj", CONFIG.format(extra=""))
 
 
 def digest(*values: str) -> str:

@@ -34,6 +34,7 @@ from tests.helpers import (
     problem,
     value,
     write,
+    write_project,
 )
 
 
@@ -418,9 +419,8 @@ DIGEST = ("import os, hashlib, json; print(hashlib.sha256(json.dumps([os.environ
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", CONFIG.format(keys="\n".join(f"{k} = {{}}" for k in KEYS)))
-    return root
+    return write_project(tmp_path / "proj",
+                         CONFIG.format(keys="\n".join(f"{k} = {{}}" for k in KEYS)))
 
 
 def test_cli_run_62_keys_per_key_and_by_path(aws: AwsBackend, project: Path,

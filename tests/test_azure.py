@@ -6,7 +6,6 @@ as a real process."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import socket
@@ -25,14 +24,16 @@ from keyrun.testing import Harness, SourceContract
 from tests.azure_server import FakeKeyVault
 from tests.helpers import (
     CANARY,
+    PRINT_DIGESTS,
     assert_no_leak,
     build_source,
     clean_env,
+    digest,
     fetch,
     free_port,
     keyrun,
     value,
-    write,
+    write_project,
 )
 
 NOW = dt.datetime.now(dt.UTC)
@@ -487,21 +488,12 @@ timeout = "{timeout}"
 rotate_after = "90d"
 """
 
-CHILD = ("import hashlib, os, sys; "
-         "print(' '.join(hashlib.sha256(os.environ.get(k, '-').encode()).hexdigest()[:16] "
-         "for k in sys.argv[1:]))")
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def project_dir(tmp_path: Path, vault: FakeKeyVault, *, timeout: str = "5s",
                 extra_keys: str = "", url: str | None = None) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", CONFIG.format(url=url or vault.url, timeout=timeout,
-                                              extra_keys=extra_keys))
-    return root
+    return write_project(tmp_path / "proj", CONFIG.format(
+        url=url or vault.url, timeout=timeout, extra_keys=extra_keys))
 
 
 def cli_env(tmp_path: Path, vault: FakeKeyVault, **extra: str) -> dict[str, str]:
@@ -509,7 +501,8 @@ def cli_env(tmp_path: Path, vault: FakeKeyVault, **extra: str) -> dict[str, str]
 
 
 def run(root: Path, env: dict[str, str], *keys: str) -> tuple[int, str, str]:
-    done = keyrun(["-e", "dev", "--", sys.executable, "-c", CHILD, *keys], cwd=root, env=env)
+    done = keyrun(["-e", "dev", "--", sys.executable, "-c", PRINT_DIGESTS, *keys], cwd=root,
+                  env=env)
     return done.returncode, done.stdout, done.stderr
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from keyrun.cli.grammar import COMMANDS
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import CANARY, assert_no_leak, checks, keyrun, write, write_project
 
 CONFIG = """
 project = "bot"
@@ -39,20 +39,9 @@ rotate_after = "30d"
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", CONFIG)
-    write(root / ".env.dev", f"OPENAI_API_KEY={CANARY}\n")
-    write(root / ".env.staging", "OPENAI_API_KEY=sk-staging-0123456789abcdef\n")
-    return root
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path)
-
-
-def checks(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]:
-    return {check["id"]: check for check in json.loads(done.stdout)["checks"]}
+    return write_project(tmp_path / "proj", CONFIG, {
+        ".env.dev": f"OPENAI_API_KEY={CANARY}\n",
+        ".env.staging": "OPENAI_API_KEY=sk-staging-0123456789abcdef\n"})
 
 
 def test_list_json(project: Path, env: dict[str, str], tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,18 +15,18 @@ from keyrun.doctor import Check, DoctorOptions, Report, diagnose_all
 from keyrun.listing import list_all_envs
 from tests.azure_server import FakeKeyVault
 from tests.gcp_server import FakeSecretManager, SilentServer
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import (
+    CANARY,
+    assert_no_leak,
+    checks,
+    clean_env,
+    keyrun,
+    log_entries,
+    write,
+    write_project,
+)
 
 NOW = dt.datetime.now(dt.UTC)
-
-
-def checks(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]:
-    return {check["id"]: check for check in json.loads(done.stdout)["checks"]}
-
-
-def log_entries(tmp_path: Path) -> list[dict[str, object]]:
-    log = tmp_path / "access.log"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 # a dead endpoint
@@ -59,9 +58,7 @@ def dead_project(tmp_path: Path, server: SilentServer, envs: tuple[str, ...],
                  timeout: str) -> Path:
     tables = "".join(f'\n[env.{env}]\nsources = ["doppler"]\ntimeout = "{timeout}"\n'
                      for env in envs)
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", DEAD.format(endpoint=server.endpoint, envs=tables))
-    return root
+    return write_project(tmp_path / "proj", DEAD.format(endpoint=server.endpoint, envs=tables))
 
 
 def test_doctor_waits_for_a_dead_endpoint_once(tmp_path: Path, silent: SilentServer) -> None:
@@ -154,9 +151,7 @@ rotate_after = "30d"
 
 
 def gcp_project(tmp_path: Path, fake: FakeSecretManager, extra: str = "") -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", GCP.format(endpoint=fake.endpoint, extra=extra))
-    return root
+    return write_project(tmp_path / "proj", GCP.format(endpoint=fake.endpoint, extra=extra))
 
 
 def test_rotation_reports_every_finding_with_the_worst_status(

@@ -4,7 +4,6 @@ the contract suite, what is special to Doppler, and the CLI as a real process.""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import socket
 import time
@@ -22,13 +21,16 @@ from tests.conftest import SecretService
 from tests.doppler_server import FakeDoppler
 from tests.helpers import (
     CANARY,
+    PRINT_DIGESTS,
     assert_no_leak,
     build_source,
     clean_env,
+    digest,
     fetch,
     keyrun,
     value,
     write,
+    write_project,
 )
 
 TOKEN = "dp.st.dev.fake0123456789abcdefTOKEN"
@@ -358,19 +360,11 @@ sources = ["doppler"]
 timeout = "{timeout}"
 """
 
-CHILD = ("import hashlib, os, sys; "
-         "print(' '.join(hashlib.sha256(os.environ.get(k, '-').encode()).hexdigest()[:16] "
-         "for k in sys.argv[1:]))")
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @pytest.fixture
 def project(tmp_path: Path, doppler: FakeDoppler) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", CONFIG.format(url=doppler.url, timeout="3s"))
+    root = write_project(tmp_path / "proj", CONFIG.format(url=doppler.url, timeout="3s"))
     doppler.add_config("bot", "dev")
     return root
 
@@ -380,7 +374,7 @@ def run(root: Path, tmp_path: Path, *keys: str, token: str = TOKEN, args: tuple[
     import sys
 
     env = clean_env(tmp_path, DOPPLER_TOKEN=token) if token else clean_env(tmp_path)
-    done = keyrun([*args, "-e", "dev", "--", sys.executable, "-c", CHILD, *keys],
+    done = keyrun([*args, "-e", "dev", "--", sys.executable, "-c", PRINT_DIGESTS, *keys],
                   cwd=root, env=env)
     log = tmp_path / "access.log"
     return done.returncode, done.stdout, done.stderr, log.read_text() if log.exists() else ""

@@ -17,7 +17,7 @@ from keyrun.secret import Secret
 from keyrun.sources import Deadline, Item, Problem, Request, Source
 from keyrun.sources.environ import EnvironSource
 from keyrun.testing import Harness, SourceContract
-from tests.helpers import assert_no_leak, build_source, clean_env, keyrun, write
+from tests.helpers import assert_no_leak, build_source, clean_env, keyrun, write, write_project
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "github-actions"
 OPENAI = "sk-proj-" + "Zq8fL2mVx4Rt7Ky1Nb6Wc3Hd9Pj5Gs0A"  # fake, format-valid
@@ -104,9 +104,7 @@ sources = ["ci"]
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    write(root / "keyrun.toml", CONFIG)
-    return root
+    return write_project(tmp_path / "project", CONFIG)
 
 
 def _ci_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ the contract suite, what is special to Google, and the CLI as a real process."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import sys
@@ -24,9 +23,11 @@ from keyrun.testing import Harness, SourceContract
 from tests.gcp_server import PROJECT, FakeSecretManager, SilentServer
 from tests.helpers import (
     CANARY,
+    PRINT_DIGESTS,
     assert_no_leak,
     build_source,
     clean_env,
+    digest,
     fetch,
     free_port,
     keyrun,
@@ -34,6 +35,7 @@ from tests.helpers import (
     unavailable,
     value,
     write,
+    write_project,
 )
 
 _ENV = ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "GOOGLE_APPLICATION_CREDENTIALS",
@@ -644,20 +646,11 @@ timeout = "{timeout}"
 rotate_after = "30d"
 """
 
-CHILD = ("import hashlib, os, sys; print(' '.join(hashlib.sha256(os.environ.get(k, '-')"
-         ".encode()).hexdigest()[:16] for k in sys.argv[1:]))")
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
 
 def project_dir(tmp_path: Path, endpoint: str, *, location: str = "{env}-{key}",
                 timeout: str = "5s") -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", CONFIG.format(secret=location, endpoint=endpoint,
-                                              timeout=timeout))
-    return root
+    return write_project(tmp_path / "proj", CONFIG.format(
+        secret=location, endpoint=endpoint, timeout=timeout))
 
 
 def cli_env(tmp_path: Path, fake: FakeSecretManager, **extra: str) -> dict[str, str]:
@@ -666,7 +659,7 @@ def cli_env(tmp_path: Path, fake: FakeSecretManager, **extra: str) -> dict[str, 
 
 def run(root: Path, tmp_path: Path, fake: FakeSecretManager, *keys: str, **extra: str
         ) -> tuple[int, str, str, str]:
-    done = keyrun(["-e", "dev", "--", sys.executable, "-c", CHILD, *keys], cwd=root,
+    done = keyrun(["-e", "dev", "--", sys.executable, "-c", PRINT_DIGESTS, *keys], cwd=root,
                   env=cli_env(tmp_path, fake, **extra))
     log = tmp_path / "access.log"
     return done.returncode, done.stdout, done.stderr, log.read_text() if log.exists() else ""

@@ -26,7 +26,7 @@ from keyrun.cli.grammar import (
 )
 from keyrun.errors import UsageError
 from keyrun.session import Selection
-from tests.helpers import clean_env, dotenv_project, keyrun, write
+from tests.helpers import dotenv_project, keyrun, write
 
 # An option's value may be a command's name (`-e run`, `-e list`) or look like an option.
 VALUES = ("staging", *COMMANDS, "-x", "a b")
@@ -404,11 +404,6 @@ def project(tmp_path: Path) -> Path:
     root = dotenv_project(tmp_path / "bot", {"A_KEY": "dev-value"}, extra=RUN_ENV)
     write(root / ".env.run", "A_KEY=run-value\n")
     return root
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path)
 
 
 def test_an_environment_named_run_works_with_every_command(project: Path, env: dict[str, str]

@@ -21,13 +21,7 @@ from pathlib import Path
 import pytest
 
 from keyrun.environ import is_reserved
-from tests.helpers import CANARY, clean_env, keyrun, write
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path)
-
+from tests.helpers import CANARY, keyrun, write
 
 # -- reserved names ----------------------------------------------------------------------------
 

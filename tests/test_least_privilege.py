@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.doppler_server import FakeDoppler
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write, write_project
 
 TOKEN = "dp.st.all.fake0123456789abcdefTOKEN"
 SHARED_STAGING = "sk-staging-and-dev-" + "0a1b2c3d4e"
@@ -70,11 +70,10 @@ def servers() -> Iterator[tuple[FakeDoppler, FakeDoppler]]:
 
 
 def project(root: Path, prod: FakeDoppler, team: FakeDoppler) -> Path:
-    write(root / "keyrun.toml", CONFIG.format(prod=prod.url, team=team.url))
-    write(root / ".env.dev", f"OPENAI_API_KEY={CANARY}\nANTHROPIC_API_KEY={SHARED_STAGING}\n")
-    write(root / ".env.staging", f"OPENAI_API_KEY=sk-staging-own-0123456789\n"
-                                 f"ANTHROPIC_API_KEY={SHARED_STAGING}\n")
-    return root
+    return write_project(root, CONFIG.format(prod=prod.url, team=team.url), {
+        ".env.dev": f"OPENAI_API_KEY={CANARY}\nANTHROPIC_API_KEY={SHARED_STAGING}\n",
+        ".env.staging": f"OPENAI_API_KEY=sk-staging-own-0123456789\n"
+                        f"ANTHROPIC_API_KEY={SHARED_STAGING}\n"})
 
 
 def shared_values(done: subprocess.CompletedProcess[str]) -> dict[str, object]:

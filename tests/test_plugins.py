@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from keyrun.installer import add_package_command
-from tests.helpers import clean_env, keyrun, write
+from tests.helpers import clean_env, keyrun, write, write_project
 
 # The plugin's extra, installed the way keyrun itself was (pip here, uv in .ci/lowest).
 PLUGIN_SDK = add_package_command("keyrun-test-plugin[sdk]")
@@ -135,8 +135,7 @@ def plugin_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", textwrap.dedent(f"""
+    return write_project(tmp_path / "proj", textwrap.dedent(f"""
         [keys]
         DB_USER = {{}}
         [sources.dyn]
@@ -145,7 +144,6 @@ def project(tmp_path: Path) -> Path:
         [env.dev]
         sources = ["dyn"]
     """))
-    return root
 
 
 def ledger(tmp_path: Path) -> list[str]:

@@ -17,7 +17,7 @@ from keyrun.api import release
 from keyrun.errors import ResolutionError
 from keyrun.installer import add_extra_command
 from keyrun.pydantic import KeyrunSettingsSource
-from tests.helpers import clean_env, write
+from tests.helpers import clean_env, write, write_project
 from tests.vault_server import (
     ROOT_TOKEN,
     OpenBao,
@@ -29,7 +29,7 @@ from tests.vault_server import (
 
 @pytest.fixture(autouse=True)
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    write(tmp_path / "keyrun.toml", """
+    write_project(tmp_path, """
 [keys]
 OPENAI_API_KEY = {}
 APP_MODEL = { optional = true }
@@ -37,8 +37,7 @@ APP_MODEL = { optional = true }
 type = "dotenv"
 [env.dev]
 sources = ["local"]
-""")
-    write(tmp_path / ".env", "OPENAI_API_KEY=sk-pydantic-123456789\nAPP_MODEL=gpt-x\n")
+""", {".env": "OPENAI_API_KEY=sk-pydantic-123456789\nAPP_MODEL=gpt-x\n"})
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KEYRUN_ACCESS_LOG", "off")
     return tmp_path

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, write
+from tests.helpers import clean_env, write, write_project
 from tests.vault_server import (
     ROOT_TOKEN,
     OpenBao,
@@ -28,8 +28,7 @@ def test_key_is_there(keyrun_secrets):
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "app"
-    write(root / "keyrun.toml", """
+    return write_project(tmp_path / "app", """
 [keys]
 OPENAI_API_KEY = {}
 [sources.local]
@@ -39,11 +38,8 @@ path = ".env.{env}"
 sources = ["local"]
 [env.dev]
 sources = ["local"]
-""")
-    write(root / ".env.staging", "OPENAI_API_KEY=sk-plugin-123456789\n")
-    write(root / ".env.dev", "OTHER=1\n")
-    write(root / "test_app.py", TESTS)
-    return root
+""", {".env.staging": "OPENAI_API_KEY=sk-plugin-123456789\n", ".env.dev": "OTHER=1\n",
+      "test_app.py": TESTS})
 
 
 def pytest_in(root: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,20 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import CANARY, assert_no_leak, keyrun, write, write_project
 
 PY = sys.executable
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path)
-
-
-@pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", """
+    return write_project(tmp_path / "proj", """
 project = "bot"
 default_env = "dev"
 
@@ -38,9 +32,7 @@ path = ".env"
 
 [env.dev]
 sources = ["local"]
-""")
-    write(root / ".env", f"OPENAI_API_KEY={CANARY}\n")
-    return root
+""", {".env": f"OPENAI_API_KEY={CANARY}\n"})
 
 
 @pytest.mark.parametrize("redirect", ["<&-", ">&-", "2>&-"])

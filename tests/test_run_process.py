@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import CANARY, assert_no_leak, keyrun, write, write_project
 
 PY = sys.executable
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    write(root / "keyrun.toml", """
+    return write_project(tmp_path / "proj", """
 project = "bot"
 default_env = "dev"
 
@@ -37,15 +36,8 @@ sources = ["local"]
 
 [env.staging]
 sources = ["local"]
-""")
-    write(root / ".env.dev", f"OPENAI_API_KEY={CANARY}\n")
-    write(root / ".env.staging", "OPENAI_API_KEY=sk-staging-value-000000\n")
-    return root
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path)
+""", {".env.dev": f"OPENAI_API_KEY={CANARY}\n",
+      ".env.staging": "OPENAI_API_KEY=sk-staging-value-000000\n"})
 
 
 def test_value_reaches_the_command_and_nowhere_else(project: Path, env: dict[str, str],

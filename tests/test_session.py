@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,15 @@ import pytest
 from keyrun.reporter import Reporter
 from keyrun.scan import profile_values
 from keyrun.session import Selection, open_session
-from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun, write
+from tests.helpers import (
+    CANARY,
+    assert_no_leak,
+    clean_env,
+    keyrun,
+    log_entries,
+    write,
+    write_project,
+)
 
 CONFIG = """
 project = "shop"
@@ -26,9 +33,7 @@ sources = ["local"]
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "shop"
-    write(root / "keyrun.toml", CONFIG)
-    write(root / ".env", f"TOKEN={CANARY}\n")
+    root = write_project(tmp_path / "shop", CONFIG, {".env": f"TOKEN={CANARY}\n"})
     monkeypatch.chdir(root)
     monkeypatch.setenv("KEYRUN_ACCESS_LOG", str(tmp_path / "access.log"))
     monkeypatch.delenv("KEYRUN_ENV", raising=False)
@@ -36,25 +41,17 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def log_entries(tmp_path: Path) -> list[dict[str, object]]:
-    log = tmp_path / "access.log"
-    if not log.exists():
-        return []
-    assert CANARY not in log.read_text()
-    return [json.loads(line) for line in log.read_text().splitlines()]
-
-
 def test_a_session_fetches_once_when_first_asked_and_logs_when_told(
         project: Path, tmp_path: Path) -> None:
     session = open_session(Selection(), action="list")
     assert not session.fetched
-    assert log_entries(tmp_path) == []
+    assert log_entries(tmp_path, CANARY) == []
     first = session.fetch()
     assert session.fetched
     assert session.fetch() is first
     assert session.values() == {"TOKEN": CANARY}
     session.log()
-    entries = log_entries(tmp_path)
+    entries = log_entries(tmp_path, CANARY)
     assert [(e["action"], e["project"], e["env"], e["keys"], e["missing"]) for e in entries] == [
         ("list", "shop", "dev", [{"name": "TOKEN", "source": "local", "version": None}],
          ["SPARE"])]
@@ -63,9 +60,9 @@ def test_a_session_fetches_once_when_first_asked_and_logs_when_told(
 def test_scan_values_are_fetched_and_logged_only_when_asked_for(project: Path,
                                                                  tmp_path: Path) -> None:
     values = profile_values(Selection(), Reporter())
-    assert log_entries(tmp_path) == []
+    assert log_entries(tmp_path, CANARY) == []
     assert values() == {"TOKEN": CANARY}
-    assert [(e["action"], e["keys"]) for e in log_entries(tmp_path)] == [
+    assert [(e["action"], e["keys"]) for e in log_entries(tmp_path, CANARY)] == [
         ("scan", [{"name": "TOKEN", "source": "local", "version": None}])]
 
 
@@ -78,7 +75,7 @@ def test_keyrun_scan_writes_its_access_log_line(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert done.stdout.split()[:2] == ["notes.txt:1", "profile-value"]
     assert_no_leak(CANARY, done.stdout, done.stderr)
-    entries = log_entries(tmp_path)
+    entries = log_entries(tmp_path, CANARY)
     assert [(e["action"], e["project"], e["env"], e["command"], e["keys"], e["missing"])
             for e in entries] == [
         ("scan", "shop", "dev", None, [{"name": "TOKEN", "source": "local", "version": None}],
@@ -90,7 +87,7 @@ def test_scan_without_a_profile_resolves_nothing_and_logs_nothing(tmp_path: Path
     write(root / "notes.txt", "nothing here\n")
     done = keyrun(["scan", "notes.txt"], cwd=root, env=clean_env(tmp_path))
     assert (done.returncode, done.stdout) == (0, "")
-    assert log_entries(tmp_path) == []
+    assert log_entries(tmp_path, CANARY) == []
 
 
 def test_the_sink_honours_quiet_verbose_and_once(capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,7 +35,15 @@ from keyrun.sources.vault import VaultSource
 from keyrun.trust import TrustError, is_loopback, normalize_host
 from tests.azure_server import make_certificate
 from tests.gcp_server import service_account
-from tests.helpers import assert_no_leak, build_source, clean_env, keyrun, unavailable, write
+from tests.helpers import (
+    assert_no_leak,
+    build_source,
+    clean_env,
+    keyrun,
+    unavailable,
+    write,
+    write_project,
+)
 
 VAULT_TOKEN = "hvs.kr-trust-vault-" + "0b9c1d2e3f4a"
 DOPPLER_TOKEN = "dp.st.kr-trust-doppler-" + "7a6b5c4d3e2f"
@@ -277,8 +285,7 @@ def grpc_sniffer(outside: str, tls: Tls) -> Iterator[GrpcSniffer]:
 def project(tmp_path: Path, source: str, more: str = "") -> Path:
     """A checkout whose keyrun.toml reads OPENAI_API_KEY from ``[sources.team]`` in dev;
     ``more`` adds tables."""
-    root = tmp_path / "checkout"
-    write(root / "keyrun.toml", f"""\
+    return write_project(tmp_path / "checkout", f"""\
 project = "bot"
 default_env = "dev"
 
@@ -292,7 +299,6 @@ OPENAI_API_KEY = {{}}
 sources = ["team"]
 timeout = "5s"
 {more}""")
-    return root
 
 
 def environ(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -36,6 +36,7 @@ from tests.helpers import (
     unavailable,
     value,
     write,
+    write_project,
 )
 from tests.helpers import fetch as fetch_within
 from tests.vault_server import (
@@ -948,10 +949,8 @@ def test_url_defaults_to_vault_addr_then_the_cli_default(tmp_path: Path) -> None
 
 
 def project(tmp_path: Path, server: OpenBao, body: str) -> Path:
-    root = tmp_path / "project"
-    write(root / "keyrun.toml", f'project = "demo"\ndefault_env = "dev"\n{body}'
-          .replace("URL", server.url))
-    return root
+    return write_project(tmp_path / "project", f'project = "demo"\ndefault_env = "dev"\n{body}'
+                         .replace("URL", server.url))
 
 
 def test_cli_run_with_kv(openbao: OpenBao, kv: Any, tmp_path: Path) -> None:

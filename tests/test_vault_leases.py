@@ -22,7 +22,7 @@ import pytest
 from keyrun.errors import SourceError
 from keyrun.sources import Deadline, Item, Problem, Request
 from keyrun.sources.vault import VaultSource
-from tests.helpers import build_source, clean_env, keyrun, write
+from tests.helpers import build_source, clean_env, keyrun, write, write_project
 from tests.vault_server import (
     ROOT_TOKEN,
     OpenBao,
@@ -37,13 +37,6 @@ def _scrubbed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith(("VAULT_", "BAO_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))
-
-
-@pytest.fixture(scope="module")
-def database(openbao: OpenBao, redis_server: Redis) -> Any:
-    """The database engine at database/ talking to Redis; returns the root client."""
-    configure_redis_engine(openbao, redis_server)
-    return openbao.client()
 
 
 def role(client: Any, default_ttl: str = "1m", max_ttl: str = "10m") -> str:
@@ -371,10 +364,8 @@ sources = ["vault"]
 
 def cli_project(tmp_path: Path, server: OpenBao, name: str, *, extra_key: str = "",
                 child_ttl: str = "5m") -> tuple[Path, Path, dict[str, str]]:
-    root = tmp_path / "project"
-    write(root / "keyrun.toml", CONFIG.format(role=name, url=server.url, extra_key=extra_key,
-                                              child_ttl=child_ttl))
-    write(root / "child.py", CHILD)
+    root = write_project(tmp_path / "project", CONFIG.format(
+        role=name, url=server.url, extra_key=extra_key, child_ttl=child_ttl), {"child.py": CHILD})
     env = clean_env(tmp_path, VAULT_TOKEN=ROOT_TOKEN, BAO_TOKEN=ROOT_TOKEN)
     return root, tmp_path / "report.json", env
 

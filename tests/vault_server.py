@@ -297,3 +297,10 @@ def redis_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def database(openbao: OpenBao, redis_server: Redis) -> Any:
+    """The database engine at database/ talking to Redis; returns the root client."""
+    configure_redis_engine(openbao, redis_server)
+    return openbao.client()
