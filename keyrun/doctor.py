@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from keyrun import keyfiles
+from keyrun.background import Background, run_all
 from keyrun.config import EXAMPLE_NAME, Config, choose_env, load_config, read_example
 from keyrun.dotenvfile import parse_dotenv
 from keyrun.durations import format_age
@@ -129,33 +130,6 @@ def diagnose_all(options: DoctorOptions, environ: Mapping[str, str] | None = Non
         fetches.close()
 
 
-class _Fetch:
-    """One environment's values, fetched in a daemon thread."""
-
-    def __init__(self, job: Callable[[], Session]) -> None:
-        self.session: Session | None = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(job,), daemon=True)
-        self._thread.start()
-
-    def _run(self, job: Callable[[], Session]) -> None:
-        try:
-            self.session = job()
-        except BaseException as exc:  # handed to whoever waits for the result
-            self.error = exc
-
-    def result(self) -> Resolution:
-        session = self.finished()
-        if session is None:
-            assert self.error is not None
-            raise self.error
-        return session.fetch()
-
-    def finished(self) -> Session | None:
-        self._thread.join()  # the fetch itself ends by its deadline
-        return self.session
-
-
 class _Fetches:
     """Every environment doctor reads, each fetched once, all at once; logged (SPEC §5:
     every resolution appends a line) and released together at the end."""
@@ -169,24 +143,25 @@ class _Fetches:
         self.environ = environ
         self.report = report
         self.progress: bool | Progress = Progress() if progress is True else progress
-        self._started: dict[str, _Fetch] = {}
+        self._started: dict[str, Background[Session]] = {}  # each ends by its deadline
         self._views: dict[str, LocalView] = {}
         self._lock = threading.Lock()
 
-    def start(self, env: str, deadline: Deadline | None, *, exhaustive: bool) -> _Fetch:
+    def start(self, env: str, deadline: Deadline | None, *, exhaustive: bool
+              ) -> Background[Session]:
         """Start fetching ``env`` (under ``deadline``, else its own ``timeout``) unless
         it already is."""
         with self._lock:
             if env not in self._started:
-                self._started[env] = _Fetch(partial(self._fetch, env, deadline, exhaustive))
+                self._started[env] = Background(partial(self._fetch, env, deadline, exhaustive))
             return self._started[env]
 
-    def start_local(self, env: str, keys: Sequence[str]) -> _Fetch:
+    def start_local(self, env: str, keys: Sequence[str]) -> Background[Session]:
         """Start reading what ``env`` holds in local sources (``local_view``): no request
         reaches its remote ones. ``keys`` are bound if ``env`` declares none."""
         with self._lock:
             if f"local:{env}" not in self._started:
-                self._started[f"local:{env}"] = _Fetch(partial(self._fetch_local, env, keys))
+                self._started[f"local:{env}"] = Background(partial(self._fetch_local, env, keys))
             return self._started[f"local:{env}"]
 
     def view(self, env: str) -> LocalView:
@@ -222,8 +197,8 @@ class _Fetches:
         with self._lock:
             started = list(self._started.values())
         for fetch in started:
-            session = fetch.finished()
-            if session is not None:  # a failed fetch was reported to whoever waited for it
+            if not fetch.failed:  # a failed fetch was reported to whoever waited for it
+                session = fetch.result()
                 session.release()
                 if session.profile.bindings:  # not a local look that had nothing to read
                     session.log()
@@ -262,7 +237,7 @@ class _Doctor:
             timed_out = self.check_sources(profile, deadline)
         finally:  # the checks' own connections: a login token made for them is done with
             self.fetches.session(profile).release()
-        resolution = own.result()
+        resolution = own.result().fetch()
         self.check_missing(resolution)
         self.check_gitignore(profile)
         self.check_permissions(profile)
@@ -528,7 +503,7 @@ class _Doctor:
 
     def compare_values(self, resolution: Resolution, other: str, found: _Sharing) -> None:
         """--all-envs: every value of ``other``, wherever it is kept."""
-        theirs = self.fetches.start(other, None, exhaustive=False).result()
+        theirs = self.fetches.start(other, None, exhaustive=False).result().fetch()
         values = theirs.values()
         if theirs.failures:
             (found.partly if values else found.unreadable).append(other)
@@ -540,7 +515,7 @@ class _Doctor:
         """Least privilege: ``other``'s local values, and for each key it would read from a
         remote source, only whether that is the very item this environment read."""
         theirs = self.fetches.start_local(other, [b.key for b in resolution.profile.bindings]
-                                          ).result()
+                                          ).result().fetch()
         view = self.fetches.view(other)
         if theirs.failures:
             found.partly.append(other)
@@ -721,9 +696,7 @@ def _refusals(profile: Profile) -> dict[str, TrustError]:
 def _parallel(jobs: Mapping[str, Callable[[], T]], deadline: Deadline) -> dict[str, _Outcome]:
     """Run the jobs at once; a job still running at the deadline is reported as timed out
     (its daemon thread is left behind, not waited for)."""
-    results: dict[str, _Outcome] = {}
-
-    def work(name: str, job: Callable[[], T]) -> None:
+    def work(job: Callable[[], T]) -> _Outcome:
         started = time.monotonic()
         value, problem = None, ""
         try:
@@ -734,38 +707,20 @@ def _parallel(jobs: Mapping[str, Callable[[], T]], deadline: Deadline) -> dict[s
         except Exception as exc:
             # the type only: an unexpected exception's text may quote what it choked on
             problem = f"unexpected {type(exc).__name__} (KEYRUN_DEBUG=1 shows it)"
-        results[name] = _Outcome(value, problem, time.monotonic() - started)
+        return _Outcome(value, problem, time.monotonic() - started)
 
-    threads = [threading.Thread(target=work, args=(n, j), daemon=True) for n, j in jobs.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(deadline.remaining())
-    for name in jobs:
-        results.setdefault(name, _Outcome(None, f"timed out after {deadline.seconds:g}s",
-                                          deadline.seconds, timed_out=True))
-    return {name: results[name] for name in jobs}
+    late = _Outcome(None, f"timed out after {deadline.seconds:g}s", deadline.seconds,
+                    timed_out=True)
+    running = run_all({name: partial(work, job) for name, job in jobs.items()},
+                      deadline.remaining)
+    return {name: call.result() if call.wait(0) and not call.failed else late
+            for name, call in running.items()}
 
 
 def _run_all(doctors: Sequence[_Doctor]) -> list[Report]:
     """Each doctor in its own thread; each ends by its own deadline."""
-    reports: dict[str, Report] = {}
-    errors: list[BaseException] = []
-
-    def work(doctor: _Doctor) -> None:
-        try:
-            reports[doctor.env] = doctor.run()
-        except BaseException as exc:  # re-raised below, in the caller's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(d,), daemon=True) for d in doctors]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return [reports[doctor.env] for doctor in doctors]
+    running = run_all({doctor.env: doctor.run for doctor in doctors})
+    return [call.result() for call in running.values()]
 
 
 def _metadata(resolution: Resolution, deadline: Deadline, skip: set[str]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from keyrun.background import run_all
 from keyrun.preview import preview
 from keyrun.profile import undeclared_names
 from keyrun.reporter import Reporter
@@ -88,25 +89,11 @@ def list_all_envs(*, config: str | None = None, project: str | None = None,
     report = report or Reporter(once=True)  # one warning for every environment it concerns
     shared: bool | Progress = Progress() if progress else False
     names = load_config(None, config, environ).env_names()
-    listed: dict[str, Listed] = {}
-    errors: dict[str, BaseException] = {}
-
-    def work(name: str) -> None:
-        try:
-            listed[name] = list_env(name, config=config, project=project, environ=environ,
-                                    report=report, details=details, progress=shared)
-        except BaseException as exc:  # re-raised below, in the caller's thread
-            errors[name] = exc
-
-    threads = [threading.Thread(target=work, args=(name,), daemon=True) for name in names]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()  # each fetch ends by its own deadline
-    for name in names:
-        if name in errors:
-            raise errors[name]
-    return {name: listed[name] for name in names}
+    running = run_all({name: partial(list_env, name, config=config, project=project,
+                                     environ=environ, report=report, details=details,
+                                     progress=shared)
+                       for name in names})  # each fetch ends by its own deadline
+    return {name: call.result() for name, call in running.items()}
 
 
 def folded_problems(rows: list[Row]) -> list[tuple[str, list[str], str]]:

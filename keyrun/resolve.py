@@ -10,11 +10,11 @@ to a lower source and runs with a value the user did not mean (fail closed).
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Literal, TypeVar
 
+from keyrun.background import Background
 from keyrun.errors import KeyrunError, ResolutionError, SourceError
 from keyrun.profile import Binding, Profile
 from keyrun.sources import (
@@ -219,9 +219,7 @@ class _Job:
         self.outcomes: Mapping[str, Outcome] = {}
         self.error: KeyrunError | None = None
         self.elapsed = 0.0
-        self._thread = threading.Thread(target=self._run, name=f"keyrun:{source.name}",
-                                        daemon=True)
-        self._thread.start()
+        self._call = Background(self._run, name=f"keyrun:{source.name}")
 
     def _run(self) -> None:
         started = time.monotonic()
@@ -243,8 +241,7 @@ class _Job:
             self.elapsed = time.monotonic() - started
 
     def wait(self) -> None:
-        self._thread.join(self.deadline.remaining())
-        if self._thread.is_alive() and self.error is None:
+        if not self._call.wait(self.deadline.remaining()) and self.error is None:
             from keyrun.sources.runtime import timed_out
 
             self.elapsed = self.deadline.seconds

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
+from keyrun.background import Background, wait_all
 from keyrun.errors import KeyrunError, SourceError
 from keyrun.sources import Deadline, Source, import_sdk
 from keyrun.trust import Endpoint as Endpoint  # re-exported: sources import it from here
@@ -147,15 +148,12 @@ class Runtime:
                     with lock:
                         errors.append(exc)
 
-        threads = [threading.Thread(target=work, daemon=True, name=f"keyrun:{self.source.name}")
+        workers = [Background(work, name=f"keyrun:{self.source.name}")
                    for _ in range(min(self.workers, len(tasks)))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(deadline.remaining())
+        wait_all(workers, deadline.remaining)
         if errors:
             raise errors[0]
-        if any(thread.is_alive() for thread in threads):
+        if not all(worker.wait(0) for worker in workers):
             raise self.timed_out(deadline)
         return results
 
