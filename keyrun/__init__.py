@@ -27,56 +27,21 @@ __all__ = ["ConfigError", "KeyrunError", "LaunchError", "MissingSdkError", "Reso
            "load_ipython_extension", "release"]
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from pathlib import Path
+    from keyrun.api import inject, load, release
+
+_API = frozenset({"inject", "load", "release"})
 
 
-def load(
-    env: str | None = None,
-    *,
-    config: str | Path | None = None,
-    project: str | None = None,
-    only: Sequence[str] = (),
-    allow_missing: bool = False,
-) -> dict[str, str]:
-    """Resolve the profile and return every key's value, as ``run`` would inject them."""
-    from keyrun.api import load as _load
+def __getattr__(name: str) -> object:
+    """``load``, ``inject`` and ``release`` are :mod:`keyrun.api`'s, imported when first
+    used: ``import keyrun`` stays as cheap as the run path needs."""
+    if name not in _API:
+        raise AttributeError(f"module 'keyrun' has no attribute {name!r}")
+    from keyrun import api
 
-    return _load(env, config=config, project=project, only=only, allow_missing=allow_missing)
-
-
-def inject(
-    env: str | None = None,
-    *,
-    config: str | Path | None = None,
-    project: str | None = None,
-    only: Sequence[str] = (),
-    allow_missing: bool = False,
-    preserve_env: bool = False,
-) -> list[str]:
-    """Resolve the profile and set its keys in ``os.environ``; return the names set.
-
-    Profile values replace inherited ones, as in ``keyrun run``; ``preserve_env=True``
-    keeps a variable that is already set.
-    """
-    from keyrun.api import inject as _inject
-
-    return _inject(
-        env,
-        config=config,
-        project=project,
-        only=only,
-        allow_missing=allow_missing,
-        preserve_env=preserve_env,
-    )
-
-
-def release() -> None:
-    """Revoke now what ``load``/``inject`` leased (dynamic Vault credentials), rather than
-    at interpreter exit; a failed revocation is a warning on stderr."""
-    from keyrun.api import release as _release
-
-    _release()
+    found = getattr(api, name)
+    globals()[name] = found
+    return found
 
 
 def load_ipython_extension(ipython: object) -> None:

@@ -54,7 +54,11 @@ def inject(
     allow_missing: bool = False,
     preserve_env: bool = False,
 ) -> list[str]:
-    """Resolve the profile and set its keys in ``os.environ``; return the names set."""
+    """Resolve the profile and set its keys in ``os.environ``; return the names set.
+
+    Profile values replace inherited ones, as in ``keyrun run``; ``preserve_env=True``
+    keeps a variable that is already set.
+    """
     with noting_hints():
         resolution = resolve(env, config=config, project=project, only=only,
                              allow_missing=allow_missing, action="inject", for_environ=True)

@@ -251,29 +251,19 @@ class TrustFile(NamedTuple):
         return True
 
     def _write(self, hosts: list[str]) -> None:
-        import tempfile
+        from keyrun.files import private_directory, replace_file
 
         if self.path.is_symlink():
             raise ConfigError(f"{self.path}: is a symlink; keyrun writes its trust list only "
                               "as a file of its own, never through a link",
                               f"replace the link with the file: rm {self.path}, then keyrun "
                               "trust HOST")
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_directory(self.path.parent)
         lines = ["# Hosts keyrun may send your credentials to (keyrun trust HOST;",
                  "# keyrun trust --remove HOST). Loopback, the services' own endpoints and",
                  "# the hosts named by VAULT_ADDR or DOPPLER_API_HOST need no entry.",
                  "hosts = [", *(f'    "{host}",' for host in hosts), "]", ""]
-        fd, temporary = tempfile.mkstemp(prefix=".trust.", suffix=".toml",
-                                         dir=self.path.parent)  # 0600, O_EXCL
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write("\n".join(lines))
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)  # replaces a symlink, never writes through it
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        replace_file(self.path, "\n".join(lines).encode("utf-8"), 0o600)
 
 
 def parse_hosts(words: Iterable[str]) -> list[str]:

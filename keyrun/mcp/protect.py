@@ -20,9 +20,9 @@ from pathlib import Path
 
 from keyrun.environ import NAME, is_reserved
 from keyrun.errors import ConfigError, KeyrunError
+from keyrun.files import private_directory, replace_file
 from keyrun.mcp import clients, jsonc, rewrite
 from keyrun.mcp.clients import Server
-from keyrun.mcp.files import private_directory, replace_file
 from keyrun.mcp.judge import normal_name
 from keyrun.mcp.profilefile import ProfileFile, profile_path
 from keyrun.mcp.scan import Config, Finding, ScanResult, findings_in, read_config

@@ -11,6 +11,7 @@ from typing import Any
 
 from keyrun.dotenvfile import parse_dotenv, replace_assignment, resolve_values
 from keyrun.errors import ConfigError, SourceError
+from keyrun.files import private_directory, replace_file
 from keyrun.ownership import read_trusted
 from keyrun.secret import Secret
 from keyrun.sources import Deadline, Health, Item, Meta, Option, Outcome, Problem, Request, Source
@@ -146,23 +147,6 @@ class DotenvSource(Source):
         text, mode = ("", 0o600) if read is None else (read[0], stat.S_IMODE(read[1].st_mode))
         updated = replace_assignment(text, parse_dotenv(text, str(path)), request.name,
                                      value.reveal())
-        _replace_file(path, updated, mode)
+        private_directory(path.parent)
+        replace_file(path, updated.encode("utf-8"), mode)
         return self.display_path
-
-
-def _replace_file(path: Path, text: str, mode: int) -> None:
-    """Write beside the file and rename over it, so a crash never leaves half a file."""
-    # ".env.keyrun-PID.tmp": still matched by the ".env.*" that keyrun init ignores.
-    partial = path.with_name(f"{path.name}.keyrun-{os.getpid()}.tmp")
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(partial, mode)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
