@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, unavailable
+from tests.helpers import clean_env, git, unavailable
 
 # Server fixtures (openbao, redis_server, moto_server, aws…) for every test module.
 pytest_plugins = ["tests.aws_server", "tests.vault_server"]
@@ -84,6 +84,15 @@ class SecretService:
 def env(tmp_path: Path) -> dict[str, str]:
     """The environment of a keyrun subprocess: scrubbed, HOME and the access log in tmp_path."""
     return clean_env(tmp_path)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """An empty git repository (branch main)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -118,6 +118,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# git as a test runs it: a fixed author, no system or user configuration.
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, env={**os.environ, **GIT_ENV},
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 def write(path: Path, text: str, mode: int = 0o600) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

@@ -29,6 +29,7 @@ from keyrun.scan import (
 )
 from keyrun.scan.engine import Text, find_hits
 from keyrun.scan.rules import builtin_rules, ruleset
+from tests.helpers import git
 
 UPPER, LOWER, DIGITS = string.ascii_uppercase, string.ascii_lowercase, string.digits
 ALNUM = UPPER + LOWER + DIGITS
@@ -511,25 +512,6 @@ def test_binary_data_is_not_scanned(tmp_path: Path) -> None:
 
 
 # -- walks: work tree, index, history ---------------------------------------------------------
-
-
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, env={**os.environ, **GIT_ENV},
-                          capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    return root
 
 
 @pytest.fixture

@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, dotenv_project, keyrun, write
-from tests.test_scan import git, repo
-
-__all__ = ["repo"]  # the fixture, shared with test_scan
+from tests.helpers import clean_env, dotenv_project, git, keyrun, write
 
 ALNUM = string.ascii_letters + string.digits
 
