@@ -28,6 +28,7 @@ from tests.vault_server import (
     OpenBao,
     Redis,
     configure_redis_engine,
+    dynamic_config,
 )
 
 
@@ -343,29 +344,11 @@ if mode == "wait":
     time.sleep(60)
 """
 
-CONFIG = """project = "demo"
-default_env = "dev"
-
-[keys]
-REDIS_USER = {{ name = "{role}", field = "username" }}
-REDIS_PASSWORD = {{ name = "{role}", field = "password" }}
-{extra_key}
-[sources.vault]
-type = "vault"
-url = "{url}"
-mount = "database"
-path = "creds/{{key}}"
-child_token_ttl = "{child_ttl}"
-
-[env.dev]
-sources = ["vault"]
-"""
-
-
 def cli_project(tmp_path: Path, server: OpenBao, name: str, *, extra_key: str = "",
                 child_ttl: str = "5m") -> tuple[Path, Path, dict[str, str]]:
-    root = write_project(tmp_path / "project", CONFIG.format(
-        role=name, url=server.url, extra_key=extra_key, child_ttl=child_ttl), {"child.py": CHILD})
+    root = write_project(tmp_path / "project", dynamic_config(
+        server.url, name, child_ttl=child_ttl, extra_key=extra_key,
+        head='project = "demo"\ndefault_env = "dev"\n'), {"child.py": CHILD})
     env = clean_env(tmp_path, VAULT_TOKEN=ROOT_TOKEN, BAO_TOKEN=ROOT_TOKEN)
     return root, tmp_path / "report.json", env
 

@@ -237,14 +237,15 @@ def configure_redis_engine(bao: OpenBao, redis: Redis, *, role: str = "keyrun",
         default_ttl=default_ttl, max_ttl=max_ttl)
 
 
-def dynamic_config(url: str, role: str, *, child_ttl: str = "5m", head: str = "") -> str:
+def dynamic_config(url: str, role: str, *, child_ttl: str = "5m", head: str = "",
+                   extra_key: str = "") -> str:
     """A keyrun.toml whose two keys are the two fields of one leased Redis credential made by
-    the database role ``role`` (see configure_redis_engine)."""
+    the database role ``role`` (see configure_redis_engine); ``extra_key`` declares another."""
     return f"""{head}
 [keys]
 REDIS_USER = {{ name = "{role}", field = "username" }}
 REDIS_PASSWORD = {{ name = "{role}", field = "password" }}
-
+{extra_key}
 [sources.vault]
 type = "vault"
 url = "{url}"
