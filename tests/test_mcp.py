@@ -343,6 +343,10 @@ def test_protect_twice_changes_nothing_the_second_time(home: Home, env: dict[str
     scan = mcp(["scan", "--format", "json"], home, env)
     assert _findings(scan.stdout, home) == {("Cursor", "linear", "headers", "Authorization",
                                              None)}
+    text = mcp(["scan"], home, env)  # what is left is not protect's to move: no loop
+    assert text.stderr.endswith("\nnext: keyrun mcp protect --dry-run names, for each remote "
+                                "server, the client's own way to keep the header out of the "
+                                "file (keyrun cannot start a server the client connects to)\n")
 
 
 def test_a_key_added_later_joins_the_servers_environment(home: Home, env: dict[str, str]
@@ -487,3 +491,58 @@ def test_a_file_changed_meanwhile_is_left_as_it_is(home: Home, tmp_path: Path,
     assert home.files["desktop"].read_text() == changed
     assert [p.name for p in home.files["desktop"].parent.iterdir()] == [
         "claude_desktop_config.json"]  # no temporary or backup file left behind
+
+
+def test_a_bridge_header_and_a_dollar_in_a_password_move(home: Home, env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """mcp-remote's bridge (the form protect itself advises for Claude Desktop) holds the
+    header in an argument or in a variable no name rule knows; a "$" inside a password is
+    no reference. All three leave the file, and the servers get them as before."""
+    token = _token(random.Random(11), 40)
+    password = "P4$$w0rd!" + _token(random.Random(12), 8)
+    home.keys.update(bridge=token, password=password)
+    url = "https://mcp.example.com/mcp"
+    desktop = json.loads(home.files["desktop"].read_text())
+    desktop["mcpServers"].update({
+        "bridge": _entry(home.dumps, "bridge", ["mcp-remote", url, "--header",
+                                                f"Authorization: Bearer {token}"]),
+        "bridge-env": _entry(home.dumps, "bridge-env",
+                             ["mcp-remote", url, "--header", "Authorization:${AUTH_HEADER}"],
+                             {"AUTH_HEADER": f"Bearer {token}"}),
+        "db": _entry(home.dumps, "db", env={"DB_PASSWORD": password}),
+    })
+    home.files["desktop"].write_text(json.dumps(desktop, indent=2) + "\n")
+    scan = mcp(["scan", "--format", "json"], home, env)
+    found = {(r["server"], r["variable"]) for r in json.loads(scan.stdout)["findings"]}
+    assert {("bridge", "--header"), ("bridge-env", "AUTH_HEADER"),
+            ("db", "DB_PASSWORD")} <= found
+    done = mcp(["protect", "--to", f"dotenv:{tmp_path / 'mcp.env'}"], home, env)
+    assert done.returncode == 1, done.stderr  # Cursor's remote server is left
+    servers = json.loads(home.files["desktop"].read_text())["mcpServers"]
+    for server in ("bridge", "bridge-env", "db"):
+        assert _start(servers[server], env).returncode == 0, server
+    assert home.dump("bridge")["argv"] == ["mcp-remote", url, "--header",
+                                           f"Authorization: Bearer {token}"]
+    assert home.dump("bridge-env")["argv"] == ["mcp-remote", url, "--header",
+                                               "Authorization:${AUTH_HEADER}"]
+    assert home.dump("bridge-env")["env"]["AUTH_HEADER"] == f"Bearer {token}"
+    assert home.dump("db")["env"]["DB_PASSWORD"] == password
+    assert token not in home.files["desktop"].read_text()
+    assert password not in home.files["desktop"].read_text()
+    no_value_anywhere(home, done.stdout, done.stderr, files=False)
+
+
+def test_a_byte_order_mark_is_kept(home: Home, env: dict[str, str], tmp_path: Path) -> None:
+    """A file an editor saved with a byte-order mark is protected like the others (it was
+    refused whole, with every other file of the run)."""
+    marked = tmp_path / "marked" / "mcp.json"
+    entry = _entry(home.dumps, "marked", env={"GITHUB_TOKEN": home.keys["github"]})
+    write(marked, "\ufeff" + json.dumps({"mcpServers": {"marked": entry}}, indent=2) + "\n")
+    done = mcp(["protect", "--to", f"dotenv:{tmp_path / 'mcp.env'}", str(marked)], home, env)
+    assert done.returncode == 1, done.stderr
+    assert marked.read_bytes().startswith(b"\xef\xbb\xbf{\n")
+    assert home.keys["github"] not in marked.read_text()
+    assert home.keys["slack"] not in home.files["cursor"].read_text()  # the others too
+    started = json.loads(marked.read_text(encoding="utf-8-sig"))["mcpServers"]["marked"]
+    assert _start(started, env).returncode == 0
+    assert home.dump("marked")["env"]["GITHUB_TOKEN"] == home.keys["github"]

@@ -9,7 +9,7 @@ import tomllib
 import pytest
 
 from keyrun.mcp import jsonc
-from keyrun.mcp.judge import NAME_RULE, arguments, credential_name, judge
+from keyrun.mcp.judge import AUTHORIZATION_RULE, NAME_RULE, arguments, credential_name, judge
 from keyrun.mcp.tomlwrite import dumps
 
 VSCODE = """\ufeff// servers for this workspace
@@ -109,6 +109,15 @@ GITHUB = "ghp_" + "R3kT9mQ2xW8vL5nB7cJ4hF6dS1aZ0pY2uE8g"
     ("DATABASE", "postgresql://app:" + "Vt8qLm2Zr5Kx9Wn4@db.example.com/app",
      "database-url-password"),
     ("API_KEY", "${USER} " + GITHUB, "github-token"),
+    # a "$" inside a password is no reference: no client expands $w0rd there
+    ("DB_PASSWORD", "P4$$w0rd!2024", NAME_RULE),
+    ("DB_PASSWORD", "Xk29Lq$abc", NAME_RULE),
+    # mcp-remote's bridge: the header whole in an argument, or the scheme in a variable
+    ("--header", "Authorization: Bearer Zx9Lm3Qw7Er5Ty1Ui8Op2As4Df6Gh0Jk", NAME_RULE),
+    ("--header", "Authorization:Bearer Zx9Lm3Qw7Er5Ty1Ui8Op2As4Df6Gh0Jk", NAME_RULE),
+    (None, "Authorization: Bearer Zx9Lm3Qw7Er5Ty1Ui8Op2As4Df6Gh0Jk", NAME_RULE),
+    ("AUTH_HEADER", "Bearer Zx9Lm3Qw7Er5Ty1Ui8Op2As4Df6Gh0Jk", AUTHORIZATION_RULE),
+    ("--header", "X-Api-Key: hunter2x99", NAME_RULE),
 ])
 def test_credentials(name: str | None, value: str, rule: str) -> None:
     verdict = judge(name, value)
@@ -125,6 +134,11 @@ def test_credentials(name: str | None, value: str, rule: str) -> None:
     ("SSH_KEY", "~/.ssh/id_ed25519"), ("USE_TOKEN", "true"), ("DB_PASSWORD", "pw"),
     ("LOG_LEVEL", "Qm7Rt2Lx9Kd4Wv8Np3Zs"), ("STRIPE_PUBLISHABLE_KEY", "Qm7Rt2Lx9Kd4Wv8Np3Zs"),
     ("API_KEY", ""), (None, "@modelcontextprotocol/server-github"),
+    ("API_KEY", "$apiKey"), ("Authorization", "Bearer $token"), ("DB_PASSWORD", "pw$SUFFIX"),
+    ("Authorization", "Basic $USER:$PASS"), ("--header", "Authorization:${AUTH_HEADER}"),
+    ("--header", "Authorization: Bearer ${input:token}"), ("AUTH_SCHEME", "Bearer"),
+    ("AUTH_HEADER", "Bearer <token>"), ("AUTH_HEADER", "Bearer your-token-here"),
+    ("--header", "Content-Type: application/json"),
 ])
 def test_not_credentials(name: str | None, value: str) -> None:
     assert judge(name, value) is None

@@ -76,7 +76,11 @@ def mcp_scan_command(selection: Selection, paths: Sequence[str], output: str) ->
         count = len(result.findings)
         print(f"keyrun: read {_count(len(result.configs), 'MCP configuration file')} "
               f"({_count(servers, 'server')}), {_count(count, 'finding')}", file=sys.stderr)
-        if count:
+        if count and all(f.server.remote for f in result.findings):
+            print("next: keyrun mcp protect --dry-run names, for each remote server, the "
+                  "client's own way to keep the header out of the file (keyrun cannot start "
+                  "a server the client connects to)", file=sys.stderr)
+        elif count:
             print("next: keyrun mcp protect --dry-run (to see the change), then keyrun mcp "
                   "protect", file=sys.stderr)
     return 1 if result.findings else 0

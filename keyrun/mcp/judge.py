@@ -4,7 +4,10 @@ A value is one when ``keyrun scan``'s rules find a key format in it, or when its
 credential (``*_KEY``, ``*_TOKEN``, ``*_SECRET``, ``*PASSWORD*``, ``Authorization``…) and the
 value is no placeholder (``your-key-here``, ``<API_KEY>``, ``xxxx``: the judgement of
 ``keyrun.placeholders``), no reference the client or the shell expands (``${input:…}``,
-``${env:…}``, ``${VAR}``, ``$VAR``), no path and no flag word (``true``).
+``${env:…}``, ``${VAR}``, ``$VAR``), no path and no flag word (``true``). A value written as
+an HTTP header (mcp-remote's ``--header "Authorization: Bearer …"``) is judged under the
+header's name, and ``Bearer``/``Basic``/``Token`` followed by a token is a credential under
+any name (``AUTH_HEADER``).
 """
 
 from __future__ import annotations
@@ -24,10 +27,20 @@ _CREDENTIAL = re.compile(r"(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PAT)$|PASSWORD|PA
                          r"^(?:PROXY_)?AUTHORIZATION$|APIKEY|_KEY_|_TOKEN_|_SECRET_")
 _NOT_CREDENTIAL = re.compile(r"PUBLIC|PUBLISHABLE|PARTITION|SORT_KEY|CACHE_KEY|PRIMARY_KEY|"
                              r"_ID$|_FILE$|_PATH$|_URL$|_HOST$")
-# What a client, a shell or a template engine fills in when the server starts.
-REFERENCE = re.compile(r"\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*|\{\{[^}]*\}\}|"
+# What a client, a shell or a template engine fills in when the server starts. A bare $NAME
+# inside a value counts only in capitals, as variables are spelled: no client expands it
+# there, and in "P4$$w0rd!" or "Xk29$ab" the "$" is part of a password.
+REFERENCE = re.compile(r"\$\{[^}]*\}|\$[A-Z_][A-Z0-9_]*(?![A-Za-z0-9_])|\{\{[^}]*\}\}|"
                        r"%[A-Za-z_][A-Za-z0-9_]*%")
-_SCHEME = re.compile(r"\A\s*(?:Bearer|Basic|Token|Bot|ApiKey|Key)\s+", re.IGNORECASE)
+_SCHEMES = r"(?:Bearer|Basic|Token|Bot|ApiKey|Key)"
+_SCHEME = re.compile(rf"\A\s*{_SCHEMES}\s+", re.IGNORECASE)
+_WHOLE_REFERENCE = re.compile(rf"\A\s*(?:{_SCHEMES}\s+)?\$[A-Za-z_][A-Za-z0-9_]*\s*\Z",
+                              re.IGNORECASE)
+_AUTHORIZATION = re.compile(r"\A\s*(?P<scheme>Bearer|Basic|Token)\s+(?P<token>\S{8,})\s*\Z",
+                            re.IGNORECASE)
+_HEADER_LINE = re.compile(r"\A\s*(?P<name>[A-Za-z][A-Za-z0-9_-]*)\s*:\s*(?P<value>\S.*)\Z",
+                          re.DOTALL)
+AUTHORIZATION_RULE = "authorization"
 _FLAG_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "none", "nil",
                          "undefined", "enabled", "disabled"})
 _PATH = re.compile(r"(?:~|\.{1,2})?/\S*\Z|[A-Za-z]:\\\S*\Z")
@@ -58,16 +71,25 @@ def credential_name(name: str) -> bool:
 def judge(name: str | None, value: str) -> Verdict | None:
     """The verdict on ``value``, held by ``name`` (a variable, a header, the flag before an
     argument; None for a bare argument); None when it is no literal credential."""
-    if not value.strip():
+    if not value.strip() or _WHOLE_REFERENCE.match(value):
         return None
+    header = _HEADER_LINE.match(value)
+    if header is not None and credential_name(header["name"]):
+        return judge(header["name"], header["value"])
     if REFERENCE.search(value):  # templated: only a key format in its literal part counts
         return known_format(name, REFERENCE.sub("", value))
     found = known_format(name, value)
-    if found is not None or name is None or not credential_name(name):
+    if found is not None:
         return found
-    if stand_in(_SCHEME.sub("", value).strip()):
+    if name is not None and credential_name(name):
+        if stand_in(_SCHEME.sub("", value).strip()):
+            return None
+        return Verdict(NAME_RULE, f"a literal value for {name}", preview(value))
+    scheme = _AUTHORIZATION.match(value)
+    if scheme is None or stand_in(scheme["token"]):
         return None
-    return Verdict(NAME_RULE, f"a literal value for {name}", preview(value))
+    return Verdict(AUTHORIZATION_RULE, f"a literal {scheme['scheme']} credential",
+                   preview(value))
 
 
 def known_format(name: str | None, value: str) -> Verdict | None:

@@ -212,8 +212,8 @@ def _check_new_text(file_plan: FilePlan, left: Sequence[Finding]) -> None:
     config = file_plan.config
     try:
         document = jsonc.parse(file_plan.new_text, clients.wanted)
-        if config.document.strict:
-            json.loads(file_plan.new_text)
+        if config.document.strict:  # a byte-order mark is kept, and no JSON text
+            json.loads(file_plan.new_text.removeprefix("\ufeff"))
     except ValueError as exc:
         raise KeyrunError(f"{config.file.path}: the rewritten file would not parse ({exc}); "
                           "it was left as it was", "please report this") from None
