@@ -22,7 +22,7 @@ from pathlib import Path
 from keyrun import keyfiles
 from keyrun.environ import build_environment
 from keyrun.errors import KeyrunError, ResolutionError
-from keyrun.resolve import Resolution
+from keyrun.resolve import Resolution, unsettable
 from keyrun.session import LeaseKeeper, Selection, Session, open_session
 from keyrun.values import Values
 
@@ -185,8 +185,10 @@ def _check(resolution: Resolution, allow_missing: bool, spelling: str) -> None:
             raise
         more = " (and the same for each key above)" if len(missing) > 1 else ""
         them = "them" if len(missing) > 1 else "it"
-        hint = (f"set it with: keyrun set {missing[0]} -e {resolution.profile.env.name}{more}; "
-                f"or load without {them}: {spelling}")
+        profile = resolution.profile
+        instead = unsettable(profile, resolution.results[missing[0]].binding)
+        hint = (f"{instead or f'set it with: keyrun set {missing[0]} -e {profile.env.name}'}"
+                f"{more}; or load without {them}: {spelling}")
         raise ResolutionError(exc.message, hint) from None
 
 

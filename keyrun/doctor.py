@@ -32,7 +32,7 @@ from keyrun.profile import (
     undeclared_names,
 )
 from keyrun.reporter import Reporter
-from keyrun.resolve import KeyResult, Resolution, fold_by_cause
+from keyrun.resolve import KeyResult, Resolution, fold_by_cause, unsettable
 from keyrun.session import Session
 from keyrun.sources import Context, Deadline, Item, Meta
 from keyrun.trust import TrustError
@@ -342,10 +342,11 @@ class _Doctor:
             optional = [r.key for r in resolution.results.values() if r.status == "optional"]
             required = _all_resolve(sum(not b.optional for b in profile.bindings))
             if optional:  # SPEC §2: "missing is a warning, not an error"
+                first = resolution.results[optional[0]].binding
                 self.add("missing-keys", "warn",
                          f"{required}; optional and missing: {', '.join(optional)}",
-                         f"{self.set_command(optional[0])} if the command needs it; run goes "
-                         "on without optional keys", optional)
+                         f"{unsettable(profile, first) or self.set_command(optional[0])} if "
+                         "the command needs it; run goes on without optional keys", optional)
             else:
                 self.add("missing-keys", "pass", required)
             return
@@ -353,17 +354,20 @@ class _Doctor:
 
         lines = describe_problems(profile, bad).split("\n")[1:] if bad else []
         lines += [f"cannot pass {problem.message}" for problem in unfit]
-        fixes = ([self.missing_fix(bad)] if bad else []) + ([unfit_hint(unfit)] if unfit else [])
+        fixes = (([self.missing_fix(profile, bad)] if bad else [])
+                 + ([unfit_hint(unfit)] if unfit else []))
         self.add("missing-keys", "fail", " ".join("; ".join(lines).split()), "; ".join(fixes),
                  list(dict.fromkeys([r.key for r in bad] + [p.key for p in unfit])))
 
-    def missing_fix(self, bad: Sequence[KeyResult]) -> str:
+    def missing_fix(self, profile: Profile, bad: Sequence[KeyResult]) -> str:
         missing = [r for r in bad if r.status == "missing"]
-        settable = [r.key for r in missing if r.binding.spec.field is None]
+        settable = [r for r in missing if r.binding.spec.field is None]
         fixes = []
         if settable:
-            fixes.append(self.set_command(settable[0]) + (
-                f" (then the same for {', '.join(settable[1:])})" if len(settable) > 1 else ""))
+            instead = unsettable(profile, settable[0].binding)
+            fixes.append((instead or self.set_command(settable[0].key)) + (
+                f" (then the same for {', '.join(r.key for r in settable[1:])})"
+                if len(settable) > 1 else ""))
         for result in missing:
             if result.binding.spec.field is not None:
                 fixes.append(_field_fix(result))

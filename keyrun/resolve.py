@@ -182,9 +182,20 @@ def _hint(profile: Profile, problems: Sequence[KeyResult],
         return (f"add the field {first.binding.spec.field!r} to the JSON value that "
                 f"{first.key} is read from, with the backend's own tools; or run with "
                 "--allow-missing")
-    return (f"set it with: keyrun set {settable[0].key}{_selection_flags(profile)}" +
-            (" (and the same for each key above)" if len(missing) > 1 else "") +
-            "; or run with --allow-missing")
+    instead = unsettable(profile, settable[0].binding)
+    return ((instead or f"set it with: keyrun set {settable[0].key}{_selection_flags(profile)}")
+            + (" (and the same for each key above)" if len(missing) > 1 else "")
+            + "; or run with --allow-missing")
+
+
+def unsettable(profile: Profile, binding: Binding) -> str | None:
+    """What to do instead of ``keyrun set`` when no source the key is read from can be
+    written (an ``environ`` source: set the variable where keyrun starts); None when set
+    can write one of them."""
+    sources = [profile.sources[name] for name in binding.candidates if name in profile.sources]
+    if not sources or any(source.writable for source in sources):
+        return None
+    return sources[0].read_only(profile.request(binding, sources[0].name)).hint
 
 
 def _selection_flags(profile: Profile) -> str:

@@ -162,6 +162,25 @@ def test_set_names_the_variable_instead(project: Path, tmp_path: Path, chosen: l
     assert_no_leak("sk-new-value-0123456789", done.stdout)
 
 
+def test_a_missing_secret_names_the_variable_to_set_not_keyrun_set(project: Path,
+                                                                   tmp_path: Path) -> None:
+    """keyrun set refuses an environ source: run, doctor and inject say what works."""
+    env = _ci_env(tmp_path, CI_OPENAI_API_KEY="")
+    instead = "set $CI_OPENAI_API_KEY where keyrun starts (a CI secret, or export it)"
+    run = keyrun(["--", sys.executable, "-c", "pass"], cwd=project, env=env)
+    assert run.returncode == 125
+    assert f"hint: {instead}" in run.stderr
+    doctor = keyrun(["doctor", "--json"], cwd=project, env=env)
+    fix = {c["id"]: c for c in json.loads(doctor.stdout)["checks"]}["missing-keys"]["fix"]
+    assert fix.startswith(instead)
+    inject = keyrun(["--allow-missing", "--", sys.executable, "-c",
+                     "import keyrun; keyrun.inject(only=['OPENAI_API_KEY'])"], cwd=project, env=env)
+    assert f"{instead}" in inject.stderr
+    for done in (run, doctor, inject):
+        assert "keyrun set" not in done.stdout + done.stderr
+    assert_no_leak(DB_URL, run.stderr, doctor.stdout, inject.stderr)
+
+
 def test_list_and_doctor_show_it_like_any_source(project: Path, tmp_path: Path) -> None:
     listed = keyrun(["list", "--json"], cwd=project, env=_ci_env(tmp_path))
     rows = {row["name"]: row for row in json.loads(listed.stdout)["keys"]}
