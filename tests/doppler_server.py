@@ -20,6 +20,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+# A token the tests grant, and a keyrun.toml reading two keys from the fake at {url}
+# under {timeout}.
+TOKEN = "dp.st.dev.fake0123456789abcdefTOKEN"
+CONFIG = """
+project = "bot"
+default_env = "dev"
+
+[keys]
+OPENAI_API_KEY = {{}}
+ANTHROPIC_API_KEY = {{}}
+
+[sources.doppler]
+type = "doppler"
+api_host = "{url}"
+
+[env.dev]
+sources = ["doppler"]
+timeout = "{timeout}"
+"""
+
 
 @dataclass(frozen=True)
 class Grant:

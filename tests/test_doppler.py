@@ -18,7 +18,7 @@ from keyrun.sources import Deadline, Problem, Request
 from keyrun.sources.doppler import DopplerSource
 from keyrun.testing import Harness, SourceContract
 from tests.conftest import SecretService
-from tests.doppler_server import FakeDoppler
+from tests.doppler_server import CONFIG, TOKEN, FakeDoppler
 from tests.helpers import (
     CANARY,
     PRINT_DIGESTS,
@@ -33,7 +33,6 @@ from tests.helpers import (
     write_project,
 )
 
-TOKEN = "dp.st.dev.fake0123456789abcdefTOKEN"
 DOWNLOAD = "/v3/configs/config/secrets/download"
 NAMES = "/v3/configs/config/secrets/names"
 
@@ -342,24 +341,6 @@ def test_write_with_a_read_only_token(doppler: FakeDoppler) -> None:
 
 
 # the CLI, as a real process
-
-CONFIG = """
-project = "bot"
-default_env = "dev"
-
-[keys]
-OPENAI_API_KEY = {{}}
-ANTHROPIC_API_KEY = {{}}
-
-[sources.doppler]
-type = "doppler"
-api_host = "{url}"
-
-[env.dev]
-sources = ["doppler"]
-timeout = "{timeout}"
-"""
-
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.doppler_server import CONFIG
 from tests.helpers import assert_no_leak, clean_env, dotenv_project, free_port, keyrun
-from tests.test_doppler import CONFIG
 
 VALUES = {
     "SHORT": "pw-0123456",  # 10 characters: nothing shown

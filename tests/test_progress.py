@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.doppler_server import FakeDoppler
+from tests.doppler_server import CONFIG, TOKEN, FakeDoppler
 from tests.helpers import CANARY, assert_no_leak, clean_env, keyrun_on_terminal, write
-from tests.test_doppler import CONFIG, TOKEN
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
