@@ -546,3 +546,32 @@ def test_a_byte_order_mark_is_kept(home: Home, env: dict[str, str], tmp_path: Pa
     started = json.loads(marked.read_text(encoding="utf-8-sig"))["mcpServers"]["marked"]
     assert _start(started, env).returncode == 0
     assert home.dump("marked")["env"]["GITHUB_TOKEN"] == home.keys["github"]
+
+
+def test_a_name_given_twice_is_left_and_the_other_files_move(home: Home, env: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    """JSON lets a file name a server, or a variable, twice (the client reads the last):
+    such findings are left with what to do, nothing is stored for them, and the run goes on
+    (it stored both values, then failed the whole run reading one back)."""
+    twice = tmp_path / "twice" / "mcp.json"
+    first, last = home.keys["github"], "ghp_" + _token(random.Random(13), 36)
+    server = json.dumps(_entry(home.dumps, "twice")).replace(
+        '"env": {', f'"env": {{"GITHUB_TOKEN": "{first}", "GITHUB_TOKEN": "{last}", ')
+    write(twice, '{"mcpServers": {\n'
+          f'  "twice": {server},\n'
+          f'  "dup": {{"command": "x", "env": {{"SLACK_BOT_TOKEN": "{home.keys["slack"]}"}}}},\n'
+          f'  "dup": {{"command": "x", "env": {{"OPENAI_API_KEY": "{home.keys["openai"]}"}}}}\n'
+          "}}\n")
+    text = twice.read_text()
+    store = tmp_path / "mcp.env"
+    done = mcp(["protect", "--to", f"dotenv:{store}", str(twice)], home, env)
+    assert done.returncode == 1, done.stderr
+    assert (f"{twice}: left env GITHUB_TOKEN of twice: its env names GITHUB_TOKEN twice\n"
+            "  instead: delete the one the client does not use (it reads the last), then run "
+            "keyrun mcp protect again\n") in done.stdout
+    assert f"{twice}: left env OPENAI_API_KEY of dup: the file names the server dup twice" in (
+        done.stdout)
+    assert twice.read_text() == text
+    assert last not in store.read_text()
+    assert home.keys["slack"] not in home.files["cursor"].read_text()  # the others moved
+    no_value_anywhere(home, done.stdout, done.stderr, files=False)

@@ -106,8 +106,15 @@ def _plan_file(config: Config, found: list[Finding], store: Store, launcher: Seq
     profile = ProfileFile.load(path, config.file, store.project)
     source_name = profile.use_source(store.name, store.table)
     plans: list[ServerPlan] = []
+    everyone = clients.servers(config.document, config.file)
     for server in _servers(found):
         mine = [f for f in found if f.server == server]
+        twice = _named_twice(server, everyone)
+        if twice is not None:
+            protection.left += [Left(f, twice, "delete the one the client does not use (it "
+                                     "reads the last), then run keyrun mcp protect again")
+                                for f in mine]
+            continue
         movable, left = _movable(server, mine, path)
         protection.left += left
         if movable:
@@ -130,6 +137,20 @@ def _plan_file(config: Config, found: list[Finding], store: Store, launcher: Seq
 
 def _servers(found: list[Finding]) -> list[Server]:
     return list(dict.fromkeys(f.server for f in found))
+
+
+def _named_twice(server: Server, everyone: Sequence[Server]) -> str | None:
+    """A server, or a variable of one, that the file names twice: which value the client
+    uses is the last one's, so neither can move without a guess."""
+    if sum((s.project, s.name) == (server.project, server.name) for s in everyone) > 1:
+        return f"the file names the server {server.name} twice"
+    for field_name in ("env", "headers"):
+        table = server.entry.get(field_name)
+        names = [m.key for m in table.members] if table is not None else []
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            return f"its {field_name} names {', '.join(twice)} twice"
+    return None
 
 
 def _movable(server: Server, found: list[Finding], profile: Path
