@@ -72,29 +72,35 @@ def parse_dotenv(text: str, path: str, *, names_only: bool = False) -> list[Entr
     ``NAME`` line is a name there, and the values' forms are not checked."""
     entries: list[Entry] = []
     bindings = list(parse_stream(io.StringIO(text)))
+    # python-dotenv opens the file in text mode, where a CR LF or a lone CR is LF even inside
+    # quotes: values come from that reading, offsets from ``text`` (keyrun set keeps its
+    # line ends). Both parses see the same lines, so their bindings pair up one to one.
+    read = bindings if "\r" not in text else list(
+        parse_stream(io.StringIO(_NEWLINE.sub("\n", text))))
     offset = len(text) - sum(len(b.original.string) for b in bindings)  # a BOM it dropped
-    for binding in bindings:
+    for binding, as_read in zip(bindings, read, strict=True):
         original = binding.original.string
         body = original.lstrip()
         start = offset + len(original) - len(body)
         line = binding.original.line + len(_NEWLINE.findall(original[: len(original) - len(body)]))
         offset += len(original)
-        if binding.error:
+        if binding.error or as_read.error:
             raise ConfigError(
                 "this line cannot be parsed",
                 "write NAME=value, quote values with spaces or '#', close every quote",
                 path=path,
                 line=line,
             )
-        if binding.key is None:
+        if as_read.key is None:
             continue
         quote = _quote_of(original)
-        if quote and "\n" in body.rstrip("\r\n"):
-            _reject_swallowed_lines(body.rstrip("\r\n"), quote, path, line)
+        written = as_read.original.string.lstrip().rstrip("\n")
+        if quote and "\n" in written:
+            _reject_swallowed_lines(written, quote, path, line)
         if not names_only:
-            _reject_foreign_forms(binding, quote, path, line)
+            _reject_foreign_forms(as_read, quote, path, line)
         end = start + len(body.rstrip("\r\n"))
-        entries.append(Entry(binding.key, binding.value, line, quote, start, end))
+        entries.append(Entry(as_read.key, as_read.value, line, quote, start, end))
     return entries
 
 

@@ -4,13 +4,16 @@
 ``uv tool`` and ``uv pip`` (uv installs no pip) and for a clone (keyrun is not on PyPI
 under that path). What installed keyrun is read from its own installation: the
 ``INSTALLER`` file of its dist-info, its ``direct_url.json`` (a local directory, editable
-or not), and where its environment lives (pipx and uv tool keep one venv per tool).
+or not), and its environment (pipx and uv tool keep one venv per tool, marked by the file
+they write there; a venv that is not the active one is named, since a bare ``pip`` would
+install elsewhere).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ class Installation:
     installer: str  # "pip", "pipx", "uv", "uv-tool" (or whatever INSTALLER says)
     directory: Path | None = None  # installed from a local directory (a clone)
     editable: bool = False
+    python: str | None = None  # the interpreter of a venv that is not the active one
 
 
 def detect(dist: metadata.Distribution | None = None, prefix: str | None = None
@@ -39,15 +43,28 @@ def detect(dist: metadata.Distribution | None = None, prefix: str | None = None
         except metadata.PackageNotFoundError:
             return Installation("pip")
     written = (dist.read_text("INSTALLER") or "pip").strip().lower() or "pip"
-    parts = Path(prefix or sys.prefix).resolve().parts
-    if "pipx" in parts and "venvs" in parts:
+    root = Path(prefix or sys.prefix)
+    parts = root.resolve().parts
+    if (root / "pipx_metadata.json").is_file() or ("pipx" in parts and "venvs" in parts):
         installer = "pipx"
-    elif "uv" in parts and "tools" in parts:
+    elif (root / "uv-receipt.toml").is_file() or ("uv" in parts and "tools" in parts):
         installer = "uv-tool"
     else:
         installer = written
     directory, editable = _local_directory(dist.read_text("direct_url.json"))
-    return Installation(installer, directory, editable)
+    python = None
+    if installer in ("pip", "uv") and (root / "pyvenv.cfg").is_file() and not _active(root):
+        python = sys.executable if prefix is None else os.fspath(root / "bin" / "python")
+    return Installation(installer, directory, editable, python)
+
+
+def _active(venv: Path) -> bool:
+    """Whether ``venv`` is the activated one, which a bare ``pip`` or ``uv pip`` installs into."""
+    active = os.environ.get("VIRTUAL_ENV")
+    try:
+        return active is not None and os.path.samefile(active, venv)
+    except OSError:
+        return False
 
 
 def _local_directory(direct_url: str | None) -> tuple[Path | None, bool]:
@@ -107,8 +124,8 @@ def add_extra_command(extra: str, installation: Installation | None = None) -> s
     if found.installer == "uv-tool":
         return f"uv tool install {flag}'{target}'"
     if found.installer == "uv":
-        return f"uv pip install {flag}'{target}'"
-    return f"pip install {flag}'{target}'"
+        return f"uv pip install{_python_option(found)} {flag}'{target}'"
+    return f"{_pip(found)} install {flag}'{target}'"
 
 
 def add_package_command(requirement: str, installation: Installation | None = None) -> str:
@@ -121,5 +138,13 @@ def add_package_command(requirement: str, installation: Installation | None = No
         keyrun = "keyrun" if found.directory is None else f"'{found.directory}'"
         return f"uv tool install {keyrun} --with '{requirement}'"
     if found.installer == "uv":
-        return f"uv pip install '{requirement}'"
-    return f"pip install '{requirement}'"
+        return f"uv pip install{_python_option(found)} '{requirement}'"
+    return f"{_pip(found)} install '{requirement}'"
+
+
+def _pip(found: Installation) -> str:
+    return "pip" if found.python is None else f"{shlex.quote(found.python)} -m pip"
+
+
+def _python_option(found: Installation) -> str:
+    return "" if found.python is None else f" --python {shlex.quote(found.python)}"

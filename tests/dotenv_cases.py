@@ -32,7 +32,8 @@ def all_cases() -> list[Case]:
 def _fixture_files() -> Iterator[Case]:
     for path in sorted(ROOT.rglob("*")):
         if path.is_file() and path.name.startswith(".env") and path.parent != ROOT:
-            yield Case(str(path.relative_to(ROOT)), path.read_text(encoding="utf-8"))
+            # as bytes: read_text would turn a CR LF file into LF, hiding how keyrun reads it
+            yield Case(str(path.relative_to(ROOT)), path.read_bytes().decode("utf-8"))
 
 
 # python-dotenv: the strings its tests parse, taken from the parametrize tables by name.

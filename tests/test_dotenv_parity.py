@@ -147,6 +147,53 @@ def test_every_case_matches_python_dotenv_or_is_refused(tmp_path: Path) -> None:
     assert [o.case.name for o in foreign if o.status != "refused"] == []
 
 
+# Files as people write (and mangle) them, by hand: line ends of other systems, a byte-order
+# mark, names no variable can have, quotes that close lines later, ${ cut off at the end.
+V = "Zq8-v41ue"  # a value no message may repeat
+HAND_WRITTEN = [Case(f"hand/{name}", text) for name, text in {
+    "crlf": f"A={V}1\r\nB='{V}2'\r\nC=\"{V}3\"\r\n",
+    "crlf-multi-line": f'KEY="-----BEGIN-----\r\n{V}\r\n-----END-----"\r\nNEXT=1\r\n',
+    "crlf-single-quotes": f"KEY='{V}\r\nline 2'\r\n",
+    "lone-cr-in-quotes": f'KEY="{V}\rline 2"\nNEXT=1\n',
+    "cr-line-ends": f"A={V}\rB=2\r",
+    "bom": f"\ufeffA={V}\nB=2\n",
+    "bom-export": f"\ufeffexport A={V}\n",
+    "export": f"export A={V}\nexport  B=2\nexport\tC=3\nexport=4\n",
+    "odd-names": f"CLÉ={V}\n'A=B'={V}\n1A={V}\n-A={V}\nOK=1\n",
+    "duplicates": f"A=first\nexport A={V}\n",
+    "quote-closes-later": f'A="{V}\nB=2\nC="\nD=4\n',
+    "quote-never-closes": f'B=2\nA="{V}',
+    "comments": f"A={V} # c\nB='{V}' # c\nC=\"{V}\"#c\nD={V}#not-a-comment\nE= # only a note\n",
+    "hash-in-quotes": f"A='{V}#x'\nB=\"{V}#y\"\n",
+    "escaped-quotes": f'A="{V}\\"q\\""\nB=\'{V}\\\'q\\\'\'\n',
+    "backslash-n": f"A='{V}\\n'\nB=\"{V}\\n\"\nC={V}\\n\n",
+    "dollar-brace-last-line": "A=1\nB=${A",
+    "dollar-brace-last-line-nl": "A=1\nB=\"${A\"\n",
+    "empty": "",
+    "only-comments": "# one\n   # two\n#three=3\n\n\t\n",
+    "heredoc": f"A=<<EOF\n{V}\nEOF\n",
+    "yaml": f"A: {V}\n",
+    "ini-section": f"[section]\nA={V}\n",
+    "name-in-a-quoted-value": f'KEY="{V}\nOTHER=1"\n',
+    "long-line": f"A={V}{'x' * 100_000}\nB=2\n",
+}.items()]
+
+
+def test_files_written_by_hand_match_python_dotenv_or_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "dump.py").write_text(DUMP)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = {o.case.name.removeprefix("hand/"): o
+                    for o in pool.map(lambda case: run_case(case, tmp_path), HAND_WRITTEN)}
+    problems = [f"{name}: {o.status}; mangled {o.mangled}; leaked {o.leaked}\n{o.detail}"
+                for name, o in outcomes.items() if o.status == "crashed" or o.mangled or o.leaked]
+    assert problems == []
+    ran = {name for name, o in outcomes.items() if o.status == "ran"}
+    assert {"crlf", "crlf-multi-line", "crlf-single-quotes", "lone-cr-in-quotes", "bom",
+            "export", "comments", "long-line"} <= ran
+    assert {"quote-closes-later", "quote-never-closes", "heredoc", "yaml", "ini-section",
+            "name-in-a-quoted-value", "dollar-brace-last-line"} <= set(outcomes) - ran
+
+
 # Forms other tools read differently (SPEC §5), spotted in the raw text: a value opening
 # with a backtick, a shell operator in ${…}, a ${…} inside a default.
 FOREIGN = re.compile(r"^[^#\n]*?=\s*`|^[^#\n]*\$\{\w+(?:[-=?+]|:[=?+])|^[^#\n]*\$\{[^}\n]*\$\{", re.M)

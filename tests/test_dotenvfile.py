@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 from unittest import mock
 
 import dotenv
@@ -93,6 +94,36 @@ def test_unterminated_quote_swallowing_keys_is_an_error() -> None:
 def test_a_real_multiline_value_is_fine() -> None:
     text = 'KEY="-----BEGIN-----\nMIIB\n-----END-----"\nNEXT=1\n'
     assert values(text) == {"KEY": "-----BEGIN-----\nMIIB\n-----END-----", "NEXT": "1"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('A="x\r\ny"\r\nB=1\r\n', {"A": "x\ny", "B": "1"}),  # a file saved with CR LF
+    ("A='x\r\ny'\r\n", {"A": "x\ny"}),
+    ('A="x\ry"\nB=2\n', {"A": "x\ny", "B": "2"}),  # a lone CR inside quotes
+    ('A="x\\r"\r\n', {"A": "x\r"}),  # an escaped \r stays a CR
+])
+def test_line_ends_read_as_python_dotenv_reads_the_file(tmp_path: Path, text: str,
+                                                         expected: dict[str, str]) -> None:
+    path = tmp_path / ".env"
+    path.write_bytes(text.encode())
+    assert values(text) == expected
+    assert dict(dotenv.dotenv_values(path)) == expected  # it opens the file in text mode
+
+
+def test_a_crlf_file_keeps_its_line_ends_when_a_key_is_replaced() -> None:
+    text = 'A=1\r\nB="x\r\ny"\r\nC=3\r\n'
+    entries = parse_dotenv(text, ".env")
+    assert [(e.key, e.line) for e in entries] == [("A", 1), ("B", 2), ("C", 4)]
+    assert replace_assignment(text, entries, "B", "new") == "A=1\r\nB='new'\r\nC=3\r\n"
+
+
+def test_one_reading_over_every_python_dotenv_the_pyproject_allows() -> None:
+    # Each of these is read another way before python-dotenv 1.2.4, the floor: a value that
+    # is only a comment, a byte-order mark, a value keyrun set wrote ending in a backslash.
+    assert values("\ufeffA=1\nB= # note\nC=\t# note\n") == {"A": "1", "B": "", "C": ""}
+    path = "C:\\dir\\"
+    written = f"{format_assignment('K', path)}\n{format_assignment('L', 'it')}\n"
+    assert values(written) == {"K": path, "L": "it"}
 
 
 def test_line_numbers_count_blank_lines() -> None:

@@ -86,3 +86,36 @@ def test_this_checkout_is_detected_as_what_it_is() -> None:
     assert found.directory is not None
     assert os.path.samefile(found.directory, root)
     assert found.editable
+
+
+@pytest.mark.parametrize(("marker", "expected"), [
+    ("pipx_metadata.json", "pipx inject keyrun boto3"),  # PIPX_HOME anywhere; pipx may use uv
+    ("uv-receipt.toml", "uv tool install 'keyrun[aws]'"),  # UV_TOOL_DIR anywhere
+])
+def test_a_tool_venv_is_known_by_the_file_its_installer_left(tmp_path: Path, marker: str,
+                                                             expected: str) -> None:
+    venv = tmp_path / "opt" / "tools" / "keyrun"
+    venv.mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (venv / marker).write_text("")
+    found = detect(dist_info(tmp_path, "uv", None), str(venv))
+    assert add_extra_command("aws", found) == expected
+
+
+@pytest.mark.parametrize(("installer", "named", "plain"), [
+    ("pip", "{python} -m pip install", "pip install"),
+    ("uv", "uv pip install --python {python}", "uv pip install"),
+])
+def test_a_venv_that_is_not_active_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            installer: str, named: str, plain: str) -> None:
+    venv = tmp_path / "my venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    named = named.format(python=f"'{venv / 'bin' / 'python'}'")  # a bare pip installs elsewhere
+    dist = dist_info(tmp_path, installer, None)
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    found = detect(dist, str(venv))
+    assert add_extra_command("aws", found) == f"{named} 'keyrun[aws]'"
+    assert add_package_command("kr-x[sdk]", found) == f"{named} 'kr-x[sdk]'"
+    monkeypatch.setenv("VIRTUAL_ENV", str(venv))  # activated: its pip is the one on PATH
+    assert add_extra_command("aws", detect(dist, str(venv))) == f"{plain} 'keyrun[aws]'"
