@@ -11,7 +11,9 @@ With --staged, makes a git repository with a keyrun.toml whose profile reads a l
 `keyrun scan --staged` through its console script, `git diff --cached` alone (the floor: the
 hook cannot be faster than reading the index) and `python -c pass`. Prints each median wall
 and CPU time (user + system of the process and its children, which other load disturbs less),
-the ratios, and the load average. Byte code is compiled first, as `pip install` does.
+the ratios, and the load average. Byte code is compiled first, as `pip install` does; with
+--no-bytecode it is removed instead and never written (PYTHONDONTWRITEBYTECODE=1), so every
+run compiles keyrun's modules (an editable install where byte code is not written).
 --before DIR also times the keyrun package found in DIR (e.g. `git archive main keyrun | tar
 -x -C DIR`) through the same console script, in the same rounds.
 
@@ -404,16 +406,21 @@ def time_once(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float
     return wall, after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
 
 
-def run_staged(runs: int, before: Path | None) -> None:
+def run_staged(runs: int, before: Path | None, bytecode: bool) -> None:
     """`keyrun scan --staged` on a commit of three files, beside its floors; a table."""
-    compileall.compile_dir(ROOT / "keyrun", quiet=1)
-    if before is not None:
-        compileall.compile_dir(before / "keyrun", quiet=1)
+    for package in (ROOT, *([before] if before is not None else [])):
+        if bytecode:
+            compileall.compile_dir(package / "keyrun", quiet=1)
+        else:
+            for cache in (package / "keyrun").rglob("__pycache__"):
+                shutil.rmtree(cache)
     keyrun = [str(BIN / "keyrun"), "scan", "--staged"]
     with tempfile.TemporaryDirectory(prefix="keyrun-scan-staged-") as scratch:
         root = Path(scratch) / "repo"
         root.mkdir()
         env = staged_repository(root)
+        if not bytecode:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
         size = sum(len(subprocess.run(["git", "show", f":{name}"], cwd=root, check=True,
                                       capture_output=True).stdout)
                    for name in subprocess.run(["git", "diff", "--cached", "--name-only"],
@@ -442,7 +449,7 @@ def run_staged(runs: int, before: Path | None) -> None:
            for name, runs_ in samples.items()}
     print(f"a staged commit of 3 files ({size / 1000:.1f} KB), local profile of "
           f"{len(STAGED_KEYS)} keys; {runs} runs each, interleaved; load average "
-          f"{load:.1f} on {os.cpu_count()} CPUs")
+          f"{load:.1f} on {os.cpu_count()} CPUs" + ("" if bytecode else "; no byte code"))
     print(f"  {'medians':<34} {'wall':>10} {'CPU':>10}")
     for name in commands:
         print(f"  {name:<34} {wall[name]:7.1f} ms {cpu[name]:7.1f} ms")
@@ -466,9 +473,11 @@ def main() -> None:
     parser.add_argument("--before", type=Path, metavar="DIR",
                         help="with --staged: a directory holding another keyrun package to "
                         "time as well")
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="with --staged: remove byte code and write none")
     options = parser.parse_args()
     if options.staged:
-        run_staged(options.runs, options.before)
+        run_staged(options.runs, options.before, not options.no_bytecode)
         return
     if options.corpus is not None:
         run_corpus(options.corpus, options.runs)
