@@ -242,8 +242,10 @@ def make_undumpable() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
     if _core_limit is None:
         _core_limit = (soft, hard)
+    # RLIM_INFINITY is -1 to Python: min() alone would make the limit unlimited
+    wanted = NO_CORE if hard == resource.RLIM_INFINITY else min(NO_CORE, hard)
     with contextlib.suppress(OSError, ValueError):
-        resource.setrlimit(resource.RLIMIT_CORE, (min(NO_CORE, hard), hard))
+        resource.setrlimit(resource.RLIMIT_CORE, (wanted, hard))
     _prctl(PR_SET_DUMPABLE, 0)
 
 

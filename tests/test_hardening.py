@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -339,6 +340,38 @@ def test_the_command_keeps_its_own_core_limit(tmp_path: Path, env: dict[str, str
                                "ulimit -c"], cwd=project, env=env, capture_output=True,
                               text=True, timeout=60, preexec_fn=_unlimited_cores, check=False)
         assert (done.returncode, done.stdout) == (0, "unlimited\n"), done.stderr
+
+
+def _core_limits(soft: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (soft, resource.RLIM_INFINITY))
+    return apply
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/limits")
+@pytest.mark.parametrize("soft", [0, resource.RLIM_INFINITY])
+def test_keyrun_holds_a_core_limit_of_one_byte_while_it_fetches(
+        tmp_path: Path, env: dict[str, str], soft: int) -> None:
+    # 1 byte is what keeps a core from a core_pattern pipe; an unlimited hard limit
+    # (RLIM_INFINITY, -1 to Python) must neither leave it unlimited nor raise a soft 0
+    server = StallingServer()
+    project = tmp_path / "project"
+    write(project / "keyrun.toml", '[keys]\nA = {}\n[sources.doppler]\ntype = "doppler"\n'
+          f'project = "p"\nconfig = "c"\napi_host = "{server.url}"\n'
+          '[env.dev]\nsources = ["doppler"]\n')
+    env["DOPPLER_TOKEN"] = TOKEN
+    process = subprocess.Popen([sys.executable, "-m", "keyrun", "list"], cwd=project, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=_core_limits(soft))
+    try:
+        assert server.asked.wait(30), "keyrun never asked the server"
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+    finally:
+        process.kill()
+        process.wait(10)
+        server.close()
+    line = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert line.split()[4:6] == ["1", "unlimited"], line
 
 
 # -- SIGKILL: the command dies with keyrun --------------------------------------------------
