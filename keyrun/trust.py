@@ -90,13 +90,27 @@ def normalize_host(text: str) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
-    try:
-        host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise ValueError(f"{text!r} is not a valid host name") from None
+    if not host.isascii():
+        host = _ascii_host(text, host)
     if not _HOSTNAME.match(host):
         raise ValueError(f"{text!r} is not a valid host name")
     return host
+
+
+def _ascii_host(text: str, host: str) -> str:
+    """A host name written with other than ASCII, as requests and httpx send it: UTS #46
+    (IDNA 2008), through the idna package they depend on. Python's own codec is IDNA 2003,
+    which maps some names to another domain (``straße`` to ``strasse``, where the clients
+    ask DNS for ``xn--strae-oqa``), so trust would judge one host and the token go to
+    another."""
+    try:
+        import idna
+    except ImportError:
+        raise ValueError(f"{text!r}: write the host name in its ASCII form (xn--…)") from None
+    try:
+        return str(idna.encode(host, uts46=True).decode("ascii"))
+    except (idna.IDNAError, UnicodeError):
+        raise ValueError(f"{text!r} is not a valid host name") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -611,9 +611,27 @@ sources = ["lan", "local", "cloud"]
     ("Vault.Example.COM.", "vault.example.com"), ("https://h.example:8200/v1", "h.example"),
     ("h.example:443", "h.example"), ("[2001:DB8::1]:8200", "2001:db8::1"),
     ("2001:db8::1", "2001:db8::1"), ("https://[::1]:8200", "::1"), ("10.0.0.1", "10.0.0.1"),
+    # as requests and httpx ask DNS for them (UTS #46), not as IDNA 2003 maps them
+    ("https://vault.straße.example:8200", "vault.xn--strae-oqa.example"),
+    ("Bücher.example", "xn--bcher-kva.example"),
 ])
 def test_hosts_are_compared_normalized(text: str, host: str) -> None:
     assert normalize_host(text) == host
+
+
+def test_a_host_is_judged_as_the_one_the_request_goes_to(tmp_path: Path) -> None:
+    # IDNA 2003 maps straße to strasse, so the user's own VAULT_ADDR seemed to name this
+    # host; requests asks DNS for vault.xn--strae-oqa.example, another domain
+    root = project(tmp_path, 'type = "vault"\nurl = "https://vault.straße.example:8200"')
+    env = environ(tmp_path, VAULT_ADDR="https://vault.strasse.example:8200",
+                  VAULT_TOKEN=VAULT_TOKEN)
+    done = keyrun(["list"], cwd=root, env=env)
+    message, hint = untrusted("vault.xn--strae-oqa.example", "your Vault token", root, "url")
+    assert (done.returncode, done.stderr) == (125, f"keyrun: error: team: {message}\n"
+                                                   f"  hint: {hint}\n")
+    done = keyrun(["trust", "vault.straße.example"], cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "vault.xn--strae-oqa.example" in done.stderr
 
 
 @pytest.mark.parametrize("text", ["https://vault.azure.net@evil.example", "a b", "",
@@ -712,3 +730,16 @@ def test_no_request_before_the_check(cls: type[Source], method: str, tmp_path: P
             _call(source, method)
         with pytest.raises(TimeoutError):
             listener.accept()
+
+
+def test_trust_for_an_unknown_environment_says_so(tmp_path: Path) -> None:
+    root = project(tmp_path, 'type = "vault"\nurl = "https://vault.example:8200"')
+    done = keyrun(["trust", "-e", "prod"], cwd=root, env=environ(tmp_path))
+    assert (done.returncode, done.stderr) == (125, (
+        f"keyrun: error: {root / 'keyrun.toml'}: unknown environment 'prod'\n"
+        "  hint: environments: dev\n"))
+
+
+def test_trust_help_shows_its_hosts_as_optional(tmp_path: Path) -> None:
+    done = keyrun(["trust", "--help"], cwd=tmp_path, env=environ(tmp_path))
+    assert done.stdout.startswith("Usage: keyrun trust [OPTIONS] [HOST]...\n"), done.stdout

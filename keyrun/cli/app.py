@@ -329,7 +329,7 @@ def scan(
 def trust(
     ctx: typer.Context,
     hosts: Annotated[list[str] | None, typer.Argument(
-        metavar="HOST", help="Hosts to trust (default: every host this config names "
+        metavar="[HOST]...", help="Hosts to trust (default: every host this config names "
         "that needs trust).")] = None,
     listing: Annotated[bool, typer.Option("--list", help="Show the trusted hosts.")] = False,
     remove: Annotated[list[str] | None, typer.Option(

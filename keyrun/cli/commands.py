@@ -274,11 +274,12 @@ def _trust_hosts(store: TrustFile, hosts: list[str], report: Reporter,
 
 
 def _trust_config(selection: Selection, store: TrustFile, report: Reporter) -> int:
-    from keyrun.config import load_config
+    from keyrun.config import choose_env, load_config
     from keyrun.trust import refusals
 
     config = load_config(None, selection.config, os.environ)
-    envs = [selection.env] if selection.env else config.env_names()
+    envs = ([choose_env(config, selection.env, os.environ)] if selection.env
+            else config.env_names())
     refused = refusals(config, envs, os.environ, project=selection.project)
     if not refused:
         report.note(f"nothing to trust: every host {config.label} names is loopback, a "
