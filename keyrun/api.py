@@ -24,7 +24,7 @@ from keyrun.environ import build_environment
 from keyrun.errors import KeyrunError, ResolutionError
 from keyrun.resolve import Resolution, unsettable
 from keyrun.session import LeaseKeeper, Selection, Session, open_session
-from keyrun.values import Values
+from keyrun.values import Values, handed_out
 
 ALLOW_MISSING = "allow_missing=True"  # how a caller of load/inject spells --allow-missing
 _JOIN_SECONDS = 10.0  # how long release waits for a renewal already under way
@@ -122,6 +122,7 @@ def resolve(
     session.log()
     if resolution.leased:
         _hold(session)
+    handed_out(resolution.values())
     return resolution
 
 

@@ -7,10 +7,12 @@ The profile is resolved once, before collection, with the same rules as ``keyrun
 environment is restored and leased credentials are revoked when the session ends. A
 missing required key stops the session with keyrun's own message. The ``keyrun_secrets``
 fixture returns the resolved mapping (loading the default environment on first use when
-no environment was named), whose ``repr`` names the keys only; and a failing test's report
-(its traceback, locals, assertion diffs and captured output) shows ``<KEY_NAME>`` wherever
-it would show one of the session's values, as ``keyrun run --mask`` does, so that CI logs
-never hold them.
+no environment was named), whose ``repr`` names the keys only; and pytest's reports show
+``<KEY_NAME>`` wherever they would show a value keyrun handed to this session (through the
+fixture, ``--keyrun-env``, or ``keyrun.load``/``inject`` called by a test), as ``keyrun run
+--mask`` does, so that CI logs never hold them: a failing test's traceback, locals and
+assertion diffs, the captured output ``-rP`` shows, a module that failed to import, and the
+warnings summary.
 
 keyrun.toml is ``--keyrun-config`` (relative to the directory pytest was started in), else
 ``keyrun_config`` in the ini file (relative to that file), else ``$KEYRUN_CONFIG``, else
@@ -20,22 +22,25 @@ found in the rootdir or its nearest parent; without one, the rootdir is the proj
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator, Mapping
 
-    from _pytest.reports import TestReport
+    from _pytest.reports import CollectReport, TestReport
     from pluggy import Result
 
     from keyrun.mask import MaskSet
     from keyrun.resolve import Resolution
 
 _STATE = pytest.StashKey[dict[str, str]]()
-_MASKS: pytest.StashKey[MaskSet] = pytest.StashKey()
+_SEEN = pytest.StashKey[list[dict[str, str]]]()  # every profile's values keyrun handed out
+_MASKS: pytest.StashKey[list[tuple[dict[str, str], MaskSet]]] = pytest.StashKey()
+_UNWATCH = pytest.StashKey["Callable[[], None]"]()
 _SAVED = pytest.StashKey[dict[str, str]]()
 _HELD = pytest.StashKey[list["Resolution"]]()
 
@@ -111,11 +116,26 @@ def _resolve(config: pytest.Config, env: str | None, *, for_environ: bool) -> Re
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    from keyrun.api import set_environ
+    from keyrun.values import watch
 
+    seen: list[dict[str, str]] = []
+
+    def note(values: Mapping[str, str]) -> None:
+        if values and values not in seen:
+            seen.append(dict(values))
+
+    config.stash[_SEEN] = seen
+    config.stash[_UNWATCH] = watch(note)
+    config.pluginmanager.register(_WarningMasker(config), "keyrun-warnings")
     env = _setting(config, "env")
     if env is None:
         return
+    _load_for_session(config, env)
+
+
+def _load_for_session(config: pytest.Config, env: str) -> None:
+    from keyrun.api import set_environ
+
     resolution = _resolve(config, env, for_environ=True)
     config.stash[_SAVED] = dict(os.environ)
     set_environ(resolution, preserve_env=False)
@@ -123,6 +143,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    unwatch = config.stash.get(_UNWATCH, None)
+    if unwatch is not None:
+        unwatch()
     saved = config.stash.get(_SAVED, None)
     if saved is not None:
         os.environ.clear()
@@ -152,31 +175,71 @@ def keyrun_secrets(pytestconfig: pytest.Config) -> dict[str, str]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, Result[TestReport], None]:
     outcome = yield
-    report = outcome.get_result()
-    if report.failed and item.config.stash.get(_STATE, None):
-        _mask_report(report, item.config)
+    _mask_report(outcome.get_result(), item.config)
 
 
-def _mask_report(report: TestReport, config: pytest.Config) -> None:
-    """The session's values, and their common encodings, replaced by ``<KEY_NAME>`` in a
-    failed test's report; a report that shows none is left as it is (colours and all)."""
-    values: dict[str, str] = config.stash[_STATE]
-    masks = config.stash.get(_MASKS, None)
-    if masks is None:
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector
+                               ) -> Generator[None, Result[CollectReport], None]:
+    outcome = yield  # a module that fails to import shows its traceback, locals and all
+    _mask_report(outcome.get_result(), collector.config)
+
+
+class _WarningMasker:
+    """The warnings summary shows each warning's text: a value in it is replaced too
+    (pytest_warning_recorded is not handed the config, so this plugin object holds it)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_warning_recorded(self, warning_message: warnings.WarningMessage) -> None:
+        mask = _masker(self.config)
+        if mask is None:
+            return
+        text = str(warning_message.message)
+        masked = mask(text)
+        if masked != text:
+            try:
+                warning_message.message = warning_message.category(masked)
+            except Exception:  # a warning class that takes other arguments
+                warning_message.message = UserWarning(masked)
+
+
+def _masker(config: pytest.Config) -> Callable[[str], str] | None:
+    """What replaces, in a text, every value keyrun handed to this session and their common
+    encodings with ``<KEY_NAME>``; None while it handed out none."""
+    seen = config.stash.get(_SEEN, [])
+    if not seen:
+        return None
+    compiled = config.stash.setdefault(_MASKS, [])
+    if len(compiled) < len(seen):
         from keyrun.mask import MaskSet
 
-        masks = MaskSet(values)
-        config.stash[_MASKS] = masks
+        compiled.extend((values, MaskSet(values)) for values in seen[len(compiled):])
 
     def mask(text: str) -> str:
-        masked = masks.mask(text.encode("utf-8", "surrogateescape")).decode(
-            "utf-8", "surrogateescape")
-        return _mask_shortened(masked, values)
+        for values, masks in compiled:
+            text = masks.mask(text.encode("utf-8", "surrogateescape")).decode(
+                "utf-8", "surrogateescape")
+            text = _mask_shortened(text, values)
+        return text
 
-    text = str(report.longrepr)
-    masked = mask(text)
-    if masked != text:
-        report.longrepr = masked
+    return mask
+
+
+def _mask_report(report: TestReport | CollectReport, config: pytest.Config) -> None:
+    """Values keyrun handed out replaced in a report: a failure's text (traceback, locals,
+    assertion diffs) and every report's captured output, which ``-rP`` shows for tests that
+    passed; a report that shows none is left as it is (colours and all)."""
+    mask = _masker(config)
+    if mask is None:
+        return
+    if report.failed:
+        text = str(report.longrepr)
+        masked = mask(text)
+        if masked != text:
+            report.longrepr = masked
     report.sections = [(title, mask(content)) for title, content in report.sections]
 
 

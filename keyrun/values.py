@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 _V = TypeVar("_V")
@@ -23,3 +24,20 @@ class Values(dict[str, _V]):
 
     def copy(self) -> Values[_V]:
         return Values(self)
+
+
+# Who is told of the values handed out: the pytest plugin, which replaces them in its
+# reports whether a test took them from its fixture or called keyrun.load itself.
+_WATCHERS: list[Callable[[Mapping[str, str]], None]] = []
+
+
+def watch(callback: Callable[[Mapping[str, str]], None]) -> Callable[[], None]:
+    """Call ``callback`` with the values of every profile this process resolves from now
+    on (``load``, ``inject``, the fixture, the pydantic source); returns what stops it."""
+    _WATCHERS.append(callback)
+    return lambda: _WATCHERS.remove(callback) if callback in _WATCHERS else None
+
+
+def handed_out(values: Mapping[str, str]) -> None:
+    for callback in list(_WATCHERS):
+        callback(values)

@@ -504,6 +504,42 @@ def test_a_failing_pytest_run_shows_no_value(tmp_path: Path, env: dict[str, str]
     assert "<keyrun values: OPENAI_API_KEY>" in done.stdout
 
 
+LOADING_TESTS = '''
+import warnings
+import keyrun
+
+def test_compares():
+    value = keyrun.load()["OPENAI_API_KEY"]
+    assert value == "something else"
+
+def test_passes_and_prints():
+    print(keyrun.load()["OPENAI_API_KEY"])
+
+def test_warns():
+    warnings.warn("the key " + keyrun.load()["OPENAI_API_KEY"] + " is old")
+'''
+
+
+def test_values_a_test_loads_itself_are_shown_nowhere(tmp_path: Path,
+                                                      env: dict[str, str]) -> None:
+    # no fixture and no --keyrun-env: keyrun.load in a test, in a module that fails to
+    # import, in a passing test's output (-rA shows it) and in a warning
+    root = tmp_path / "app"
+    write(root / "keyrun.toml", '[keys]\nOPENAI_API_KEY = {}\n[sources.local]\ntype = "dotenv"\n'
+          '[env.dev]\nsources = ["local"]\n')
+    write(root / ".env", f"OPENAI_API_KEY=sk-{CANARY}\n")
+    write(root / "test_app.py", LOADING_TESTS)
+    write(root / "test_broken.py", 'import keyrun\nVALUE = keyrun.load()["OPENAI_API_KEY"]\n'
+          'assert VALUE == "x", VALUE\n')
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-l",
+                           "-vv", "-rA", "--continue-on-collection-errors"], cwd=root, env=dict(env, CI="1"), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert "1 failed, 2 passed, 1 warning, 1 error" in done.stdout, done.stdout + done.stderr
+    for part in (CANARY, CANARY[:12], CANARY[-8:]):
+        assert part not in done.stdout + done.stderr
+    assert "the key <OPENAI_API_KEY> is old" in done.stdout
+
+
 def test_keyrun_error_is_importable_from_keyrun() -> None:
     import keyrun
     from keyrun import errors
