@@ -626,6 +626,12 @@ class Masker:
         return self._open is not None or self._base + len(self._tail) > self._done
 
     @property
+    def following(self) -> bool:
+        """Whether bytes that may begin a value are still matched against what comes: held,
+        or let out by ``release`` (a value whose first bytes showed is still masked)."""
+        return bool(self._tail) or self._open is not None
+
+    @property
     def releasable(self) -> bool:
         """Whether ``release`` would let anything out now."""
         if self._open is not None:

@@ -627,7 +627,9 @@ class _Stream:
         """The masked bytes; a value whose first part the other output holds back (the
         command wrote it split between stdout and stderr) is masked on each."""
         other = self.partner
-        if other is None or not other.masker.pending:
+        # Bytes the other output already let out still count: a value short enough that
+        # a release showed all its first part is ended here all the same.
+        if other is None or not other.masker.following:
             return self.masker.feed_parts(data)
         crossing = other.masker.continuation(data)
         if crossing is None:

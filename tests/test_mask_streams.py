@@ -258,3 +258,28 @@ def test_a_value_split_between_stdout_and_stderr_is_masked_on_each(
         done.stderr, done.stdout)
     assert first in {VALUE.encode()[:shown] + LABEL + b"|\n" for shown in range(5)}
     assert second == LABEL + b"\n"
+
+
+SHORT = "x7Qp2z"  # 6 characters: the shortest value masked
+SHORT_SPLITTER = """
+import os, sys, time
+v = os.environ["SHORT_PIN"].encode()
+first, second = (1, 2) if sys.argv[1] == "out-first" else (2, 1)
+os.write(first, v[:3]); time.sleep(0.2); os.write(second, v[3:] + b"\\n")
+os.write(first, b"|\\n")
+"""
+
+
+@pytest.mark.parametrize("order", ["out-first", "err-first"])
+def test_a_short_value_split_between_stdout_and_stderr_is_masked_on_each(
+        tmp_path: Path, order: str) -> None:
+    """Its first half (3 characters) is all a quiet stream lets out, so nothing of it stays
+    held: the other output's half must still be recognised as its end, not shown."""
+    project = dotenv_project(tmp_path / "short", {"SHORT_PIN": SHORT})
+    done = masked_run(project, tmp_path, [PY, "-c", SHORT_SPLITTER, order])
+    assert done.returncode == 0
+    first, second = (done.stdout, done.stderr) if order == "out-first" else (
+        done.stderr, done.stdout)
+    label = b"<SHORT_PIN>"
+    assert first in {SHORT.encode()[:shown] + label + b"|\n" for shown in range(4)}
+    assert second == label + b"\n"
