@@ -139,3 +139,83 @@ def test_example_placeholders_judged_by_shape(tmp_path: Path) -> None:
     assert_no_leak(CANARY, done.stdout, leaked.stdout, scanned.stdout)
     for value in (real, random_key):
         assert_no_leak(value, leaked.stdout, leaked.stderr)
+
+
+def _plain(out: str) -> list[str]:
+    return [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in out.rstrip("\n").split("\n")]
+
+
+def _vault_like(tmp_path: Path) -> Path:
+    """Long keys and long locations, as a team's Vault paths are: dotenv files deep in a
+    tree stand in for them (list shows the same LOCATION column)."""
+    deep = "customer-support-assistant-platform/production-eu-west/services/backend"
+    keys = {"OPENAI_API_KEY": CANARY, "AZURE_OPENAI_EMBEDDING_DEPLOYMENT": "text-embed-3-large"}
+    root = dotenv_project(tmp_path / "bot", {}, f'[sources.deep]\ntype = "dotenv"\n'
+                                                f'path = "{deep}/secrets.env"\n')
+    config = root / "keyrun.toml"
+    write(config, config.read_text()
+          .replace("[keys]\n", "[keys]\n" + "".join(f"{k} = {{}}\n" for k in keys)
+                   + "PINECONE_API_KEY = { optional = true }\n")
+          .replace('sources = ["local"]', 'sources = ["deep"]'))
+    write(root / deep / "secrets.env", "".join(f"{k}={v}\n" for k, v in keys.items()))
+    return root
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_list_fits_narrow_terminals_with_long_keys_and_locations(
+        tmp_path: Path, columns: int) -> None:
+    root = _vault_like(tmp_path)
+    code, out, err = keyrun_on_terminal(["list"], cwd=root, columns=columns,
+                                        env=clean_env(tmp_path, NO_COLOR="1"))
+    assert code == 0, err
+    lines = _plain(out)
+    body = lines[lines.index(next(line for line in lines if line.startswith("KEY "))):]
+    assert all(len(line) <= columns for line in lines), lines
+    header = body[0].split()
+    assert header[:5] == ["KEY", "SOURCE", "LOCATION", "STATUS", "PREVIEW"], body  # whole
+    starts = [body[0].index(name) for name in header] + [columns]
+    cells: dict[str, list[str]] = {name: [] for name in header}
+    rows: list[dict[str, str]] = []
+    for line in body[1:]:
+        if not line.strip():
+            break
+        if line[starts[1]:starts[2]].strip():  # a SOURCE: a new row
+            rows.append({})
+        for name, start, end in zip(header, starts, starts[1:], strict=False):
+            piece = line[start:end].strip()
+            rows[-1][name] = rows[-1].get(name, "") + piece
+            cells[name].append(piece)
+    assert [row["KEY"] for row in rows] == [
+        "OPENAI_API_KEY", "AZURE_OPENAI_EMBEDDING_DEPLOYMENT", "PINECONE_API_KEY"]
+    assert [row["STATUS"] for row in rows] == ["ok", "ok", "optional"]
+    assert rows[0]["LOCATION"].startswith("customer-support-assistant-platform/production-eu-")
+    assert max(map(len, cells["LOCATION"])) >= 16, body  # room, not 3-letter fragments
+    assert not any("…" in cell for name in ("KEY", "LOCATION", "STATUS")
+                   for cell in cells[name]), body  # broken where needed, never cut short
+    assert_no_leak(CANARY, out, err)
+
+
+def test_terminal_tables_never_read_text_as_markup(tmp_path: Path) -> None:
+    """A path holding `[bold]` or `[/i]` is shown as written: rich markup would swallow the
+    first and crash on the second."""
+    root = dotenv_project(tmp_path / "bot", {"OPENAI_API_KEY": CANARY},
+                          '[sources.odd]\ntype = "dotenv"\npath = "a[/i]/[bold]b.env"\n')
+    config = root / "keyrun.toml"
+    write(config, config.read_text().replace('sources = ["local"]', 'sources = ["odd", "local"]'))
+    write(root / "a[" / "i]" / "[bold]b.env", f"OPENAI_API_KEY={CANARY}\n")
+    env = clean_env(tmp_path, NO_COLOR="1")
+    for command in (["list"], ["doctor"]):
+        code, out, err = keyrun_on_terminal(command, cwd=root, columns=200, env=env)
+        assert code in (0, 1), out + err
+        assert "internal error" not in out + err
+        assert "a[/i]/[bold]b.env" in "".join(_plain(out)).replace(" ", ""), out
+        assert_no_leak(CANARY, out, err)
+
+
+def test_wrap_path_breaks_a_long_piece_after_dashes() -> None:
+    from keyrun.cli.render import wrap_path
+
+    assert wrap_path("secret/customer-support-assistant-platform/dev#KEY", 20).split("\n") == [
+        "secret/customer-", "support-assistant-", "platform/dev#KEY"]
+    assert wrap_path("abcdefghij", 4).split("\n") == ["abcd", "efgh", "ij"]
+    assert wrap_path("ANTHROPIC_API_KEY", 10, "_").split("\n") == ["ANTHROPIC_", "API_KEY"]

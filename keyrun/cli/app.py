@@ -301,7 +301,8 @@ def log(
         return 0
     rows = [[e.get("time", ""), e.get("action", ""), f"{e.get('project')}/{e.get('env')}",
              e.get("command") or "", _keys_cell(e)] for e in entries]
-    render.table(["TIME", "ACTION", "PROFILE", "COMMAND", "KEYS"], rows, title=f"{path}")
+    render.table(["TIME", "ACTION", "PROFILE", "COMMAND", "KEYS"], rows, title=f"{path}",
+                 folding=("KEYS",))
     return 0
 
 

@@ -85,7 +85,8 @@ def _print_rows(project: str, env: str, rows: list[Row]) -> None:
     ] for row in rows]
     render.table(["KEY", "SOURCE", "LOCATION", "STATUS", "PREVIEW", "VERSION", "AGE"], table,
                  title=f"project {project}, environment {env}",
-                 folding=("LOCATION", "VERSION"), optional=("PREVIEW", "VERSION", "AGE"))
+                 folding=("LOCATION", "VERSION"), optional=("PREVIEW", "VERSION", "AGE"),
+                 breakable=("KEY",))
     problems = folded_problems(rows)
     if problems:
         print()
@@ -206,7 +207,7 @@ def sources_command(*, as_json: bool) -> int:
     render.table(["TYPE", "PROVIDER", "EXTRA", "USABLE", "NOTE"], [
         [str(row["type"]), str(row["provider"] or "-"), str(row["extra"] or "-"),
          "yes" if row["usable"] else "no", str(row["summary"] if row["usable"] else row["reason"])]
-        for row in rows])
+        for row in rows], folding=("NOTE",))
     return 0
 
 

@@ -17,32 +17,55 @@ def is_terminal(stream: TextIO) -> bool:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None,
           stream: TextIO | None = None, folding: Sequence[str] = (),
-          optional: Sequence[str] = ()) -> None:
+          optional: Sequence[str] = (), breakable: Sequence[str] = ()) -> None:
     """Aligned columns. On a terminal, a table that fits its width: the ``folding``
-    columns (paths, ids) break across lines (after a ``/``, ``#`` or ``@`` where they can)
-    rather than being cut short, the others keep whole, and the ``optional`` ones are left
-    out when no row has anything in them."""
+    columns (paths, ids, notes) break across lines (after a ``/``, ``#``, ``@`` or space,
+    else after a ``-``, ``_`` or ``.``, where they can) rather than being cut short; a
+    ``breakable`` column (names) breaks after its ``_`` only when the folding ones would
+    otherwise get less than ``ROOMY`` characters; the others keep whole. The ``optional``
+    ones are left out when no row has anything in them, and from the right while the table
+    is too wide or a folding column would get less than ``ROOMY``. Text is never markup."""
     stream = stream or sys.stdout
     title = None if title is None else printable(title)
     rows = [[printable(cell) for cell in row] for row in rows]
     if is_terminal(stream):
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        console = Console(file=stream, highlight=False)
+        console = Console(file=stream, highlight=False, markup=False)
         shown = [i for i, header in enumerate(headers)
                  if header not in optional or any(row[i] for row in rows)]
-        folds = [i for i in shown if headers[i] in folding]
-        whole = sum(_width(headers[i], rows, i) for i in shown if i not in folds)
-        room = max((console.width - whole - 2 * (len(shown) - 1)) // max(len(folds), 1), 12)
-        rich_table = Table(title=title, title_justify="left", box=None, header_style="bold",
-                           pad_edge=False)
-        for i in shown:
-            rich_table.add_column(headers[i], overflow="fold" if i in folds else "ellipsis",
-                                  no_wrap=i not in folds)
+        while True:
+            kinds = ["fold" if headers[i] in folding else
+                     "break" if headers[i] in breakable else "whole" for i in shown]
+            natural = [_width(headers[i], rows, i) for i in shown]
+            least = [len(headers[i]) for i in shown]
+            widths = fit(natural, least, kinds, console.width)
+            for k, i in enumerate(shown):  # a name broken after its `_` may be narrower still
+                if kinds[k] == "break" and widths[k] < natural[k]:
+                    natural[k] = max(len(line) for row in rows
+                                     for line in wrap_path(row[i], widths[k], "_").split("\n"))
+            widths = fit(natural, least, ["whole" if kind == "break" else kind
+                                          for kind in kinds], console.width)
+            cramped = sum(widths) + 2 * (len(widths) - 1) > console.width or any(
+                width < min(need, ROOMY)
+                for width, need, kind in zip(widths, natural, kinds, strict=True)
+                if kind == "fold")
+            spare = [i for i in shown if headers[i] in optional]
+            if not cramped or not spare:
+                break
+            shown.remove(spare[-1])  # too narrow for them all: the rightmost optional goes
+        if title:
+            console.print(Text(title, style="italic"))  # wrapped at the terminal's width
+        rich_table = Table(box=None, header_style="bold", pad_edge=False)
+        for i, width, kind in zip(shown, widths, kinds, strict=True):
+            rich_table.add_column(headers[i], width=width, no_wrap=kind == "whole",
+                                  overflow="ellipsis" if kind == "whole" else "fold")
         for row in rows:
-            rich_table.add_row(*(wrap_path(row[i], room) if i in folds else row[i]
-                                 for i in shown))
+            rich_table.add_row(*(row[i] if kind == "whole" else
+                                 wrap_path(row[i], width, "_" if kind == "break" else "/#@ ")
+                                 for i, width, kind in zip(shown, widths, kinds, strict=True)))
         console.print(rich_table)
         return
     if title:
@@ -53,26 +76,62 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title: str |
         print("  ".join(cells).rstrip(), file=stream)
 
 
+ROOMY = 16  # characters a folding column gets before a breakable one gives up its own
+
+
+def fit(natural: Sequence[int], least: Sequence[int], kinds: Sequence[str],
+        width: int) -> list[int]:
+    """Column widths for a terminal ``width`` wide (two spaces between columns): each
+    column its ``natural`` width where that fits; else the ``fold`` columns share what the
+    others leave, the narrowest need served first, none below ``least`` (its header); a
+    ``break`` column gives up characters, down to ``ROOMY // 2``, while the folding ones
+    would get less than ``ROOMY``."""
+    widths = list(natural)
+    folds = sorted((i for i, kind in enumerate(kinds) if kind == "fold"),
+                   key=lambda i: natural[i])
+    room = width - 2 * (len(natural) - 1) - sum(
+        natural[i] for i, kind in enumerate(kinds) if kind != "fold")
+    short = sum(min(natural[i], ROOMY) for i in folds) - room
+    for i, kind in enumerate(kinds):
+        given = min(short, natural[i] - max(ROOMY // 2, least[i]))
+        if kind == "break" and given > 0:
+            widths[i] -= given
+            room += given
+            short -= given
+    for done, i in enumerate(folds):
+        widths[i] = max(min(natural[i], room // (len(folds) - done)), least[i])
+        room -= widths[i]
+    return widths
+
+
 def _width(header: str, rows: Sequence[Sequence[str]], i: int) -> int:
     return max([len(header), *(len(row[i]) for row in rows)])
 
 
-def wrap_path(text: str, width: int) -> str:
-    """``text`` in lines of at most ``width`` characters, broken after ``/``, ``#`` or ``@``
-    where it can be and anywhere where it cannot."""
-    import re
-
+def wrap_path(text: str, width: int, breaks: str = "/#@ ") -> str:
+    """``text`` in lines of at most ``width`` characters, broken after one of ``breaks``
+    where it can be, else after a ``-``, ``_`` or ``.``, and anywhere where it cannot; a
+    line keeps no space at its end."""
     lines: list[str] = []
     line = ""
-    for piece in re.findall(r"[^/#@]+[/#@]*|[/#@]+", text):
-        if line and len(line) + len(piece) > width:
-            lines.append(line)
-            line = ""
-        line += piece
-        while len(line) > width:
-            lines.append(line[:width])
-            line = line[width:]
+    for piece in _pieces(text, breaks):
+        for part in _pieces(piece, "-_.") if len(piece) > width else [piece]:
+            if line and len(line.rstrip(" ")) + len(part.rstrip(" ")) > width:
+                lines.append(line.rstrip(" "))
+                line = ""
+            line += part
+            while len(line) > width:
+                lines.append(line[:width])
+                line = line[width:]
     return "\n".join([*lines, line] if line or not lines else lines)
+
+
+def _pieces(text: str, breaks: str) -> list[str]:
+    """``text`` cut after each run of ``breaks`` characters."""
+    import re
+
+    marks = re.escape(breaks)
+    return re.findall(f"[^{marks}]+[{marks}]*|[{marks}]+", text)
 
 
 def print_json(data: Any) -> None:
@@ -97,7 +156,7 @@ def print_hanging(lines: Sequence[tuple[str, str | None, str, str]], *, widths: 
         grid.add_column(overflow="fold")
         for marker, style, label, text in lines:
             grid.add_row(Text(marker, style or ""), label, text)
-        Console(file=stream, highlight=False).print(grid)
+        Console(file=stream, highlight=False, markup=False).print(grid)
         return
     for marker, _, label, text in lines:
         print(f"{marker:<{widths[0]}} {label:<{widths[1]}} {text}".rstrip(), file=stream)
@@ -112,7 +171,7 @@ def print_marked(lines: Sequence[tuple[str, str | None, str]], *,
         from rich.console import Console
         from rich.text import Text
 
-        console = Console(file=stream, highlight=False)
+        console = Console(file=stream, highlight=False, markup=False)
         for marker, style, text in lines:
             console.print(Text.assemble((marker, style or ""), text))
         return
