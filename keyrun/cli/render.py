@@ -30,7 +30,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title: str |
     rows = [[printable(cell) for cell in row] for row in rows]
     if is_terminal(stream):
         from rich.console import Console
-        from rich.table import Table
         from rich.text import Text
 
         console = Console(file=stream, highlight=False, markup=False)
@@ -58,15 +57,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title: str |
             shown.remove(spare[-1])  # too narrow for them all: the rightmost optional goes
         if title:
             console.print(Text(title, style="italic"))  # wrapped at the terminal's width
-        rich_table = Table(box=None, header_style="bold", pad_edge=False)
-        for i, width, kind in zip(shown, widths, kinds, strict=True):
-            rich_table.add_column(headers[i], width=width, no_wrap=kind == "whole",
-                                  overflow="ellipsis" if kind == "whole" else "fold")
+        # laid out here, not by rich.Table: how it spends a column's padding changed between
+        # rich releases, and a column one character off cut the last one short
+        console.print(Text(_aligned([headers[i] for i in shown], widths), style="bold"),
+                      soft_wrap=True)
         for row in rows:
-            rich_table.add_row(*(row[i] if kind == "whole" else
-                                 wrap_path(row[i], width, "_" if kind == "break" else "/#@ ")
-                                 for i, width, kind in zip(shown, widths, kinds, strict=True)))
-        console.print(rich_table)
+            stacked = [_cell_lines(row[i], width, kind)
+                       for i, width, kind in zip(shown, widths, kinds, strict=True)]
+            for depth in range(max(map(len, stacked))):
+                layer = [cell[depth] if depth < len(cell) else "" for cell in stacked]
+                console.print(Text(_aligned(layer, widths)), soft_wrap=True)
         return
     if title:
         print(title, file=stream)
@@ -102,6 +102,24 @@ def fit(natural: Sequence[int], least: Sequence[int], kinds: Sequence[str],
         widths[i] = max(min(natural[i], room // (len(folds) - done)), least[i])
         room -= widths[i]
     return widths
+
+
+def _cell_lines(text: str, width: int, kind: str) -> list[str]:
+    """A cell's lines at most ``width`` wide: a ``whole`` one cut short with an ellipsis."""
+    if kind != "whole":
+        return wrap_path(text, width, "_" if kind == "break" else "/#@ ").split("\n")
+    from rich.text import Text
+
+    cut = Text(text)
+    cut.truncate(width, overflow="ellipsis")
+    return [cut.plain]
+
+
+def _aligned(cells: Sequence[str], widths: Sequence[int]) -> str:
+    from rich.cells import cell_len
+
+    return "  ".join(cell + " " * (width - cell_len(cell))
+                     for cell, width in zip(cells, widths, strict=True)).rstrip()
 
 
 def _width(header: str, rows: Sequence[Sequence[str]], i: int) -> int:
@@ -150,7 +168,7 @@ def print_hanging(lines: Sequence[tuple[str, str | None, str, str]], *, widths: 
         from rich.table import Table
         from rich.text import Text
 
-        grid = Table.grid(padding=(0, 1))
+        grid = Table.grid(padding=(0, 1, 0, 0))  # right only: rich 13.8 pads a column left too
         grid.add_column(width=widths[0], no_wrap=True)
         grid.add_column(width=widths[1], no_wrap=True)
         grid.add_column(overflow="fold")
