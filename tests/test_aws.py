@@ -206,7 +206,8 @@ def test_per_key_batches_of_twenty_in_parallel(aws: AwsBackend) -> None:
     assert len(aws.proxy.operations()) == 4
     # every call started before the first one ended: all 4 were in flight at once
     assert max(c.started for c in calls) < min(c.ended for c in calls)
-    assert elapsed < 4 * 0.4, f"4 calls of 0.4 s took {elapsed:.2f} s: not in parallel"
+    # one after another they take 1.6 s at least; the bound leaves room for a loaded machine
+    assert elapsed < 4 * 0.4 + 1.0, f"4 calls of 0.4 s took {elapsed:.2f} s"
 
 
 def test_per_key_fields_versions_and_duplicates(aws: AwsBackend) -> None:
@@ -482,7 +483,7 @@ def test_black_holed_endpoint_ends_within_the_deadline(aws: AwsBackend) -> None:
             started = time.monotonic()
             with pytest.raises(SourceError) as caught:
                 fetch(source, "A", "B", seconds=1.5)
-            assert time.monotonic() - started < 1.5 + 0.1
+            assert time.monotonic() - started < 1.5 + 0.5  # botocore's own would be 60 s
             assert caught.value.message == (
                 f"aws: no answer from AWS at {hole.url} within the total deadline of 1.5s — "
                 "check that the endpoint is reachable; raise the deadline with timeout = "
@@ -702,7 +703,8 @@ def test_cli_black_hole_ends_within_the_timeout(aws: AwsBackend, project: Path,
     assert done.returncode == 125, done.stderr
     assert "OPENAI_API_KEY, ANTHROPIC_API_KEY: bundle: " in done.stderr
     assert "within the total deadline of 3s" in done.stderr
-    assert elapsed < 3 + 1.0, f"took {elapsed:.1f}s with timeout = 3s (start-up included)"
+    # start-up (boto3's import) included; without the deadline botocore waits 60 s a try
+    assert elapsed < 3 + 3.0, f"took {elapsed:.1f}s with timeout = 3s"
 
 
 def test_cli_list_doctor_and_set(aws: AwsBackend, project: Path, tmp_path: Path) -> None:

@@ -307,7 +307,7 @@ def test_black_hole_and_aws_endpoint_url(aws: AwsBackend,
         with pytest.raises(SourceError, match=f"^params: no answer from AWS at {hole.url} "
                                               "within the total deadline of 1s"):
             fetch(make(None), *(f"K{i}" for i in range(25)), seconds=1)
-        assert time.monotonic() - started < 1.0 + 0.1
+        assert time.monotonic() - started < 1.0 + 0.5  # botocore's own would be 60 s
     finally:
         hole.close()
     put(aws, "/proj/dev/A", "via-env-endpoint")

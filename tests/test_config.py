@@ -282,7 +282,8 @@ def test_a_chain_of_3000_extends_is_checked_in_linear_time(tmp_path: Path) -> No
     names = config.env_names()
     last = environment(config, "e2999")
     elapsed = time.monotonic() - started
-    assert elapsed < 0.5, elapsed  # it was 0.09 s here; a walk per environment took 1.3 s for 300
+    # 0.09 s here; a walk per environment took 1.3 s for 300, so about 130 s for 3000
+    assert elapsed < 2.0, elapsed
     assert (len(names), last.sources) == (3000, ("local",))
     # a cycle at the far end of the chain is still found, naming its loop
     looped = "".join(tables).replace('[env.e0]\nsources = ["local"]\n',
