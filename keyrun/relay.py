@@ -83,6 +83,9 @@ from keyrun.mask import Masker, MaskSet, Piece
 
 RELEASE_AFTER = 0.03  # seconds of silence before a held prefix's first bytes are let out
 SUSPEND_DRAIN = 1.0  # on Ctrl-Z, wait at most this long for keyrun's outputs to take what is left
+# ...after reading the command's outputs until they are this quiet: the terminal echoes ^Z
+# after the signal that stopped the command, and may hand it over in two pieces
+SUSPEND_QUIET = 0.03
 FOREGROUND_POLL = 0.2  # in the background, look this often whether keyrun is in front again
 # After the command ended: what it wrote is relayed whole; then an output is closed once it
 # has been quiet this long (a pseudo-terminal may hand over its last bytes a little late)...
@@ -945,6 +948,7 @@ class _Loop:
     def _suspend(self) -> None:
         """The command stopped on its terminal (Ctrl-Z): give the terminal back and stop
         keyrun as a job; once continued (fg, bg), take it again and continue the command."""
+        self._read_until_quiet(time.monotonic() + SUSPEND_DRAIN)
         for output in self.outputs.values():
             output.drain(SUSPEND_DRAIN)  # what the command wrote before it stopped
         self._release_keyboard()
@@ -954,6 +958,23 @@ class _Loop:
             copy_window_size(self.child.terminal)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.child.pid, signal.SIGCONT)
+
+    def _read_until_quiet(self, deadline: float) -> None:
+        """Relay what the command's outputs still hold until they have been quiet for
+        ``SUSPEND_QUIET`` (or until ``deadline``)."""
+        poller = select.poll()
+        for fd in self.streams:
+            if fd not in self.paused:
+                poller.register(fd, select.POLLIN)
+        while (left := deadline - time.monotonic()) > 0:
+            ready = poller.poll(1000 * min(SUSPEND_QUIET, left))
+            if not ready:
+                return
+            for fd, _ in ready:
+                if fd in self.streams and fd not in self.paused:
+                    self._pump(fd)
+                if fd not in self.streams or fd in self.paused:
+                    poller.unregister(fd)
 
     def _leftover_deadline(self, stream: _Stream) -> float | None:
         """After the command ended: when keyrun stops reading this output. What was written
