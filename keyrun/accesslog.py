@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +75,7 @@ def record(
     if path is None:
         return None
     entry: dict[str, Any] = {
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": _utc_now(),
         "user": _user(),
         "host": os.uname().nodename,
         "directory": _directory(),
@@ -231,3 +230,12 @@ def _read(path: Path) -> str:
     entries another user could have written are not shown as keyrun's)."""
     read = read_trusted(path, "the access log", limit=2 * MAX_BYTES)
     return "" if read is None else read[0].decode("utf-8", "replace")
+
+
+def _utc_now() -> str:
+    """Now in UTC as ISO 8601 with milliseconds (``2026-12-06T23:30:44.123Z``); through
+    ``time``, since the datetime module costs 2 ms of every start."""
+    import time
+
+    now = time.time_ns() // 1_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 1000)) + f".{now % 1000:03d}Z"

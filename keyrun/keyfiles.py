@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -185,6 +184,8 @@ def _memory_file(name: str, data: bytes) -> int:
 
 def _start_holder(fds: Sequence[int], watched: int) -> int:
     """Start the holder with ``fds`` (same numbers); return its pid once it holds them."""
+    import subprocess  # only where a key is a file: 3 ms of every start otherwise
+
     start = _start_time(watched)
     pidfd = _pidfd(watched)
     report_read, report_write = os.pipe()
