@@ -263,8 +263,7 @@ _HEX_RUN = re.compile(r"[0-9A-Fa-f]{12,}")
 def _decoded(args: list[str]) -> list[bytes]:
     """What the arguments say once their URL encoding, base64 and hex are decoded (a value
     can only hide in runs of those alphabets)."""
-    import base64
-    import binascii
+    import binascii  # base64.b64decode is this, behind 1 ms of importing base64
     from urllib.parse import unquote_to_bytes
 
     joined = "".join(args)
@@ -276,7 +275,7 @@ def _decoded(args: list[str]) -> list[bytes]:
                 part = standard[offset:]
                 part = part[:-1] if len(part) % 4 == 1 else part + "=" * (-len(part) % 4)
                 with contextlib.suppress(binascii.Error, ValueError):
-                    blobs.append(base64.b64decode(part))
+                    blobs.append(binascii.a2b_base64(part))
         for run in _HEX_RUN.findall(text):
             for offset in (0, 1):
                 part = run[offset:]

@@ -75,6 +75,31 @@ def check_owner(path: Path, info: os.stat_result, what: str) -> None:
         raise ConfigError(
             f"{path}: {what} may be written by {writers}, so they could change what keyrun "
             "does", f"chmod go-w {path}")
+    _check_directory(path, what)
+
+
+def _check_directory(path: Path, what: str) -> None:
+    """Refuse ``path`` when the directory holding it lets another user rename or remove
+    what is in it (another user's, or writable by others without the sticky bit that
+    ``/tmp`` has): they could put another of your files in its place."""
+    directory = Path(os.path.abspath(path)).parent
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return
+    if info.st_mode & stat.S_ISVTX:
+        return
+    if not _mine(info.st_uid):
+        raise ConfigError(
+            f"{path}: {what} is in {directory}, which belongs to {owner_name(info.st_uid)}, "
+            "who could put another file in its place",
+            f"move it to a directory of your own, or if you trust {directory}, make it yours: "
+            f"chown {_me()} {directory}")
+    writers = _other_writers(info)
+    if writers:
+        raise ConfigError(
+            f"{path}: {what} is in {directory}, which {writers} may write, so they could "
+            "put another file in its place", f"chmod go-w {directory}")
 
 
 def _link_owner(path: Path) -> int | None:

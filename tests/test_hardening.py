@@ -196,6 +196,31 @@ def test_files_another_user_owns_or_may_write_are_refused(tmp_path: Path, env: d
         assert keyrun(args, cwd=project, env=env).returncode == 0
 
 
+def test_a_directory_others_may_write_is_refused_unless_sticky(tmp_path: Path,
+                                                              env: dict[str, str]) -> None:
+    """Another user who may rename what is in the project directory could swap keyrun.toml
+    or .env for another file of yours; /tmp's sticky bit forbids that, so it is fine."""
+    project = tmp_path / "project"
+    write(project / "keyrun.toml", '[keys]\nA = {}\n[sources.local]\ntype = "dotenv"\n'
+          '[env.dev]\nsources = ["local"]\n')
+    write(project / ".env", f"A={CANARY}\n")
+    project.chmod(0o777)
+    shared = keyrun(["--", "true"], cwd=project, env=env)
+    assert shared.returncode == 125
+    assert (f"keyrun: error: {project / 'keyrun.toml'}: keyrun.toml is in {project}, which "
+            "every user (mode o+w) may write, so they could put another file in its place\n"
+            f"  hint: chmod go-w {project}\n") == shared.stderr
+    project.chmod(0o1777)
+    assert keyrun(["--", "true"], cwd=project, env=env).returncode == 0
+    project.chmod(0o755)
+    os.chown(project, STRANGER, STRANGER)
+    theirs = keyrun(["-c", str(project / "keyrun.toml"), "--", "true"], cwd=tmp_path, env=env)
+    assert theirs.returncode == 125
+    assert (f"{project / 'keyrun.toml'}: keyrun.toml is in {project}, which belongs to uid "
+            f"{STRANGER}, who could put another file in its place") in theirs.stderr
+    assert CANARY not in shared.stdout + shared.stderr + theirs.stdout + theirs.stderr
+
+
 def test_a_symlink_another_user_planted_is_refused(tmp_path: Path, env: dict[str, str]) -> None:
     project = tmp_path / "project"
     mine = write(tmp_path / "elsewhere.env", f"A={CANARY}\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_no_leak, clean_env, write
+from tests.helpers import assert_no_leak, clean_env, unavailable, write
 from tests.vault_server import ROOT_TOKEN, OpenBao
 
 PY = sys.executable
@@ -262,7 +262,7 @@ def test_a_real_client_reads_the_service_account_file(project: Project) -> None:
 
 def test_an_ssh_key_file_is_accepted_by_ssh(project: Project, tmp_path: Path) -> None:
     if shutil.which("ssh-keygen") is None:
-        pytest.skip("ssh-keygen is not installed (the file's mode is checked elsewhere)")
+        unavailable("ssh-keygen is not installed (apt-get install openssh-client)")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f",
                     str(tmp_path / "id")], check=True)
     write(project.root / ".env", f"SSH_KEY={dotenv_quoted((tmp_path / 'id').read_text())}\n")
