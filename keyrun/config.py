@@ -4,7 +4,8 @@ Parsing is pure and cheap: source options are validated by the source classes
 themselves, and only when a profile uses them (``doctor`` validates every one).
 """
 
-from __future__ import annotations
+# Annotations are evaluated (no `from __future__ import annotations`): under it each
+# NamedTuple field's string is compiled at every start (benchmarks/RESULTS.md, startup).
 
 import os
 import re

@@ -1,6 +1,7 @@
 """Building the command's environment: a pure function of its inputs (SPEC §5)."""
 
-from __future__ import annotations
+# Annotations are evaluated (no `from __future__ import annotations`): under it each
+# NamedTuple field's string is compiled at every start (benchmarks/RESULTS.md, startup).
 
 import contextlib
 import re

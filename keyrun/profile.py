@@ -1,6 +1,7 @@
 """A profile: project × environment resolved into, for every key, where it is read from."""
 
-from __future__ import annotations
+# Annotations are evaluated (no `from __future__ import annotations`): under it each
+# NamedTuple field's string is compiled at every start (benchmarks/RESULTS.md, startup).
 
 import os
 from collections.abc import Callable, Mapping, Sequence

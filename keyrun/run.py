@@ -1,6 +1,7 @@
 """``keyrun run``: resolve, check, build the environment, start the command."""
 
-from __future__ import annotations
+# Annotations are evaluated (no `from __future__ import annotations`): under it each
+# NamedTuple field's string is compiled at every start (benchmarks/RESULTS.md, startup).
 
 import os
 import sys

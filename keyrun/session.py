@@ -13,7 +13,8 @@ releases it; its :class:`~keyrun.reporter.Reporter` is where everything it has t
     session.log()                      # one access-log line
 """
 
-from __future__ import annotations
+# Annotations are evaluated (no `from __future__ import annotations`): under it each
+# NamedTuple field's string is compiled at every start (benchmarks/RESULTS.md, startup).
 
 import contextlib
 import os
@@ -58,7 +59,7 @@ class Session:
 
     def __init__(self, profile: Profile, report: Reporter, *, action: str,
                  command: str | None = None, environ: Mapping[str, str] | None = None,
-                 progress: bool | Progress = False, stoppable: bool = False,
+                 progress: "bool | Progress" = False, stoppable: bool = False,
                  warn_unlogged: bool = True, trust_first: bool = True) -> None:
         self.profile = profile
         self.report = report
@@ -101,7 +102,7 @@ class Session:
                 self._warn_all(release_all(self.profile))
                 raise
 
-    def shown(self, *, remote: bool = True) -> Progress:
+    def shown(self, *, remote: bool = True) -> "Progress":
         """Where this session shows its progress (``keyrun.progress.shown``)."""
         from keyrun.progress import Progress, shown
 
@@ -181,7 +182,7 @@ class Session:
         what could not be revoked is a warning, never an error."""
         self._warn_all(release_all(self.profile))
 
-    def keeper(self) -> LeaseKeeper:
+    def keeper(self) -> "LeaseKeeper":
         """What renews this session's leases while its values are in use, and revokes
         them at the end (``launch.Supervisor``)."""
         return LeaseKeeper(self.fetch(), self.report)
@@ -194,7 +195,7 @@ class Session:
 def open_session(selection: Selection, *, action: str, command: str | None = None,
                  only: Sequence[str] = (), environ: Mapping[str, str] | None = None,
                  cwd: Path | None = None, interactive: bool = False, strict: bool = True,
-                 report: Reporter | None = None, progress: bool | Progress = False,
+                 report: Reporter | None = None, progress: "bool | Progress" = False,
                  stoppable: bool = False, warn_unlogged: bool = True) -> Session:
     """Find keyrun.toml, choose the environment and open its profile (``open_profile``);
     nothing is fetched yet. Without ``report``, one from the selection's -q/-v."""

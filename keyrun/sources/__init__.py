@@ -10,7 +10,8 @@ Third-party sources register a :class:`Source` subclass under the entry-point gr
 ``keyrun.sources``; ``keyrun.testing`` holds a contract suite they can reuse.
 """
 
-from __future__ import annotations
+# Annotations are evaluated (no `from __future__ import annotations`): under it each
+# NamedTuple field's string is compiled at every start (benchmarks/RESULTS.md, startup).
 
 import importlib
 import time
@@ -115,7 +116,7 @@ class Problem(NamedTuple):
     message: str
 
     @classmethod
-    def missing(cls, message: str = "not found") -> Problem:
+    def missing(cls, message: str = "not found") -> "Problem":
         return cls("missing", message)
 
 
@@ -227,7 +228,7 @@ class Source(ABC):
         return SourceError(self.name, f"source type {self.type_name!r} is read-only",
                            "choose a writable source with --source NAME")
 
-    def endpoints(self) -> Sequence[Endpoint]:
+    def endpoints(self) -> "Sequence[Endpoint]":
         """Every endpoint the source sends its credentials to, each passed through
         :meth:`keyrun.sources.runtime.Runtime.endpoint` (which raises
         :class:`~keyrun.trust.TrustError` for a host the user did not choose). The core asks

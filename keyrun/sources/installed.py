@@ -7,7 +7,8 @@ equal). Nothing here imports a source: a missing SDK's error gets its hint from 
 (``MissingSdkError``) without pulling in the registry.
 """
 
-from __future__ import annotations
+# Annotations are evaluated (no `from __future__ import annotations`): under it each
+# NamedTuple field's string is compiled at every start (benchmarks/RESULTS.md, startup).
 
 from typing import NamedTuple
 
