@@ -947,6 +947,9 @@ class _Loop:
         """The command stopped on its terminal (Ctrl-Z): give the terminal back and stop
         keyrun as a job; once continued (fg, bg), take it again and continue the command."""
         self._read_until_quiet(time.monotonic() + SUSPEND_DRAIN)
+        for stream in self.streams.values():
+            if stream.release_at is not None:
+                stream.release()  # a stopped command is as quiet as it gets
         for output in self.outputs.values():
             output.drain(SUSPEND_DRAIN)  # what the command wrote before it stopped
         self._release_keyboard()

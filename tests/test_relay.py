@@ -760,6 +760,24 @@ def test_keys_typed_at_the_shell_after_bg_do_not_stop_keyrun(terminals: Start) -
     assert terminal.restored()
 
 
+def test_what_is_held_when_the_command_stops_shows_before_keyrun_stops(
+        terminals: Start) -> None:
+    """A command that stops itself right after the first bytes of a value: keyrun lets out
+    what the release policy allows (4 bytes) before stopping, as after any silence, not
+    once it runs again (the ^Z a terminal echoes ends in a byte that may begin a value)."""
+    code = ("import os, signal, sys; sys.stdout.write('held: sk-p'); sys.stdout.flush(); "
+            "os.kill(os.getpid(), signal.SIGTSTP); print(' and on')")
+    terminal = terminals(py(code), as_job=True)
+    wait_for_state(terminal.job, stopped=True)
+    terminal._pump(0.3)
+    assert terminal.terminal == b"held: sk-p"
+    terminal.shell(b"bg")  # continued in the background, it writes the rest and ends
+    assert terminal.wait() == 0
+    # in the background the shell's cooked mode has the terminal: \r\n arrives as \r\r\n
+    assert terminal.terminal.replace(b"\r", b"") == b"held: sk-p and on\n"
+    assert terminal.restored()
+
+
 def test_started_in_the_background_then_fg_gets_the_keyboard(terminals: Start) -> None:
     """Started with &, while the shell's line editor has the terminal: the command's
     pseudo-terminal is line-buffered all the same, and keys reach it after fg."""
