@@ -82,8 +82,8 @@ from keyrun.mask import Masker, MaskSet, Piece
 
 RELEASE_AFTER = 0.03  # seconds of silence before a held prefix's first bytes are let out
 SUSPEND_DRAIN = 1.0  # on Ctrl-Z, wait at most this long for keyrun's outputs to take what is left
-# ...after reading the command's outputs until they are this quiet: the terminal echoes ^Z
-# after the signal that stopped the command, and may hand it over in two pieces
+# ...after reading the command's outputs until they are this quiet: the terminal writes its
+# echo of ^Z after the signal that stopped the command
 SUSPEND_QUIET = 0.03
 FOREGROUND_POLL = 0.2  # in the background, look this often whether keyrun is in front again
 # After the command ended: what it wrote is relayed whole; then an output is closed once it

@@ -49,6 +49,20 @@ def test_a_full_log_becomes_the_previous_one(project: Path, tmp_path: Path) -> N
     assert_no_leak(CANARY, first.stderr, log.read_text(), previous.read_text())
 
 
+def test_an_entry_is_stamped_with_the_time_in_utc(project: Path, tmp_path: Path) -> None:
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    env = clean_env(tmp_path)
+    before = datetime.now(UTC)
+    assert keyrun(["--", "true"], cwd=project, env=env).returncode == 0
+    after = datetime.now(UTC)
+    stamp = json.loads((tmp_path / "access.log").read_text().splitlines()[-1])["time"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    logged = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before - timedelta(milliseconds=1) <= logged <= after
+
+
 def test_the_log_is_never_written_through_a_symlink(project: Path, tmp_path: Path) -> None:
     target = write(tmp_path / "elsewhere", "")
     (tmp_path / "access.log").symlink_to(target)

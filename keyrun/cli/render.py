@@ -70,7 +70,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title: str |
         return
     if title:
         print(title, file=stream)
-    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    widths = [_width(header, rows, i) for i, header in enumerate(headers)]
     for line in [headers, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=True)]
         print("  ".join(cells).rstrip(), file=stream)

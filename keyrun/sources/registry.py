@@ -17,6 +17,7 @@ import importlib
 from collections.abc import Sequence
 
 from keyrun.errors import ConfigError
+from keyrun.installer import extra_requirements
 from keyrun.sources import Source
 from keyrun.sources.installed import (
     BUILTIN,
@@ -85,8 +86,6 @@ def _missing_requirements(source_type: SourceType, cls: type[Source]) -> list[st
     if declared is not None:
         return _unimportable(tuple(declared))
     if cls.extra and source_type.distribution:
-        from keyrun.installer import extra_requirements  # dataclasses: not on the run path
-
         return [name for name in extra_requirements(source_type.distribution, cls.extra)
                 if not _installed(name)]
     return []
